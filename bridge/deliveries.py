@@ -1,0 +1,108 @@
+"""Delivery records: listing them, and applying Twilio's status callbacks monotonically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.db import utcnow
+from bridge.messages import get_message
+from bridge.models import Contact, Delivery, DeliveryStatus
+from bridge.organizations import opt_out
+
+# Twilio's error code for "the recipient replied STOP": such a contact is opted out.
+UNSUBSCRIBED_CODE = 21610
+
+# How far along each state is; a callback only ever moves a delivery forward.
+RANK = {
+    DeliveryStatus.PENDING.value: 0,
+    DeliveryStatus.SENDING.value: 1,
+    DeliveryStatus.UNKNOWN.value: 2,
+    DeliveryStatus.SENT.value: 3,
+    DeliveryStatus.DELIVERED.value: 4,
+    DeliveryStatus.UNDELIVERED.value: 4,
+    DeliveryStatus.FAILED.value: 4,
+    DeliveryStatus.SKIPPED.value: 5,
+    DeliveryStatus.CANCELED.value: 5,
+}
+FINAL = frozenset(s for s, rank in RANK.items() if rank >= 4)
+
+# Twilio's MessageStatus values and the delivery state each means.
+TWILIO_STATUS = {
+    "accepted": DeliveryStatus.SENT.value,
+    "scheduled": DeliveryStatus.SENT.value,
+    "queued": DeliveryStatus.SENT.value,
+    "sending": DeliveryStatus.SENT.value,
+    "sent": DeliveryStatus.SENT.value,
+    "delivered": DeliveryStatus.DELIVERED.value,
+    "read": DeliveryStatus.DELIVERED.value,
+    "undelivered": DeliveryStatus.UNDELIVERED.value,
+    "failed": DeliveryStatus.FAILED.value,
+    "canceled": DeliveryStatus.FAILED.value,
+}
+
+
+def list_deliveries(session: Session, organization_id: str, message_id: str) -> list[Delivery]:
+    """The per-recipient delivery records of one of the organization's messages."""
+    message = get_message(session, organization_id, message_id)
+    return list(
+        session.execute(
+            select(Delivery)
+            .where(Delivery.message_id == message.id)
+            .order_by(Delivery.subscriber_id, Delivery.part)
+        ).scalars()
+    )
+
+
+def find_delivery(
+    session: Session, delivery_id: str | None, message_sid: str | None
+) -> Delivery | None:
+    """The delivery a status callback names, by our id (`d`) first, then Twilio's SID."""
+    if delivery_id:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is not None:
+            return delivery
+    if message_sid:
+        return session.execute(
+            select(Delivery).where(Delivery.twilio_sid == message_sid)
+        ).scalar_one_or_none()
+    return None
+
+
+@dataclass(frozen=True)
+class StatusOutcome:
+    delivery: Delivery
+    changed: bool
+    opted_out: bool
+
+
+def apply_status(
+    session: Session,
+    delivery: Delivery,
+    twilio_status: str,
+    message_sid: str | None = None,
+    error_code: int | None = None,
+    error_message: str | None = None,
+) -> StatusOutcome:
+    """Apply a Twilio status to a delivery, never moving it backwards; 21610 opts the contact out."""
+    target = TWILIO_STATUS.get((twilio_status or "").lower())
+    changed = False
+    if message_sid and delivery.twilio_sid is None:
+        delivery.twilio_sid = message_sid
+        changed = True
+    if target is not None and RANK[target] > RANK.get(delivery.status, 0):
+        delivery.status = target
+        changed = True
+        if error_code is not None:
+            delivery.error_code = error_code
+            delivery.error_message = error_message or f"Twilio error {error_code}"
+    opted = False
+    if error_code == UNSUBSCRIBED_CODE:
+        contact = session.get(Contact, delivery.subscriber_id)
+        if contact is not None:
+            opted = opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
+    if changed:
+        delivery.updated_at = utcnow()
+    return StatusOutcome(delivery, changed, opted)

@@ -1,0 +1,82 @@
+"""The bridge's error tree.
+
+    BridgeError
+    ├── ConfigurationError          settings that cannot run
+    ├── ValidationError             bad input, names the field (API: 422)
+    ├── NotFound                    no such object for this organization (API: 404)
+    ├── Conflict                    the request clashes with the state (API: 409)
+    ├── Forbidden                   the actor may not do this (API: 403)
+    └── SendError                   a send to Twilio did not succeed
+        ├── TransientSendError      retry later (429, 5xx, timeouts, retryable codes)
+        └── PermanentSendError      never retry (invalid number, blocked, ...)
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class ConfigurationError(BridgeError):
+    """The settings cannot run."""
+
+
+class ValidationError(BridgeError):
+    """Input that breaks a rule; `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class NotFound(BridgeError):
+    """No such object, or it belongs to another organization."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class Conflict(BridgeError):
+    """The request clashes with the current state."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class Forbidden(BridgeError):
+    """The acting subscriber may not do this."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class SendError(BridgeError):
+    """A send to Twilio did not succeed; `code` is Twilio's error code when it gave one."""
+
+    retryable = False
+
+    def __init__(self, reason: str, code: int | None = None, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.status = status
+
+
+class TransientSendError(SendError):
+    """Worth retrying later: rate limited, Twilio or the network failed."""
+
+    retryable = True
+
+
+class PermanentSendError(SendError):
+    """Retrying cannot help: the number is invalid, blocked, or the request is wrong."""
+
+    retryable = False

@@ -1,0 +1,32 @@
+"""Opaque prefixed identifiers (DESIGN section 3)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+PREFIXES = ("org", "usr", "cnt", "msg", "chnl", "dlv", "in", "key", "snd")
+
+RESOURCE_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+THREAD_PREFIX = "thrd_"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh random id such as `msg_3k9Qe...` (16 random bytes, URL-safe)."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def thread_id_for(resource_id: str) -> str:
+    """The predictable id of the thread about `resource_id`."""
+    return THREAD_PREFIX + resource_id
+
+
+def kind_of(subscriber_id: str) -> str | None:
+    """The subscriber type an id names (`user`, `contact`, `api_key`), or None."""
+    if subscriber_id.startswith("usr_"):
+        return "user"
+    if subscriber_id.startswith("cnt_"):
+        return "contact"
+    if subscriber_id.startswith("org_"):
+        return "api_key"
+    return None

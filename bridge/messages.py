@@ -1,0 +1,301 @@
+"""Messages: posting to threads and channels, editing, canceling, paging (DESIGN 5.2, 5.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.actors import Actor
+from bridge.channels import (
+    PUBLISHABLE_TYPES,
+    PublishResult,
+    get_channel,
+    get_or_create_channel,
+    publish_message,
+)
+from bridge.db import utcnow
+from bridge.errors import Conflict, Forbidden, NotFound, ValidationError
+from bridge.ids import new_id
+from bridge.models import Message, MessageType, SubscriberType, Thread
+from bridge.settings import Settings
+from bridge.threads import active_contact_ids, ensure_subscribed, get_thread
+
+MAX_TEXT_LENGTH = 16_000  # ten SMS parts of 1,600 characters
+MAX_MEDIA = 10
+MAX_URL_LENGTH = 2048
+SCHEDULE_GRACE = timedelta(seconds=60)  # clocks differ: a time just past still publishes at once
+MAX_PAGE = 150
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A new message, and what publishing it made (None when it stays in the thread or waits)."""
+
+    message: Message
+    published: PublishResult | None
+
+
+def validate_text(text: object, has_media: bool) -> str:
+    """Message text: a string of at most 16,000 characters, not empty unless media go with it."""
+    if text is None and has_media:
+        return ""
+    if not isinstance(text, str):
+        raise ValidationError("text must be a string", "text")
+    if not text.strip() and not has_media:
+        raise ValidationError("text must not be empty", "text")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValidationError(f"text must be at most {MAX_TEXT_LENGTH} characters", "text")
+    return text
+
+
+def validate_media_urls(media_urls: object) -> list[str]:
+    """At most ten `https` URLs."""
+    if media_urls is None:
+        return []
+    if not isinstance(media_urls, list):
+        raise ValidationError("media_urls must be a list of https URLs", "media_urls")
+    if len(media_urls) > MAX_MEDIA:
+        raise ValidationError(f"media_urls takes at most {MAX_MEDIA} URLs", "media_urls")
+    for i, url in enumerate(media_urls):
+        if (
+            not isinstance(url, str)
+            or not url.startswith("https://")
+            or len(url) > MAX_URL_LENGTH
+            or len(url) <= len("https://")
+            or any(ch.isspace() for ch in url)
+        ):
+            raise ValidationError("each media URL must be an https URL", f"media_urls[{i}]")
+    return list(media_urls)
+
+
+def validate_type(kind: object) -> str:
+    """A type a client may post: `text`, `tracking_update` or `pickup_reminder`."""
+    if kind is None:
+        return MessageType.TEXT.value
+    if not isinstance(kind, str) or kind not in PUBLISHABLE_TYPES:
+        raise ValidationError(
+            "type must be one of text, tracking_update, pickup_reminder", "type"
+        )
+    return kind
+
+
+def validate_publish_at(value: object, now: datetime) -> datetime | None:
+    """An epoch-seconds time, not in the past beyond a small grace; None publishes at once."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError("publish_to_channel_at must be epoch seconds", "publish_to_channel_at")
+    try:
+        when = datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValidationError(
+            "publish_to_channel_at is out of range", "publish_to_channel_at"
+        ) from exc
+    if when < now - SCHEDULE_GRACE:
+        raise ValidationError("publish_to_channel_at is in the past", "publish_to_channel_at")
+    if when > now + timedelta(days=366):
+        raise ValidationError(
+            "publish_to_channel_at is more than a year away", "publish_to_channel_at"
+        )
+    return when
+
+
+def post_message(
+    session: Session,
+    settings: Settings,
+    actor: Actor,
+    thread_id: str,
+    text: object,
+    type: object = None,
+    media_urls: object = None,
+    publish_to_channel_at: object = None,
+) -> Posted:
+    """Post a message to a thread; publish it to the channel of its contacts now or when due."""
+    now = utcnow()
+    thread = get_thread(session, actor.organization_id, thread_id)
+    kind = validate_type(type)
+    media = validate_media_urls(media_urls)
+    body = validate_text(text, bool(media))
+    when = validate_publish_at(publish_to_channel_at, now)
+    ensure_subscribed(session, thread, actor)
+    channel_id = None
+    contacts = [c for c in active_contact_ids(session, thread.id) if c != actor.subscriber_id]
+    if contacts:
+        channel, _ = get_or_create_channel(session, actor.organization_id, contacts)
+        channel_id = channel.id
+    message = _new_message(actor, thread.id, channel_id, body, kind, media, when, now)
+    session.add(message)
+    thread.updated_at = now
+    session.flush()
+    published = None
+    if channel_id is not None and (when is None or when <= now):
+        published = publish_message(session, settings, message, now)
+    return Posted(message, published)
+
+
+def post_channel_message(
+    session: Session,
+    settings: Settings,
+    actor: Actor,
+    channel_id: str,
+    text: object,
+    type: object = None,
+    media_urls: object = None,
+    publish_to_channel_at: object = None,
+) -> Posted:
+    """Post a message straight to a channel, with no thread."""
+    now = utcnow()
+    channel = get_channel(session, actor.organization_id, channel_id)
+    kind = validate_type(type)
+    media = validate_media_urls(media_urls)
+    body = validate_text(text, bool(media))
+    when = validate_publish_at(publish_to_channel_at, now)
+    message = _new_message(actor, None, channel.id, body, kind, media, when, now)
+    session.add(message)
+    session.flush()
+    published = None
+    if when is None or when <= now:
+        published = publish_message(session, settings, message, now)
+    else:
+        channel.updated_at = now
+    return Posted(message, published)
+
+
+def _new_message(
+    actor: Actor,
+    thread_id: str | None,
+    channel_id: str | None,
+    text: str,
+    kind: str,
+    media: list[str],
+    when: datetime | None,
+    now: datetime,
+) -> Message:
+    return Message(
+        id=new_id("msg"),
+        organization_id=actor.organization_id,
+        thread_id=thread_id,
+        channel_id=channel_id,
+        subscriber_id=actor.subscriber_id,
+        author_type=actor.type,
+        text=text,
+        type=kind,
+        media_urls=media,
+        reactions=[],
+        created_at=now,
+        publish_to_channel_at=when,
+    )
+
+
+def record_contact_message(
+    session: Session,
+    settings: Settings,
+    organization_id: str,
+    contact_id: str,
+    channel_id: str,
+    thread: Thread | None,
+    text: str,
+    media_urls: Sequence[str] = (),
+) -> Posted:
+    """Store an inbound SMS as a message by the contact in the channel (and thread), and relay it."""
+    now = utcnow()
+    actor = Actor.contact(organization_id, contact_id)
+    message = _new_message(
+        actor, thread.id if thread else None, channel_id, text, "text", list(media_urls), None, now
+    )
+    session.add(message)
+    if thread is not None:
+        thread.updated_at = now
+    session.flush()
+    return Posted(message, publish_message(session, settings, message, now))
+
+
+def get_message(session: Session, organization_id: str, message_id: str) -> Message:
+    """The organization's message, or NotFound."""
+    message = None
+    if isinstance(message_id, str):
+        message = session.execute(
+            select(Message).where(Message.id == message_id)
+        ).scalar_one_or_none()
+    if message is None or message.organization_id != organization_id:
+        raise NotFound("no such message", "id")
+    return message
+
+
+def edit_message(
+    session: Session, actor: Actor, message_id: str, fields: dict[str, Any]
+) -> Message:
+    """Change a message's text (and media); only its author may."""
+    message = get_message(session, actor.organization_id, message_id)
+    if message.subscriber_id != actor.subscriber_id:
+        raise Forbidden("only the author of a message can edit it", "id")
+    if message.type == MessageType.META.value or message.canceled_at is not None:
+        raise Conflict("this message cannot be edited", "id")
+    media = message.media_urls or []
+    if "media_urls" in fields:
+        media = validate_media_urls(fields["media_urls"])
+    text = validate_text(fields.get("text", message.text), bool(media))
+    now = utcnow()
+    message.text = text
+    message.media_urls = media
+    message.edited_at = now
+    _touch(session, message, now)
+    return message
+
+
+def cancel_message(session: Session, actor: Actor, message_id: str) -> Message:
+    """Cancel a message that has not been published; a published one is a Conflict."""
+    message = get_message(session, actor.organization_id, message_id)
+    if message.subscriber_id != actor.subscriber_id and actor.type != SubscriberType.API_KEY.value:
+        raise Forbidden("only the author or the organization can cancel a message", "id")
+    if message.published_at is not None:
+        raise Conflict("the message has already been published", "id")
+    if message.type == MessageType.META.value:
+        raise Conflict("meta messages cannot be canceled", "id")
+    if message.canceled_at is None:
+        now = utcnow()
+        message.canceled_at = now
+        _touch(session, message, now)
+    return message
+
+
+def _touch(session: Session, message: Message, now: datetime) -> None:
+    if message.thread_id:
+        thread = session.get(Thread, message.thread_id)
+        if thread is not None:
+            thread.updated_at = now
+
+
+def page_messages(
+    session: Session,
+    organization_id: str,
+    *,
+    thread_id: str | None = None,
+    channel_id: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> tuple[list[Message], bool]:
+    """A page of a thread's (or channel's published) messages, newest first, older than `before`."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", "limit")
+    query = select(Message).where(Message.organization_id == organization_id)
+    if thread_id is not None:
+        query = query.where(Message.thread_id == thread_id, Message.canceled_at.is_(None))
+    if channel_id is not None:
+        query = query.where(Message.channel_id == channel_id, Message.published_at.is_not(None))
+    if before is not None:
+        cursor = session.execute(
+            select(Message.seq).where(
+                Message.id == before, Message.organization_id == organization_id
+            )
+        ).scalar_one_or_none()
+        if cursor is None:
+            raise ValidationError("before must be the id of a message in this list", "before")
+        query = query.where(Message.seq < cursor)
+    rows = list(session.execute(query.order_by(Message.seq.desc()).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit

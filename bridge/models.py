@@ -1,0 +1,291 @@
+"""The bridge's tables: the seed's models made real, plus deliveries, inbound SMS and opt-outs.
+
+Ids are opaque prefixed strings (DESIGN section 3). Messages and inbound SMS also carry an integer
+`seq`, their primary key, which orders them and backs cursor pagination.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bridge.db import Base, UTCDateTime, utcnow
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class MessageType(str, enum.Enum):
+    TEXT = "text"
+    META = "meta"
+    TRACKING_UPDATE = "tracking_update"
+    PICKUP_REMINDER = "pickup_reminder"
+
+
+class SubscriberType(str, enum.Enum):
+    USER = "user"
+    API_KEY = "api_key"
+    CONTACT = "contact"
+
+
+class DeliveryStatus(str, enum.Enum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+    UNKNOWN = "unknown"
+
+
+class InboundStatus(str, enum.Enum):
+    RECEIVED = "received"  # stored, not processed yet (e.g. kept while the database was down)
+    MATCHED = "matched"
+    UNMATCHED = "unmatched"
+    KEYWORD = "keyword"
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    help_text: Mapped[str | None] = mapped_column(Text)
+    messaging_service_sid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SenderNumber(Base):
+    """A number the organization sends from; it also tells which organization an inbound `To` is."""
+
+    __tablename__ = "sender_numbers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("organization_id", "phone_hash"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str] = mapped_column(String(20))
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OptOut(Base):
+    """A phone that said STOP to an organization; START removes the row."""
+
+    __tablename__ = "opt_outs"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    opted_out_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(32), default="keyword")
+
+
+class Thread(Base):
+    __tablename__ = "threads"
+
+    id: Mapped[str] = mapped_column(String(140), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(128), unique=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    location_id: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ThreadSubscriber(Base):
+    __tablename__ = "thread_subscribers"
+
+    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id"), primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    subscriber_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the bridge last sent an SMS in this channel: inbound matching's second rule.
+    last_sms_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChannelSubscriber(Base):
+    __tablename__ = "channel_subscribers"
+    __table_args__ = (Index("ix_channel_subscribers_sender", "subscriber_id", "sender_phone"),)
+
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"), primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    # The pool number this contact hears the channel from (DESIGN 5.6); null for non-contacts.
+    sender_phone: Mapped[str | None] = mapped_column(String(20))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChannelPhoneHash(Base):
+    """The index from a contact's phone hash to the channels it is in."""
+
+    __tablename__ = "channel_phone_hashes"
+    __table_args__ = (Index("ix_channel_phone_hashes_lookup", "organization_id", "phone_hash"),)
+
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"), primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(40))
+
+
+class ChannelPublisher(Base):
+    """A thread (by resource id) that has published to a channel."""
+
+    __tablename__ = "channel_publishers"
+
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(140))
+    first_published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    first_seq: Mapped[int] = mapped_column(BigId, default=0)
+    last_seq: Mapped[int] = mapped_column(BigId, default=0)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_thread_seq", "thread_id", "seq"),
+        Index("ix_messages_channel_seq", "channel_id", "seq"),
+        Index("ix_messages_due", "published_at", "canceled_at", "publish_to_channel_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    thread_id: Mapped[str | None] = mapped_column(ForeignKey("threads.id"))
+    channel_id: Mapped[str | None] = mapped_column(ForeignKey("channels.id"))
+    subscriber_id: Mapped[str] = mapped_column(String(40))
+    author_type: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(32), default=MessageType.TEXT.value)
+    event: Mapped[str | None] = mapped_column(String(64))
+    media_urls: Mapped[list[Any]] = mapped_column(default=list)
+    reactions: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    publish_to_channel_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Order of publishing in the channel: SMS to one contact leave in this order.
+    publish_seq: Mapped[int | None] = mapped_column(BigId)
+
+
+class Delivery(Base):
+    """One SMS (one part of one message) to one recipient, and what became of it."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id", "subscriber_id", "part"),
+        Index("ix_deliveries_status_updated", "status", "updated_at"),
+        Index("ix_deliveries_to_order", "to_phone", "publish_seq", "part"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
+    organization_id: Mapped[str] = mapped_column(String(40))
+    channel_id: Mapped[str] = mapped_column(String(40))
+    subscriber_id: Mapped[str] = mapped_column(String(40))
+    to_phone: Mapped[str] = mapped_column(String(20))
+    from_phone: Mapped[str | None] = mapped_column(String(20))
+    messaging_service_sid: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text, default="")
+    media_urls: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    twilio_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    part: Mapped[int] = mapped_column(Integer, default=1)
+    parts: Mapped[int] = mapped_column(Integer, default=1)
+    segments: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queue: Mapped[str] = mapped_column(String(32), default="text")
+    publish_seq: Mapped[int] = mapped_column(BigId, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InboundSms(Base):
+    """Every inbound SMS Twilio posted, matched or not: nothing is dropped."""
+
+    __tablename__ = "inbound_sms"
+    __table_args__ = (Index("ix_inbound_sms_org_status", "organization_id", "status", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    message_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    idempotency_token: Mapped[str | None] = mapped_column(String(200), unique=True)
+    organization_id: Mapped[str | None] = mapped_column(String(40))
+    from_phone: Mapped[str] = mapped_column(String(64))
+    to_phone: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=InboundStatus.RECEIVED.value)
+    keyword: Mapped[str | None] = mapped_column(String(32))
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    channel_id: Mapped[str | None] = mapped_column(String(40))
+    response_twiml: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

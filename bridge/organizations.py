@@ -1,0 +1,302 @@
+"""Organizations, their API keys and sender numbers, users, contacts and opt-outs (DESIGN 5.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bridge.db import utcnow
+from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.ids import new_id
+from bridge.models import ApiKey, Contact, OptOut, Organization, SenderNumber, User
+from bridge.phones import normalize_phone, phone_hash
+from bridge.settings import Settings
+
+API_KEY_PREFIX = "brk_"
+MAX_NAME = 200
+
+
+def default_help_text(organization_name: str) -> str:
+    """The HELP answer an organization gets until it sets its own."""
+    return (
+        f"{organization_name}: messages about your orders and bookings. "
+        "Reply STOP to unsubscribe, START to resubscribe. Msg&data rates may apply."
+    )
+
+
+def hash_api_key(key: str) -> str:
+    """The stored form of an API key: its SHA-256 (keys are 256-bit random, so no salt is needed)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewOrganization:
+    organization: Organization
+    api_key: str
+
+
+def _clean_name(name: object, param: str = "name", required: bool = True) -> str | None:
+    if name is None and not required:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(f"{param} must be a non-empty string", param)
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"{param} must be at most {MAX_NAME} characters", param)
+    return name.strip()
+
+
+def create_organization(
+    session: Session,
+    settings: Settings,
+    name: str,
+    senders: Iterable[str] = (),
+    messaging_service_sid: str | None = None,
+    help_text: str | None = None,
+) -> NewOrganization:
+    """Create an organization with one API key (returned once, stored hashed) and its senders."""
+    org = Organization(
+        id=new_id("org"),
+        name=_clean_name(name),
+        help_text=help_text,
+        messaging_service_sid=messaging_service_sid,
+    )
+    session.add(org)
+    session.flush()
+    for sender in senders:
+        add_sender(session, settings, org.id, sender)
+    return NewOrganization(org, issue_api_key(session, org.id))
+
+
+def issue_api_key(session: Session, organization_id: str) -> str:
+    """A new API key for the organization; only its hash is kept."""
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiKey(
+            id=new_id("key"),
+            organization_id=organization_id,
+            key_hash=hash_api_key(key),
+            prefix=key[:8],
+        )
+    )
+    session.flush()
+    return key
+
+
+def authenticate(session: Session, key: str) -> Organization | None:
+    """The organization an API key names, or None; the stored hash is compared in constant time."""
+    if not key or len(key) > 200:
+        return None
+    digest = hash_api_key(key)
+    row = session.execute(
+        select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return session.get(Organization, row.organization_id)
+
+
+def add_sender(session: Session, settings: Settings, organization_id: str, phone: str) -> str:
+    """Add a sender number (E.164) to the organization's pool; a number has one owner."""
+    e164 = normalize_phone(phone, settings.default_region, param="sender")
+    owner = session.execute(
+        select(SenderNumber.organization_id).where(SenderNumber.phone == e164)
+    ).scalar_one_or_none()
+    if owner == organization_id:
+        return e164
+    if owner is not None:
+        raise Conflict("that sender number belongs to another organization", "sender")
+    session.add(SenderNumber(id=new_id("snd"), organization_id=organization_id, phone=e164))
+    session.flush()
+    return e164
+
+
+def sender_numbers(session: Session, organization_id: str) -> list[str]:
+    """The organization's sender numbers, oldest first."""
+    return list(
+        session.execute(
+            select(SenderNumber.phone)
+            .where(SenderNumber.organization_id == organization_id)
+            .order_by(SenderNumber.created_at, SenderNumber.phone)
+        ).scalars()
+    )
+
+
+def organization_for_number(session: Session, e164: str) -> Organization | None:
+    """The organization that owns a sender number (inbound `To`)."""
+    return session.execute(
+        select(Organization)
+        .join(SenderNumber, SenderNumber.organization_id == Organization.id)
+        .where(SenderNumber.phone == e164)
+    ).scalar_one_or_none()
+
+
+def get_organization(session: Session, organization_id: str) -> Organization:
+    """The organization, or NotFound."""
+    org = session.get(Organization, organization_id)
+    if org is None:
+        raise NotFound("no such organization")
+    return org
+
+
+def update_organization(
+    session: Session,
+    organization_id: str,
+    name: str | None = None,
+    help_text: str | None = None,
+) -> Organization:
+    """Change the organization's name and HELP text."""
+    org = get_organization(session, organization_id)
+    if name is not None:
+        org.name = _clean_name(name)  # type: ignore[assignment]
+    if help_text is not None:
+        if not isinstance(help_text, str) or len(help_text) > 1600:
+            raise ValidationError("help_text must be a string of at most 1600 characters", "help_text")
+        org.help_text = help_text.strip() or None
+    org.updated_at = utcnow()
+    return org
+
+
+def help_text_for(org: Organization) -> str:
+    """What the organization answers to HELP."""
+    return org.help_text or default_help_text(org.name)
+
+
+def create_user(
+    session: Session,
+    settings: Settings,
+    organization_id: str,
+    name: str,
+    email: str | None = None,
+    phone: str | None = None,
+) -> User:
+    """Add a member to the organization."""
+    if email is not None and (not isinstance(email, str) or "@" not in email or len(email) > 320):
+        raise ValidationError("email must be an email address", "email")
+    user = User(
+        id=new_id("usr"),
+        organization_id=organization_id,
+        name=_clean_name(name),
+        email=email,
+        phone=normalize_phone(phone, settings.default_region) if phone else None,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, organization_id: str, user_id: str) -> User:
+    """One of the organization's users, or NotFound (also for another organization's)."""
+    user = session.get(User, user_id) if isinstance(user_id, str) else None
+    if user is None or user.organization_id != organization_id:
+        raise NotFound("no such user", "id")
+    return user
+
+
+def find_or_create_contact(
+    session: Session,
+    settings: Settings,
+    organization_id: str,
+    phone: str,
+    name: str | None = None,
+    email: str | None = None,
+    param: str = "phone",
+) -> tuple[Contact, bool]:
+    """The organization's contact with this phone, created if new; safe when two requests race.
+
+    Returns the contact and whether it was created. A name given for a known contact without one
+    fills it in.
+    """
+    e164 = normalize_phone(phone, settings.default_region, param=param)
+    name = _clean_name(name, "name", required=False)
+    digest = phone_hash(e164, settings.phone_hash_key)
+    existing = _contact_by_hash(session, organization_id, digest)
+    if existing is not None:
+        if name and not existing.name:
+            existing.name = name
+        return existing, False
+    contact = Contact(
+        id=new_id("cnt"),
+        organization_id=organization_id,
+        name=name,
+        email=email,
+        phone=e164,
+        phone_hash=digest,
+    )
+    try:
+        with session.begin_nested():
+            session.add(contact)
+    except IntegrityError:
+        # Another request created it between our read and our insert: theirs is the contact.
+        winner = _contact_by_hash(session, organization_id, digest)
+        if winner is None:
+            raise
+        return winner, False
+    return contact, True
+
+
+def _contact_by_hash(session: Session, organization_id: str, digest: str) -> Contact | None:
+    return session.execute(
+        select(Contact).where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
+    ).scalar_one_or_none()
+
+
+def find_contact_by_phone(
+    session: Session, settings: Settings, organization_id: str, phone: str
+) -> Contact | None:
+    """The organization's contact with this phone, or None."""
+    e164 = normalize_phone(phone, settings.default_region)
+    return _contact_by_hash(session, organization_id, phone_hash(e164, settings.phone_hash_key))
+
+
+def get_contact(session: Session, organization_id: str, contact_id: str) -> Contact:
+    """One of the organization's contacts, or NotFound."""
+    contact = session.get(Contact, contact_id) if isinstance(contact_id, str) else None
+    if contact is None or contact.organization_id != organization_id:
+        raise NotFound("no such contact", "id")
+    return contact
+
+
+def opt_out(session: Session, organization_id: str, digest: str, source: str = "keyword") -> bool:
+    """Stop SMS from this organization to the phone with this hash; True if it was opted in."""
+    if session.get(OptOut, (organization_id, digest)) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(OptOut(organization_id=organization_id, phone_hash=digest, source=source))
+    except IntegrityError:
+        return False
+    return True
+
+
+def opt_in(session: Session, organization_id: str, digest: str) -> bool:
+    """Allow SMS again (START); True if the phone was opted out."""
+    result = session.execute(
+        delete(OptOut).where(OptOut.organization_id == organization_id, OptOut.phone_hash == digest)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def is_opted_out(session: Session, organization_id: str, digest: str) -> bool:
+    """Whether the phone with this hash has opted out of this organization's SMS."""
+    return session.get(OptOut, (organization_id, digest)) is not None
+
+
+def opted_out_hashes(session: Session, organization_id: str, digests: Iterable[str]) -> set[str]:
+    """Which of these phone hashes have opted out of this organization's SMS."""
+    digests = list(digests)
+    if not digests:
+        return set()
+    return set(
+        session.execute(
+            select(OptOut.phone_hash).where(
+                OptOut.organization_id == organization_id, OptOut.phone_hash.in_(digests)
+            )
+        ).scalars()
+    )

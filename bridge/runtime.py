@@ -1,0 +1,67 @@
+"""One place that builds the engine, the session factory, Redis and the Twilio sender from settings.
+
+The web app, the worker and the CLI each build one `Runtime` and reach every external part through
+it. Nothing connects until first used.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.db import make_engine, make_session_factory
+from bridge.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import redis
+
+    from bridge.twilio_client import OutboxSender, TwilioSender
+
+
+class Runtime:
+    """The process's connections, built lazily from one `Settings`."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+
+    @cached_property
+    def engine(self) -> Engine:
+        url = self.settings.database_url
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return make_engine(url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        import redis
+
+        return redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+
+    @cached_property
+    def sender(self) -> TwilioSender | OutboxSender:
+        from bridge.twilio_client import build_sender
+
+        return build_sender(self.settings)
+
+    def close(self) -> None:
+        """Release pooled connections (tests and forked workers call this)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+        if "redis" in self.__dict__:
+            self.redis.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,95 @@
+"""Subscriber profiles: the user, organization or contact behind a subscriber id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.errors import NotFound, ValidationError
+from bridge.ids import kind_of
+from bridge.models import Contact, Organization, SubscriberType, User
+from bridge.organizations import find_or_create_contact, get_contact, get_user
+from bridge.settings import Settings
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a chat UI needs to show a subscriber."""
+
+    id: str
+    type: str
+    name: str | None
+    email: str | None
+    phone: str | None
+
+
+def load_profiles(session: Session, ids: Iterable[str]) -> dict[str, Profile]:
+    """Profiles for these subscriber ids, in at most three queries whatever their number."""
+    by_kind: dict[str, list[str]] = {"user": [], "contact": [], "api_key": []}
+    for sid in set(ids):
+        kind = kind_of(sid)
+        if kind:
+            by_kind[kind].append(sid)
+    profiles: dict[str, Profile] = {}
+    if by_kind["user"]:
+        for u in session.execute(select(User).where(User.id.in_(by_kind["user"]))).scalars():
+            profiles[u.id] = Profile(u.id, SubscriberType.USER.value, u.name, u.email, u.phone)
+    if by_kind["contact"]:
+        rows = session.execute(select(Contact).where(Contact.id.in_(by_kind["contact"]))).scalars()
+        for c in rows:
+            profiles[c.id] = Profile(c.id, SubscriberType.CONTACT.value, c.name, c.email, c.phone)
+    if by_kind["api_key"]:
+        rows2 = session.execute(
+            select(Organization).where(Organization.id.in_(by_kind["api_key"]))
+        ).scalars()
+        for o in rows2:
+            profiles[o.id] = Profile(o.id, SubscriberType.API_KEY.value, o.name, None, None)
+    return profiles
+
+
+def resolve_subscriber(
+    session: Session,
+    settings: Settings,
+    organization_id: str,
+    spec: str | Mapping[str, Any],
+    param: str = "subscribers",
+) -> tuple[str, str]:
+    """Turn an id, or `{"type": "contact", "phone", "name"}`, into (subscriber id, type).
+
+    Ids of another organization are NotFound, as if they did not exist.
+    """
+    if isinstance(spec, str):
+        kind = kind_of(spec)
+        if kind == SubscriberType.USER.value:
+            get_user(session, organization_id, spec)
+        elif kind == SubscriberType.CONTACT.value:
+            get_contact(session, organization_id, spec)
+        elif kind == SubscriberType.API_KEY.value:
+            if spec != organization_id:
+                raise NotFound("no such subscriber", param)
+        else:
+            raise ValidationError("a subscriber id starts with usr_, cnt_ or org_", param)
+        return spec, kind
+    if isinstance(spec, Mapping):
+        kind = spec.get("type")
+        if kind == SubscriberType.CONTACT.value and spec.get("phone") is not None:
+            contact, _ = find_or_create_contact(
+                session,
+                settings,
+                organization_id,
+                spec["phone"],
+                name=spec.get("name"),
+                email=spec.get("email"),
+                param=f"{param}.phone",
+            )
+            return contact.id, SubscriberType.CONTACT.value
+        if isinstance(spec.get("id"), str):
+            return resolve_subscriber(session, settings, organization_id, spec["id"], param)
+        raise ValidationError(
+            'a subscriber is an id or {"type": "contact", "phone": "...", "name": "..."}', param
+        )
+    raise ValidationError("a subscriber is an id or an object", param)

@@ -1,0 +1,312 @@
+"""Threads: one per resource, their subscribers, views and unread state (DESIGN 5.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bridge.actors import Actor
+from bridge.db import utcnow
+from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.ids import RESOURCE_ID, new_id, thread_id_for
+from bridge.models import Message, MessageType, SubscriberType, Thread, ThreadSubscriber
+from bridge.settings import Settings
+from bridge.subscribers import Profile, load_profiles, resolve_subscriber
+
+RECENT_LIMIT = 150
+MAX_LABEL = 200
+
+
+def validate_resource_id(resource_id: object) -> str:
+    """A resource id is 1 to 128 letters, digits and `_ - . :`."""
+    if not isinstance(resource_id, str) or not RESOURCE_ID.match(resource_id):
+        raise ValidationError(
+            "resource_id must be 1 to 128 characters of letters, digits and _ - . :", "resource_id"
+        )
+    return resource_id
+
+
+def _label(value: object, param: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_LABEL:
+        raise ValidationError(f"{param} must be a string of at most {MAX_LABEL} characters", param)
+    return value
+
+
+def get_thread(session: Session, organization_id: str, thread_id: str) -> Thread:
+    """The organization's thread, or NotFound (also for another organization's)."""
+    thread = session.get(Thread, thread_id) if isinstance(thread_id, str) else None
+    if thread is None or thread.organization_id != organization_id:
+        raise NotFound("no such thread", "id")
+    return thread
+
+
+def create_thread(
+    session: Session,
+    settings: Settings,
+    actor: Actor,
+    resource_id: str,
+    name: str | None = None,
+    location_id: str | None = None,
+    subscribers: Sequence[str | Mapping[str, Any]] = (),
+) -> tuple[Thread, bool]:
+    """The thread about `resource_id`, created if new; returns it and whether it was created.
+
+    Creating is idempotent; a resource that another organization owns is a Conflict.
+    """
+    resource_id = validate_resource_id(resource_id)
+    name = _label(name, "name")
+    location_id = _label(location_id, "location_id")
+    if not isinstance(subscribers, list | tuple):
+        raise ValidationError("subscribers must be a list", "subscribers")
+    existing = session.get(Thread, thread_id_for(resource_id))
+    if existing is not None:
+        return _existing(existing, actor), False
+    resolved = [
+        resolve_subscriber(session, settings, actor.organization_id, spec, f"subscribers[{i}]")
+        for i, spec in enumerate(subscribers)
+    ]
+    now = utcnow()
+    thread = Thread(
+        id=thread_id_for(resource_id),
+        resource_id=resource_id,
+        organization_id=actor.organization_id,
+        name=name,
+        location_id=location_id,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(thread)
+            session.flush()
+    except IntegrityError:
+        winner = session.get(Thread, thread_id_for(resource_id))
+        if winner is None:
+            raise
+        return _existing(winner, actor), False
+    members: list[tuple[str, str]] = [(actor.organization_id, SubscriberType.API_KEY.value)]
+    if actor.type == SubscriberType.USER.value:
+        members.append((actor.subscriber_id, actor.type))
+    members.extend(resolved)
+    seen: set[str] = set()
+    for position, (sid, kind) in enumerate(members):
+        if sid in seen:
+            continue
+        seen.add(sid)
+        session.add(
+            ThreadSubscriber(
+                thread_id=thread.id, subscriber_id=sid, type=kind, position=position, added_at=now
+            )
+        )
+    session.flush()
+    return thread, True
+
+
+def _existing(thread: Thread, actor: Actor) -> Thread:
+    if thread.organization_id != actor.organization_id:
+        raise Conflict("another organization already has a thread for this resource", "resource_id")
+    return thread
+
+
+def update_thread(
+    session: Session,
+    actor: Actor,
+    thread_id: str,
+    fields: Mapping[str, Any],
+) -> Thread:
+    """Change a thread's `name` or `location_id` (the thread follows its resource)."""
+    thread = get_thread(session, actor.organization_id, thread_id)
+    if "name" in fields:
+        thread.name = _label(fields["name"], "name")
+    if "location_id" in fields:
+        thread.location_id = _label(fields["location_id"], "location_id")
+    thread.updated_at = utcnow()
+    return thread
+
+
+def thread_subscribers(session: Session, thread_id: str) -> list[ThreadSubscriber]:
+    """Every subscriber row of the thread, active and archived, in the order they joined."""
+    return list(
+        session.execute(
+            select(ThreadSubscriber)
+            .where(ThreadSubscriber.thread_id == thread_id)
+            .order_by(ThreadSubscriber.position, ThreadSubscriber.added_at)
+        ).scalars()
+    )
+
+
+def active_contact_ids(session: Session, thread_id: str) -> list[str]:
+    """The ids of the thread's active contact subscribers."""
+    return list(
+        session.execute(
+            select(ThreadSubscriber.subscriber_id).where(
+                ThreadSubscriber.thread_id == thread_id,
+                ThreadSubscriber.type == SubscriberType.CONTACT.value,
+                ThreadSubscriber.is_archived.is_(False),
+            )
+        ).scalars()
+    )
+
+
+def ensure_subscribed(session: Session, thread: Thread, actor: Actor) -> ThreadSubscriber:
+    """The actor's subscriber row on the thread, added quietly when a user acts for the first time."""
+    row = session.get(ThreadSubscriber, (thread.id, actor.subscriber_id))
+    if row is None:
+        row = ThreadSubscriber(
+            thread_id=thread.id,
+            subscriber_id=actor.subscriber_id,
+            type=actor.type,
+            position=_next_position(session, thread.id),
+            added_at=utcnow(),
+        )
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _next_position(session: Session, thread_id: str) -> int:
+    top = session.execute(
+        select(func.max(ThreadSubscriber.position)).where(ThreadSubscriber.thread_id == thread_id)
+    ).scalar_one()
+    return 0 if top is None else top + 1
+
+
+def _meta(session: Session, thread: Thread, actor: Actor, event: str, text: str) -> Message:
+    now = utcnow()
+    message = Message(
+        id=new_id("msg"),
+        organization_id=thread.organization_id,
+        thread_id=thread.id,
+        subscriber_id=actor.subscriber_id,
+        author_type=actor.type,
+        text=text,
+        type=MessageType.META.value,
+        event=event,
+        media_urls=[],
+        reactions=[],
+        created_at=now,
+    )
+    session.add(message)
+    thread.updated_at = now
+    session.flush()
+    return message
+
+
+def add_subscriber(
+    session: Session,
+    settings: Settings,
+    actor: Actor,
+    thread_id: str,
+    spec: str | Mapping[str, Any],
+) -> ThreadSubscriber:
+    """Subscribe someone to the thread (or bring back an archived one), with a `meta` message."""
+    thread = get_thread(session, actor.organization_id, thread_id)
+    sid, kind = resolve_subscriber(session, settings, actor.organization_id, spec, "subscriber")
+    row = session.get(ThreadSubscriber, (thread.id, sid))
+    if row is not None and not row.is_archived:
+        return row
+    if row is None:
+        row = ThreadSubscriber(
+            thread_id=thread.id,
+            subscriber_id=sid,
+            type=kind,
+            position=_next_position(session, thread.id),
+            added_at=utcnow(),
+        )
+        session.add(row)
+    else:
+        row.is_archived = False
+    name = _display_name(session, sid)
+    _meta(session, thread, actor, "subscriber.added", f"{name} was added")
+    return row
+
+
+def archive_subscriber(
+    session: Session, actor: Actor, thread_id: str, subscriber_id: str
+) -> ThreadSubscriber:
+    """Remove a subscriber: they stay in `subscribers`, archived, and leave `subscriber_ids`."""
+    thread = get_thread(session, actor.organization_id, thread_id)
+    row = session.get(ThreadSubscriber, (thread.id, subscriber_id))
+    if row is None:
+        raise NotFound("no such subscriber on this thread", "subscriber_id")
+    if row.subscriber_id == thread.organization_id:
+        raise Conflict("the organization cannot leave its own thread", "subscriber_id")
+    if row.is_archived:
+        return row
+    row.is_archived = True
+    name = _display_name(session, subscriber_id)
+    _meta(session, thread, actor, "subscriber.removed", f"{name} was removed")
+    return row
+
+
+def _display_name(session: Session, subscriber_id: str) -> str:
+    profile = load_profiles(session, [subscriber_id]).get(subscriber_id)
+    return (profile.name if profile and profile.name else None) or "A subscriber"
+
+
+def mark_viewed(session: Session, actor: Actor, thread_id: str) -> Thread:
+    """Record that the acting subscriber has seen the thread up to now."""
+    thread = get_thread(session, actor.organization_id, thread_id)
+    row = ensure_subscribed(session, thread, actor)
+    if row.type != SubscriberType.CONTACT.value:
+        row.viewed_at = utcnow()
+    return thread
+
+
+@dataclass
+class ThreadView:
+    """Everything a thread's JSON needs, loaded in a fixed number of queries."""
+
+    thread: Thread
+    subscribers: list[ThreadSubscriber]
+    profiles: dict[str, Profile]
+    recent_messages: list[Message]
+    has_more: bool
+    unread_by: list[str]
+
+
+def load_thread_view(session: Session, organization_id: str, thread_id: str) -> ThreadView:
+    """Load a thread with its subscribers, its 150 most recent messages and who has unread ones."""
+    thread = get_thread(session, organization_id, thread_id)
+    rows = thread_subscribers(session, thread.id)
+    profiles = load_profiles(session, [r.subscriber_id for r in rows])
+    newest = list(
+        session.execute(
+            select(Message)
+            .where(Message.thread_id == thread.id, Message.canceled_at.is_(None))
+            .order_by(Message.seq.desc())
+            .limit(RECENT_LIMIT + 1)
+        ).scalars()
+    )
+    has_more = len(newest) > RECENT_LIMIT
+    recent = list(reversed(newest[:RECENT_LIMIT]))
+    latest_by_author = dict(
+        session.execute(
+            select(Message.subscriber_id, func.max(Message.created_at))
+            .where(Message.thread_id == thread.id, Message.canceled_at.is_(None))
+            .group_by(Message.subscriber_id)
+        ).all()
+    )
+    return ThreadView(thread, rows, profiles, recent, has_more, unread_by(rows, latest_by_author))
+
+
+def unread_by(
+    rows: Sequence[ThreadSubscriber], latest_by_author: Mapping[str, datetime]
+) -> list[str]:
+    """Users and organizations with a message by someone else newer than their `viewed_at`."""
+    result = []
+    for row in rows:
+        if row.is_archived or row.type == SubscriberType.CONTACT.value:
+            continue
+        others = [t for author, t in latest_by_author.items() if author != row.subscriber_id]
+        if others and (row.viewed_at is None or max(others) > row.viewed_at):
+            result.append(row.subscriber_id)
+    return result

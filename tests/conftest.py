@@ -1,0 +1,129 @@
+"""Fixtures shared by the whole suite: settings, a migrated database (SQLite and PostgreSQL), Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from bridge import models  # noqa: F401
+from bridge.db import Base, make_engine, make_session_factory
+from bridge.migrate import upgrade
+from bridge.runtime import Runtime
+from bridge.settings import Settings, load_settings
+from tests.services import (
+    RedisServer,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_admin_url,
+    redis_answers,
+)
+
+TEST_HASH_KEY = "test-phone-hash-key-0123456789"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, migrated."""
+    admin = postgres_admin_url()
+    if admin is None:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail("REQUIRE_POSTGRES=1 but PostgreSQL does not answer at DATABASE_TEST_URL")
+        pytest.skip("PostgreSQL is not reachable (set DATABASE_TEST_URL)")
+    name = f"bridge_test_{os.getpid()}"
+    url = create_postgres_database(admin, name)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    drop_postgres_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file for this test run, migrated."""
+    path = tmp_path_factory.mktemp("db") / "bridge.sqlite3"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def _empty(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses the database runs on SQLite and on PostgreSQL."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for the run: REDIS_URL or the machine's, else a bundled redis-server we start."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if redis_answers(url):
+        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+        yield f"{base}/9"
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on an empty Redis database, flushed after the test too."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: os.PathLike[str]) -> Settings:
+    """Settings for one test: its own database, Redis, outbox and a known phone-hash key."""
+    return load_settings(
+        {},
+        database_url=database_url,
+        redis_url=redis_url,
+        phone_hash_key=TEST_HASH_KEY,
+        public_base_url="https://bridge.example.com",
+        outbox_path=str(os.path.join(tmp_path, "outbox.log")),
+        quiet_hours="",
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """A runtime on an emptied database."""
+    rt = Runtime(settings)
+    _empty(rt.engine)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def session(runtime: Runtime) -> Iterator[Session]:
+    """A session on an emptied database; the test commits as it likes."""
+    with runtime.sessions() as s:
+        yield s
+
+
+@pytest.fixture
+def sessions(runtime: Runtime):  # type: ignore[no-untyped-def]
+    """The runtime's session factory."""
+    return make_session_factory(runtime.engine)

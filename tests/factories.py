@@ -1,0 +1,50 @@
+"""Plain factory functions for test data."""
+
+from __future__ import annotations
+
+import itertools
+
+from sqlalchemy.orm import Session
+
+from bridge.actors import Actor
+from bridge.models import Contact, Organization, User
+from bridge.organizations import create_organization, create_user, find_or_create_contact
+from bridge.settings import Settings
+
+_numbers = itertools.count(1000)
+
+
+def phone() -> str:
+    """A fresh valid US mobile-looking number in E.164 (+1 415 555 xxxx style but valid)."""
+    return f"+1415{next(_numbers) + 2000000:07d}"
+
+
+def sender() -> str:
+    """A fresh valid sender number."""
+    return f"+1628{next(_numbers) + 3000000:07d}"
+
+
+def organization(
+    session: Session, settings: Settings, name: str = "Acme Logistics", senders: int = 1
+) -> tuple[Organization, str]:
+    """An organization with `senders` numbers; returns it and its API key."""
+    made = create_organization(session, settings, name, [sender() for _ in range(senders)])
+    return made.organization, made.api_key
+
+
+def user(session: Session, settings: Settings, org: Organization, name: str = "Uma User") -> User:
+    """A user of `org`."""
+    return create_user(session, settings, org.id, name, email=f"{name.split()[0].lower()}@example.com")
+
+
+def contact(
+    session: Session, settings: Settings, org: Organization, name: str = "Cora Contact"
+) -> Contact:
+    """A new contact of `org` with a fresh number."""
+    made, _ = find_or_create_contact(session, settings, org.id, phone(), name=name)
+    return made
+
+
+def org_actor(org: Organization) -> Actor:
+    """The organization acting through its API key."""
+    return Actor.organization(org.id)

@@ -1,0 +1,31 @@
+"""The web process: the REST API, Twilio's webhooks and the ops endpoints, built by `create_app`."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from bridge.runtime import Runtime
+from bridge.settings import Settings, load_settings
+
+MAX_BODY = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    """Build the Flask app from settings (read from the environment when not given)."""
+    runtime = runtime or Runtime(settings or load_settings())
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["SECRET_KEY"] = runtime.settings.secret_key
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["bridge"] = runtime
+    # Heroku's router ends TLS and forwards one hop: trust exactly that one.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+
+    from webhooks import api, errors, ops, twilio
+
+    errors.register(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(twilio.bp)
+    app.register_blueprint(ops.bp)
+    return app

@@ -1,0 +1,87 @@
+"""One JSON error handler: `{"error": {"type", "message", "param"}}` for every failure."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error a view raises to answer with a given status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+def error_response(status: int, message: str, param: str | None = None) -> Response:
+    """The JSON body every error answers with."""
+    response = jsonify(
+        {"error": {"type": _TYPES.get(status, "error"), "message": message, "param": param}}
+    )
+    response.status_code = status
+    return response
+
+
+_DOMAIN_STATUS: dict[type[BridgeError], int] = {
+    ValidationError: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+}
+
+
+def register(app: Flask) -> None:
+    """Install the handlers on the app."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.param)
+
+    @app.errorhandler(BridgeError)
+    def _domain_error(exc: BridgeError) -> Response:
+        for kind, status in _DOMAIN_STATUS.items():
+            if isinstance(exc, kind):
+                return error_response(status, getattr(exc, "message", str(exc)), getattr(exc, "param", None))
+        log.exception("unhandled domain error")
+        return error_response(500, "internal error")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        messages = {
+            413: "the request body is larger than 64 KiB",
+            405: "method not allowed",
+            404: "not found",
+        }
+        response = error_response(status, messages.get(status, exc.description or exc.name))
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal error")
