@@ -25,6 +25,7 @@ from tests.services import (
 
 TEST_HASH_KEY = "test-phone-hash-key-0123456789"
 BACKENDS = ["sqlite", "postgresql"]
+_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +69,7 @@ def _empty(engine: Engine) -> None:
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> str:
     """Each test that uses the database runs on SQLite and on PostgreSQL."""
-    return str(request.getfixturevalue(f"{request.param}_url"))
+    return str(request.getfixturevalue(_URL_FIXTURES[request.param]))
 
 
 @pytest.fixture(scope="session")
