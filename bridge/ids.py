@@ -7,12 +7,13 @@ import secrets
 
 PREFIXES = ("org", "usr", "cnt", "msg", "chnl", "dlv", "in", "key", "snd")
 
-RESOURCE_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "order-1\n" through.
+RESOURCE_ID = re.compile(r"\A[A-Za-z0-9_\-.:]{1,128}\Z")
 THREAD_PREFIX = "thrd_"
 
 
 def new_id(prefix: str) -> str:
-    """A fresh random id such as `msg_3k9Qe...` (16 random bytes, URL-safe)."""
+    """A fresh random id such as `msg_5f0c...` (12 random bytes as hex)."""
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
