@@ -1,0 +1,460 @@
+"""Twilio's webhooks, the domain side: inbound SMS (DESIGN 5.5, 5.6) and delivery status callbacks.
+
+Plain values in (the POST parameters as a mapping, the signed URL, the signature), no Flask. The web
+view and the worker that drains payloads kept while the database was down both call these.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.twiml.messaging_response import MessagingResponse
+
+from bridge.channels import channels_for_phone_hash, last_publisher_thread
+from bridge.db import utcnow
+from bridge.deliveries import apply_status, find_delivery
+from bridge.errors import ValidationError
+from bridge.ids import new_id
+from bridge.messages import MAX_PAGE, Posted, record_contact_message
+from bridge.models import (
+    Channel,
+    ChannelSubscriber,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    InboundSms,
+    InboundStatus,
+    Message,
+    MessageType,
+    Organization,
+    SubscriberType,
+)
+from bridge.organizations import help_text_for, opt_in, opt_out, organization_for_number
+from bridge.phones import classify_sender, mask_phone, normalize_phone, phone_hash
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# DESIGN 5.5 step 4: the whole body, trimmed, in any case. These are also the words Twilio's own
+# opt-out handling reacts to on long codes, so our state follows what the carrier side does.
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+)
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+# Twilio sends at most 10 media per MMS; NumMedia beyond that is not trusted to size a loop.
+MAX_MEDIA = 10
+_COLUMN = 64  # from_phone / to_phone / message_sid width; an odd sender id is cut, never rejected
+
+# A send Twilio accepted (or may have): the contact has received, or is receiving, this SMS.
+_SENT_STATES = (
+    DeliveryStatus.SENDING.value,
+    DeliveryStatus.SENT.value,
+    DeliveryStatus.DELIVERED.value,
+    DeliveryStatus.UNDELIVERED.value,
+    DeliveryStatus.UNKNOWN.value,
+)
+
+# Twilio sends all three with the same value; older integrations only had the Sms* names.
+_SID_NAMES = ("MessageSid", "SmsMessageSid", "SmsSid")
+
+Params = Mapping[str, "str | Sequence[str]"]
+
+
+class _MultiParams:
+    """Repeated POST parameters in the shape twilio's RequestValidator reads (`getall`)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def getall(self, name: str) -> list[str]:
+        return self._values[name]
+
+    def lists(self) -> Iterator[tuple[str, list[str]]]:
+        return iter(self._values.items())
+
+
+def signing_token(settings: Settings) -> str:
+    """The secret webhooks are signed with: the Twilio auth token, or SECRET_KEY in development.
+
+    Without Twilio credentials nothing real calls us, but `bridge sms simulate` signs with this same
+    token so the webhook runs exactly the checks it runs in production.
+    """
+    return settings.twilio_auth_token or settings.secret_key
+
+
+def is_valid_signature(
+    settings: Settings,
+    url: str,
+    pairs: Iterable[tuple[str, str]],
+    signature: str | None,
+    signature_settings: str | None = None,
+) -> bool:
+    """Whether `signature` signs `url` and every POST parameter received (repeated names included).
+
+    twilio's validator tries the URL with and without an explicit port (Twilio signs either way).
+    """
+    if not signature:
+        return False
+    algorithm = get_signature_algorithm(signature_settings)
+    validator = RequestValidator(signing_token(settings))
+    return bool(validator.validate(url, _MultiParams(pairs), signature, algorithm))
+
+
+def form_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """POST parameters as stored: one value as a string, a repeated name as a list of values."""
+    return {name: v[0] if len(v) == 1 else v for name, v in _MultiParams(pairs).lists()}
+
+
+def _first(params: Params, name: str) -> str | None:
+    value = params.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    return value[0] if value else None
+
+
+def detect_keyword(body: str | None) -> tuple[str, str] | None:
+    """The keyword a body is, as (kind, word) with kind `stop`, `start` or `help`; else None."""
+    word = (body or "").strip().upper()
+    if word in STOP_WORDS:
+        return "stop", word
+    if word in START_WORDS:
+        return "start", word
+    if word in HELP_WORDS:
+        return "help", word
+    return None
+
+
+def media_urls_from(params: Params) -> list[str]:
+    """The `MediaUrl0..N` of an MMS, as many as `NumMedia` says (at most ten)."""
+    try:
+        count = int(_first(params, "NumMedia") or 0)
+    except ValueError:
+        count = 0
+    urls = (_first(params, f"MediaUrl{i}") for i in range(max(0, min(count, MAX_MEDIA))))
+    return [url for url in urls if url]
+
+
+def twiml(message: str | None = None) -> str:
+    """A TwiML answer: an empty `<Response/>`, or one `<Message>`."""
+    response = MessagingResponse()
+    if message:
+        response.message(message)
+    return str(response)
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    """What became of an inbound SMS: the record, the TwiML to answer and the work to enqueue."""
+
+    inbound: InboundSms
+    twiml: str
+    duplicate: bool = False
+    posted: list[Posted] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """The metrics label: duplicate, or the record's status."""
+        return "duplicate" if self.duplicate else self.inbound.status
+
+
+def record_inbound_sms(
+    session: Session,
+    settings: Settings,
+    params: Params,
+    idempotency_token: str | None = None,
+) -> InboundOutcome:
+    """Store an inbound SMS once, act on its keyword or match it to a channel; say what to answer.
+
+    A repeat (same MessageSid or idempotency token) changes nothing and gets the first answer, also
+    when the copies arrive at the same moment.
+    """
+    sid = (
+        _first(params, "MessageSid") or _first(params, "SmsMessageSid") or _first(params, "SmsSid")
+    )
+    if not sid:
+        raise ValidationError("MessageSid is required", "MessageSid")
+    for name in ("From", "To"):
+        if not _first(params, name):
+            raise ValidationError(f"{name} is required", name)
+    token = (idempotency_token or "").strip()[:200] or None
+    earlier = _find_earlier(session, sid, token)
+    if earlier is not None:
+        return InboundOutcome(earlier, earlier.response_twiml or twiml(), duplicate=True)
+
+    raw_from, raw_to = _first(params, "From") or "", _first(params, "To") or ""
+    inbound = InboundSms(
+        id=new_id("in"),
+        message_sid=sid[:_COLUMN],
+        idempotency_token=token,
+        from_phone=raw_from.strip()[:_COLUMN],
+        to_phone=raw_to.strip()[:_COLUMN],
+        body=_first(params, "Body") or "",
+        params=dict(params),
+        status=InboundStatus.RECEIVED.value,
+        received_at=utcnow(),
+    )
+    try:
+        # The unique MessageSid claims the SMS. A copy inserting at the same moment waits here on
+        # PostgreSQL until the first commits, then fails and answers from the committed row.
+        with session.begin_nested():
+            session.add(inbound)
+    except IntegrityError:
+        winner = _find_earlier(session, sid, token)
+        if winner is None:
+            raise
+        return InboundOutcome(winner, winner.response_twiml or twiml(), duplicate=True)
+
+    outcome = _process(session, settings, inbound, params)
+    inbound.response_twiml = outcome.twiml
+    session.flush()
+    log.info(
+        "inbound sms %s",
+        inbound.status,
+        extra={
+            "inbound_id": inbound.id,
+            "from": mask_phone(inbound.from_phone),
+            "to": mask_phone(inbound.to_phone),
+            "keyword": inbound.keyword,
+            "channel_id": inbound.channel_id,
+        },
+    )
+    return outcome
+
+
+def _find_earlier(session: Session, sid: str, token: str | None) -> InboundSms | None:
+    condition = InboundSms.message_sid == sid[:_COLUMN]
+    if token:
+        condition = or_(condition, InboundSms.idempotency_token == token)
+    return session.execute(select(InboundSms).where(condition).limit(1)).scalar_one_or_none()
+
+
+def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
+    inbound.status = InboundStatus.UNMATCHED.value
+    log.info("inbound sms unmatched: %s", why, extra={"inbound_id": inbound.id})
+    return InboundOutcome(inbound, twiml())
+
+
+def _process(
+    session: Session, settings: Settings, inbound: InboundSms, params: Params
+) -> InboundOutcome:
+    region = settings.default_region
+    if classify_sender(inbound.to_phone, region) != "e164":
+        return _unmatched(inbound, "To is not a phone number")
+    inbound.to_phone = normalize_phone(inbound.to_phone, region)
+    org = organization_for_number(session, inbound.to_phone)
+    if org is not None:
+        inbound.organization_id = org.id
+    kind = classify_sender(inbound.from_phone, region)
+    if kind != "e164":
+        # Short codes and alphanumeric sender ids cannot be texted back: kept, never matched.
+        return _unmatched(inbound, f"From is {kind.replace('_', ' ')}")
+    inbound.from_phone = normalize_phone(inbound.from_phone, region)
+    if org is None:
+        return _unmatched(inbound, "To is no organization's number")
+    digest = phone_hash(inbound.from_phone, settings.phone_hash_key)
+    contact = session.execute(
+        select(Contact).where(Contact.organization_id == org.id, Contact.phone_hash == digest)
+    ).scalar_one_or_none()
+    channels = channels_for_phone_hash(session, org.id, digest) if contact else []
+
+    keyword = detect_keyword(inbound.body)
+    if keyword is not None:
+        return _keyword(session, inbound, org, digest, contact, channels, keyword)
+    if contact is None:
+        return _unmatched(inbound, "unknown sender")
+    if not channels:
+        return _unmatched(inbound, "the contact is in no channel")
+
+    channel = choose_channel(session, contact, inbound.to_phone, channels)
+    thread = last_publisher_thread(session, channel.id)
+    posted = record_contact_message(
+        session,
+        settings,
+        org.id,
+        contact.id,
+        channel.id,
+        thread,
+        inbound.body or "",
+        media_urls_from(params),
+    )
+    inbound.status = InboundStatus.MATCHED.value
+    inbound.channel_id = channel.id
+    inbound.message_id = posted.message.id
+    return InboundOutcome(inbound, twiml(), posted=[posted])
+
+
+def choose_channel(
+    session: Session, contact: Contact, to_phone: str, channels: Sequence[Channel]
+) -> Channel:
+    """Pick the channel an SMS from `contact` to `to_phone` answers (DESIGN 5.5 step 5, 5.6).
+
+    The pool's (From, To) pair first; else the channel that last sent this contact an SMS; else the
+    most recently updated (`channels` comes ordered that way).
+    """
+    if len(channels) == 1:
+        return channels[0]
+    by_id = {c.id: c for c in channels}
+    paired = list(
+        session.execute(
+            select(ChannelSubscriber.channel_id).where(
+                ChannelSubscriber.subscriber_id == contact.id,
+                ChannelSubscriber.sender_phone == to_phone,
+                ChannelSubscriber.channel_id.in_(by_id),
+            )
+        ).scalars()
+    )
+    if len(paired) == 1:
+        return by_id[paired[0]]
+    # Pool exhausted (or one number): several channels share this pair; narrow to them.
+    candidates = [c for c in channels if c.id in set(paired)] if paired else list(channels)
+    last_sent = session.execute(
+        select(Delivery.channel_id)
+        .where(
+            Delivery.to_phone == contact.phone,
+            Delivery.subscriber_id == contact.id,
+            Delivery.channel_id.in_([c.id for c in candidates]),
+            Delivery.status.in_(_SENT_STATES),
+        )
+        .order_by(Delivery.publish_seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if last_sent is not None:
+        return by_id[last_sent]
+    stamped = [c for c in candidates if c.last_sms_at is not None]
+    if stamped:
+        return max(stamped, key=lambda c: c.last_sms_at or c.updated_at)
+    return candidates[0]
+
+
+_KEYWORD_EVENTS = {
+    "stop": ("contact.opted_out", "{name} replied {word}: no more SMS from {org}"),
+    "start": ("contact.opted_in", "{name} replied {word}: SMS from {org} resumed"),
+    "help": ("contact.help_requested", "{name} asked for help ({word})"),
+}
+
+
+def _keyword(
+    session: Session,
+    inbound: InboundSms,
+    org: Organization,
+    digest: str,
+    contact: Contact | None,
+    channels: Sequence[Channel],
+    keyword: tuple[str, str],
+) -> InboundOutcome:
+    kind, word = keyword
+    inbound.status = InboundStatus.KEYWORD.value
+    inbound.keyword = word
+    # Opt-out state belongs to the phone (by hash) and the organization, so a STOP from a number
+    # that is not a contact yet still holds when it becomes one.
+    if kind == "stop":
+        opt_out(session, org.id, digest)
+    elif kind == "start":
+        opt_in(session, org.id, digest)
+    if contact is not None:
+        event, template = _KEYWORD_EVENTS[kind]
+        name = contact.name or mask_phone(contact.phone)
+        text = template.format(name=name, word=word, org=org.name)
+        now = utcnow()
+        for channel in channels:
+            _meta_in_channel(session, contact, channel, event, text, now)
+    if kind == "help":
+        return InboundOutcome(inbound, twiml(help_text_for(org)))
+    # STOP/START: Twilio itself confirms on long codes; a second reply would only be noise.
+    return InboundOutcome(inbound, twiml())
+
+
+def _meta_in_channel(
+    session: Session, contact: Contact, channel: Channel, event: str, text: str, now: datetime
+) -> Message:
+    # Meta messages are published at once (visible in the channel) but never sent by SMS: no
+    # deliveries are made for them.
+    thread = last_publisher_thread(session, channel.id)
+    message = Message(
+        id=new_id("msg"),
+        organization_id=channel.organization_id,
+        thread_id=thread.id if thread else None,
+        channel_id=channel.id,
+        subscriber_id=contact.id,
+        author_type=SubscriberType.CONTACT.value,
+        text=text,
+        type=MessageType.META.value,
+        event=event,
+        media_urls=[],
+        reactions=[],
+        created_at=now,
+        published_at=now,
+        publish_seq=int(now.timestamp() * 1_000_000),
+    )
+    session.add(message)
+    channel.updated_at = now
+    if thread is not None:
+        thread.updated_at = now
+    session.flush()
+    return message
+
+
+def list_inbound(
+    session: Session,
+    organization_id: str,
+    status: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> tuple[list[InboundSms], bool]:
+    """A page of the organization's inbound SMS, newest first, optionally of one status."""
+    if status is not None and status not in {s.value for s in InboundStatus}:
+        raise ValidationError(
+            "status must be one of matched, unmatched, keyword, received", "status"
+        )
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", "limit")
+    query = select(InboundSms).where(InboundSms.organization_id == organization_id)
+    if status is not None:
+        query = query.where(InboundSms.status == status)
+    if before is not None:
+        cursor = session.execute(
+            select(InboundSms.seq).where(
+                InboundSms.id == before, InboundSms.organization_id == organization_id
+            )
+        ).scalar_one_or_none()
+        if cursor is None:
+            raise ValidationError("before must be the id of an inbound SMS in this list", "before")
+        query = query.where(InboundSms.seq < cursor)
+    rows = list(session.execute(query.order_by(InboundSms.seq.desc()).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def record_status_callback(session: Session, delivery_id: str | None, params: Params) -> str:
+    """Apply a status callback to its delivery; returns `applied`, `ignored` or `unknown`."""
+    sid = _first(params, "MessageSid") or _first(params, "SmsSid")
+    delivery = find_delivery(session, delivery_id, sid)
+    if delivery is None:
+        # Answered 200 all the same: a retry cannot find it either.
+        log.info("status callback for an unknown delivery", extra={"delivery_id": delivery_id})
+        return "unknown"
+    status = _first(params, "MessageStatus") or _first(params, "SmsStatus") or ""
+    try:
+        code = int(_first(params, "ErrorCode") or "") or None
+    except ValueError:
+        code = None
+    outcome = apply_status(
+        session, delivery, status, sid, code, _first(params, "ErrorMessage") or None
+    )
+    return "applied" if outcome.changed or outcome.opted_out else "ignored"

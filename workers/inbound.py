@@ -1,0 +1,167 @@
+"""Twilio webhooks kept in Redis while the database was down, and the drain that processes them.
+
+The web process verifies a webhook's signature, then, finding the database down, keeps the signed
+payload here (`keep_payload`) and answers 200 so nothing is lost. Once the database is back,
+`drain_kept` (run by the sweeper, and by a job queued when something is kept) feeds each payload to
+the same domain functions the webhook calls; deduplication on MessageSid makes a repeat harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+from rq import Queue, Retry
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from bridge.db import transaction
+from bridge.errors import ValidationError
+from bridge.inbound import (
+    form_params,
+    is_valid_signature,
+    record_inbound_sms,
+    record_status_callback,
+)
+from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
+from bridge.runtime import Runtime
+from workers import queues
+from workers.enqueue import enqueue_posted
+
+log = logging.getLogger(__name__)
+
+KEPT = "bridge:inbound:kept"  # a list: new payloads pushed on the left, drained from the right
+DEAD = "bridge:inbound:dead"  # payloads that can never be processed, kept for a person to look at
+DRAIN_QUEUED = "bridge:inbound:drain-queued"  # at most one drain job queued at a time, roughly
+DRAIN = "workers.inbound.drain"
+
+SMS = "sms"
+STATUS = "status"
+
+# What a database that is down (or unreachable, or too busy to answer) raises through SQLAlchemy.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+
+# The database may take minutes to come back; the sweeper drains too, so this only speeds it up.
+_RETRY_INTERVALS = [5, 10, 30, 60, 120, 300]
+
+
+def keep_payload(
+    connection: redis.Redis,
+    kind: str,
+    url: str,
+    pairs: list[tuple[str, str]],
+    signature: str,
+    signature_settings: str | None = None,
+    idempotency_token: str | None = None,
+) -> None:
+    """Keep a verified webhook in Redis for later; raises RedisError when Redis cannot take it."""
+    payload = {
+        "kind": kind,
+        "url": url,
+        "params": pairs,
+        "signature": signature,
+        "signature_settings": signature_settings,
+        "idempotency_token": idempotency_token,
+        "kept_at": time.time(),
+    }
+    connection.lpush(KEPT, json.dumps(payload))
+    enqueue_drain(connection)
+
+
+def enqueue_drain(connection: redis.Redis) -> bool:
+    """Queue a drain job (retried while the database stays down); False if Redis did not take it."""
+    try:
+        if not connection.set(DRAIN_QUEUED, "1", nx=True, ex=60):
+            return True
+        Queue(queues.MAINTENANCE, connection=connection).enqueue(
+            DRAIN,
+            retry=Retry(max=len(_RETRY_INTERVALS) * 4, interval=_RETRY_INTERVALS),
+            result_ttl=0,
+            failure_ttl=86400,
+        )
+    except redis.RedisError:
+        log.warning("inbound drain not enqueued; the sweeper will drain")
+        return False
+    return True
+
+
+def kept_count(connection: redis.Redis) -> int:
+    """How many webhooks wait in Redis for the database."""
+    return int(connection.llen(KEPT))
+
+
+def drain_kept(runtime: Runtime) -> int:
+    """Process every kept webhook, oldest first; returns how many were processed.
+
+    A database error stops the drain with the payload still kept (and propagates, so a job retries).
+    A payload that can never succeed (bad signature, not an SMS) moves to the dead list.
+    """
+    connection = runtime.redis
+    done = 0
+    while True:
+        raw = connection.lindex(KEPT, -1)
+        if raw is None:
+            return done
+        try:
+            payload = json.loads(raw)
+            _process(runtime, payload)
+        except _Unprocessable as exc:
+            log.error("kept inbound webhook cannot be processed: %s", exc)
+            connection.lpush(DEAD, raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("kept inbound webhook is malformed: %s", type(exc).__name__)
+            connection.lpush(DEAD, raw)
+        except DATABASE_DOWN:
+            raise  # still kept; the next drain takes it
+        except Exception:
+            # A bug, not an outage: set the payload aside so it cannot block the others, and fail.
+            connection.lpush(DEAD, raw)
+            connection.lrem(KEPT, -1, raw)
+            raise
+        # Removed only now: a drain killed above leaves it kept, and processing it again is a no-op.
+        connection.lrem(KEPT, -1, raw)
+        done += 1
+
+
+def drain() -> int:
+    """The job: drain kept webhooks with a runtime built from the worker's settings."""
+    with Runtime() as runtime:
+        return drain_kept(runtime)
+
+
+class _Unprocessable(Exception):
+    pass
+
+
+def _process(runtime: Runtime, payload: dict[str, Any]) -> None:
+    settings = runtime.settings
+    pairs = [(str(name), str(value)) for name, value in payload["params"]]
+    url = payload["url"]
+    # Checked again: Redis is not where a forged payload should get in.
+    if not is_valid_signature(
+        settings, url, pairs, payload["signature"], payload.get("signature_settings")
+    ):
+        raise _Unprocessable("signature does not verify")
+    params = form_params(pairs)
+    if payload["kind"] == STATUS:
+        delivery_id = (parse_qs(urlsplit(url).query).get("d") or [None])[0]
+        with transaction(runtime.sessions) as session:
+            outcome = record_status_callback(session, delivery_id, params)
+        STATUS_CALLBACKS.labels(outcome).inc()
+        return
+    if payload["kind"] != SMS:
+        raise _Unprocessable(f"unknown kind {payload['kind']!r}")
+    try:
+        with transaction(runtime.sessions) as session:
+            inbound = record_inbound_sms(
+                session, settings, params, payload.get("idempotency_token")
+            )
+    except ValidationError as exc:
+        raise _Unprocessable(exc.message) from exc
+    for posted in inbound.posted:
+        enqueue_posted(connection=runtime.redis, posted=posted)
+    INBOUND_SMS.labels(inbound.outcome).inc()
