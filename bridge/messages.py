@@ -78,9 +78,7 @@ def validate_type(kind: object) -> str:
     if kind is None:
         return MessageType.TEXT.value
     if not isinstance(kind, str) or kind not in PUBLISHABLE_TYPES:
-        raise ValidationError(
-            "type must be one of text, tracking_update, pickup_reminder", "type"
-        )
+        raise ValidationError("type must be one of text, tracking_update, pickup_reminder", "type")
     return kind
 
 
@@ -89,7 +87,9 @@ def validate_publish_at(value: object, now: datetime) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError("publish_to_channel_at must be epoch seconds", "publish_to_channel_at")
+        raise ValidationError(
+            "publish_to_channel_at must be epoch seconds", "publish_to_channel_at"
+        )
     try:
         when = datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError) as exc:
@@ -202,7 +202,7 @@ def record_contact_message(
     text: str,
     media_urls: Sequence[str] = (),
 ) -> Posted:
-    """Store an inbound SMS as a message by the contact in the channel (and thread), and relay it."""
+    """Store an inbound SMS as the contact's message in its channel (and thread), and relay it."""
     now = utcnow()
     actor = Actor.contact(organization_id, contact_id)
     message = _new_message(
@@ -251,6 +251,9 @@ def edit_message(
 def cancel_message(session: Session, actor: Actor, message_id: str) -> Message:
     """Cancel a message that has not been published; a published one is a Conflict."""
     message = get_message(session, actor.organization_id, message_id)
+    # Lock the row (PostgreSQL) so a concurrent publish_due_messages cannot publish it while we
+    # cancel; that one locks with SKIP LOCKED, so it passes this message by and finds it canceled.
+    session.refresh(message, with_for_update=True)
     if message.subscriber_id != actor.subscriber_id and actor.type != SubscriberType.API_KEY.value:
         raise Forbidden("only the author or the organization can cancel a message", "id")
     if message.published_at is not None:
@@ -281,18 +284,18 @@ def page_messages(
     before: str | None = None,
 ) -> tuple[list[Message], bool]:
     """A page of a thread's (or channel's published) messages, newest first, older than `before`."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", "limit")
-    query = select(Message).where(Message.organization_id == organization_id)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}", "limit")
+    scope = [Message.organization_id == organization_id]
     if thread_id is not None:
-        query = query.where(Message.thread_id == thread_id, Message.canceled_at.is_(None))
+        scope += [Message.thread_id == thread_id, Message.canceled_at.is_(None)]
     if channel_id is not None:
-        query = query.where(Message.channel_id == channel_id, Message.published_at.is_not(None))
+        scope += [Message.channel_id == channel_id, Message.published_at.is_not(None)]
+    query = select(Message).where(*scope)
     if before is not None:
+        # The cursor must be in the same list: another thread's message would cut it arbitrarily.
         cursor = session.execute(
-            select(Message.seq).where(
-                Message.id == before, Message.organization_id == organization_id
-            )
+            select(Message.seq).where(Message.id == before, *scope)
         ).scalar_one_or_none()
         if cursor is None:
             raise ValidationError("before must be the id of a message in this list", "before")
