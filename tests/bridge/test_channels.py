@@ -1,0 +1,360 @@
+"""Channels: identity, publishing, deliveries, pending messages, number pool (DESIGN 5.3-5.6)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.actors import Actor
+from bridge.channels import (
+    QUEUE_NOTIFICATIONS,
+    QUEUE_TEXT,
+    channels_for_phone_hash,
+    get_or_create_channel,
+    last_publisher_thread,
+    load_channel_view,
+    publish_due_messages,
+    subscriber_hash,
+)
+from bridge.db import utcnow
+from bridge.errors import NotFound
+from bridge.messages import (
+    cancel_message,
+    post_channel_message,
+    post_message,
+    record_contact_message,
+)
+from bridge.models import ChannelSubscriber, Contact, Delivery, Organization
+from bridge.organizations import find_or_create_contact, opt_out
+from bridge.serialize import channel_json
+from bridge.settings import Settings
+from bridge.sms_text import segment_count
+from bridge.threads import add_subscriber, archive_subscriber, create_thread
+from tests import factories
+
+
+def _channel(session: Session, org: Organization, channel_id: str) -> dict[str, Any]:
+    return channel_json(load_channel_view(session, org.id, channel_id))
+
+
+def _deliveries(session: Session, message_id: str) -> list[Delivery]:
+    return list(
+        session.execute(
+            select(Delivery)
+            .where(Delivery.message_id == message_id)
+            .order_by(Delivery.subscriber_id, Delivery.part)
+        ).scalars()
+    )
+
+
+def test_the_same_contacts_in_any_order_give_the_same_channel(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    a, b, c = (factories.contact(session, settings, org) for _ in range(3))
+    first, created = get_or_create_channel(session, org.id, [a.id, b.id])
+    assert created and first.id.startswith("chnl_")
+    again, created = get_or_create_channel(session, org.id, [b.id, a.id, b.id])
+    assert (again.id, created) == (first.id, False)
+    expected = hashlib.sha256(",".join(sorted([org.id, a.id, b.id])).encode()).hexdigest()
+    assert first.subscriber_hash == expected == subscriber_hash(org.id, [b.id, a.id])
+    bigger, created = get_or_create_channel(session, org.id, [a.id, b.id, c.id])
+    assert created and bigger.id != first.id and bigger.subscriber_hash != first.subscriber_hash
+    alone, created = get_or_create_channel(session, org.id, [a.id])
+    assert created and alone.id not in {first.id, bigger.id}
+    session.commit()
+    body = _channel(session, org, first.id)
+    assert body["subscriber_hash"] == expected
+    assert body["phone_hashes"] == sorted([a.phone_hash, b.phone_hash])
+    assert body["subscriber_ids"] == [org.id, *sorted([a.id, b.id])]
+
+
+def test_another_organizations_contacts_make_no_channel(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    other, _ = factories.organization(session, settings, "Other")
+    theirs = factories.contact(session, settings, other)
+    with pytest.raises(NotFound):
+        get_or_create_channel(session, org.id, [theirs.id])
+    channel, _ = get_or_create_channel(session, other.id, [theirs.id])
+    with pytest.raises(NotFound):
+        load_channel_view(session, org.id, channel.id)
+
+
+def test_posting_to_a_thread_publishes_into_its_channel(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings, "Acme")
+    uma = factories.user(session, settings, org, "Uma Smith")
+    cora = factories.contact(session, settings, org, "Cora")
+    dan = factories.contact(session, settings, org, "Dan")
+    thread, _ = create_thread(
+        session, settings, factories.org_actor(org), "order-1", subscribers=[cora.id, dan.id]
+    )
+    opt_out(session, org.id, dan.phone_hash)
+    posted = post_message(session, settings, Actor.user(org.id, uma.id), thread.id, "Hello!")
+    session.commit()
+    message, result = posted.message, posted.published
+    assert result is not None and message.channel_id == result.channel_id
+    assert (result.message_id, result.queue, result.pending, result.skipped) == (
+        message.id,
+        QUEUE_TEXT,
+        1,
+        1,
+    )
+    rows = {d.subscriber_id: d for d in _deliveries(session, message.id)}
+    assert set(rows) == {cora.id, dan.id}
+    assert (rows[cora.id].status, rows[cora.id].body, rows[cora.id].to_phone) == (
+        "pending",
+        "Hello!",
+        cora.phone,
+    )
+    assert rows[cora.id].from_phone is not None
+    assert (rows[dan.id].status, rows[dan.id].part) == ("skipped", 1)
+    body = _channel(session, org, message.channel_id)
+    assert body["subscriber_ids"] == [org.id, *sorted([cora.id, dan.id]), uma.id]
+    assert body["name"].startswith("Acme, ") and body["name"].endswith(", Uma Smith")
+    assert set(body["name"].split(", ")) == {"Acme", "Cora", "Dan", "Uma Smith"}
+    assert body["publisher_ids"] == ["order-1"]
+    assert [m["id"] for m in body["recent_messages"]] == [message.id]
+    assert body["recent_messages"][0]["name"] == thread.name
+    assert body["pending_messages"] == [] and body["scheduled_publish_at"] is None
+
+
+def test_notifications_go_through_their_own_queue(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings)
+    cora = factories.contact(session, settings, org)
+    thread, _ = create_thread(
+        session, settings, factories.org_actor(org), "order-1", subscribers=[cora.id]
+    )
+    posted = post_message(
+        session,
+        settings,
+        factories.org_actor(org),
+        thread.id,
+        "Out for delivery",
+        type="pickup_reminder",
+    )
+    assert posted.published is not None and posted.published.queue == QUEUE_NOTIFICATIONS
+    assert [d.queue for d in _deliveries(session, posted.message.id)] == [QUEUE_NOTIFICATIONS]
+
+
+def test_a_thread_without_active_contacts_publishes_nowhere(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora = factories.contact(session, settings, org)
+    thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
+    archive_subscriber(session, actor, thread.id, cora.id)
+    posted = post_message(session, settings, actor, thread.id, "anyone?")
+    assert posted.published is None and posted.message.channel_id is None
+    assert session.execute(select(Delivery)).first() is None
+
+
+def test_a_changed_contact_set_publishes_into_another_channel(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora, dan = factories.contact(session, settings, org), factories.contact(session, settings, org)
+    thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
+    first = post_message(session, settings, actor, thread.id, "one").message
+    add_subscriber(session, settings, actor, thread.id, dan.id)
+    second = post_message(session, settings, actor, thread.id, "two").message
+    assert first.channel_id != second.channel_id
+    assert [d.subscriber_id for d in _deliveries(session, second.id)] == sorted([cora.id, dan.id])
+
+
+def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora = factories.contact(session, settings, org)
+    for resource in ["zeta-2", "alpha-1"]:
+        create_thread(session, settings, actor, resource, subscribers=[cora.id])
+    channel_ids = {
+        post_message(session, settings, actor, f"thrd_{r}", "hi").message.channel_id
+        for r in ["zeta-2", "alpha-1", "zeta-2"]
+    }
+    session.commit()
+    assert len(channel_ids) == 1
+    channel_id = channel_ids.pop()
+    assert channel_id is not None
+    assert _channel(session, org, channel_id)["publisher_ids"] == ["zeta-2", "alpha-1"]
+    latest = last_publisher_thread(session, channel_id)
+    assert latest is not None and latest.resource_id == "zeta-2"
+
+
+def test_a_pending_message_waits_in_pending_messages_until_published(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora = factories.contact(session, settings, org)
+    thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
+    soon = (utcnow() + timedelta(hours=1)).replace(microsecond=0)
+    later = soon + timedelta(hours=1)
+    late = post_message(
+        session, settings, actor, thread.id, "late", publish_to_channel_at=int(later.timestamp())
+    )
+    early = post_message(
+        session, settings, actor, thread.id, "early", publish_to_channel_at=int(soon.timestamp())
+    )
+    session.commit()
+    # The channel exists as soon as a message waits for it; nothing is sent yet.
+    assert late.published is None and late.message.channel_id is not None
+    channel_id = late.message.channel_id
+    assert session.execute(select(Delivery)).first() is None
+    body = _channel(session, org, channel_id)
+    assert [m["id"] for m in body["pending_messages"]] == [early.message.id, late.message.id]
+    assert body["scheduled_publish_at"] == int(soon.timestamp())
+    assert body["recent_messages"] == []
+    # Both are in the thread at once.
+    assert {m.thread_id for m in (late.message, early.message)} == {thread.id}
+
+    results = publish_due_messages(session, settings, now=soon + timedelta(seconds=1))
+    session.commit()
+    assert [r.message_id for r in results] == [early.message.id]
+    body = _channel(session, org, channel_id)
+    assert [m["id"] for m in body["pending_messages"]] == [late.message.id]
+    assert body["scheduled_publish_at"] == int(later.timestamp())
+    assert [m["id"] for m in body["recent_messages"]] == [early.message.id]
+    assert len(_deliveries(session, early.message.id)) == 1
+
+    cancel_message(session, actor, late.message.id)
+    session.commit()
+    body = _channel(session, org, channel_id)
+    assert body["pending_messages"] == [] and body["scheduled_publish_at"] is None
+    assert publish_due_messages(session, settings, now=later + timedelta(days=1)) == []
+
+
+def test_a_message_posted_straight_to_a_channel(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings)
+    cora = factories.contact(session, settings, org)
+    channel, _ = get_or_create_channel(session, org.id, [cora.id])
+    posted = post_channel_message(session, settings, factories.org_actor(org), channel.id, "Hi")
+    session.commit()
+    assert posted.message.thread_id is None and posted.published is not None
+    body = _channel(session, org, channel.id)
+    assert body["recent_messages"][0]["name"] == body["name"]
+    assert body["recent_messages"][0]["resource_id"] is None
+    assert body["publisher_ids"] == []
+
+
+def test_the_number_pool_spreads_a_contacts_channels_over_senders(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings, senders=3)
+    cora = factories.contact(session, settings, org)
+    others = [factories.contact(session, settings, org) for _ in range(4)]
+    senders: list[str | None] = []
+    for other in others:
+        channel, _ = get_or_create_channel(session, org.id, [cora.id, other.id])
+        senders.append(
+            session.get(ChannelSubscriber, (channel.id, cora.id)).sender_phone  # type: ignore[union-attr]
+        )
+    assert None not in senders
+    assert len(set(senders[:3])) == 3
+    assert senders[3] in senders[:3]
+
+
+def test_one_sender_is_shared_by_every_channel(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings, senders=1)
+    cora = factories.contact(session, settings, org)
+    channels = [
+        get_or_create_channel(
+            session, org.id, [cora.id, factories.contact(session, settings, org).id]
+        )[0]
+        for _ in range(3)
+    ]
+    session.commit()
+    phones = {
+        session.get(ChannelSubscriber, (c.id, cora.id)).sender_phone  # type: ignore[union-attr]
+        for c in channels
+    }
+    assert len(phones) == 1
+    found = channels_for_phone_hash(session, org.id, cora.phone_hash)
+    assert {c.id for c in found} == {c.id for c in channels}
+
+
+def test_a_contacts_message_is_relayed_to_the_others_with_its_name(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    jane = factories.contact(session, settings, org, "Jane")
+    dan = factories.contact(session, settings, org, "Dan")
+    eve = factories.contact(session, settings, org, "Eve")
+    thread, _ = create_thread(
+        session, settings, actor, "order-1", subscribers=[jane.id, dan.id, eve.id]
+    )
+    channel_id = post_message(session, settings, actor, thread.id, "hello all").message.channel_id
+    assert channel_id is not None
+    posted = record_contact_message(
+        session,
+        settings,
+        org.id,
+        jane.id,
+        channel_id,
+        thread,
+        "running late",
+        media_urls=["https://example.com/a.jpg"],
+    )
+    session.commit()
+    assert posted.message.subscriber_id == jane.id and posted.message.thread_id == thread.id
+    rows = _deliveries(session, posted.message.id)
+    assert sorted(d.subscriber_id for d in rows) == sorted([dan.id, eve.id])
+    assert {d.body for d in rows} == {"Jane: running late"}
+    assert all(d.media_urls == ["https://example.com/a.jpg"] for d in rows)
+    # The contact's message shows in the channel and in the thread, by the contact.
+    body = _channel(session, org, channel_id)
+    assert body["recent_messages"][-1]["subscriber_id"] == jane.id
+
+
+def test_long_text_goes_as_ordered_parts_with_segment_counts(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora = factories.contact(session, settings, org)
+    thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
+    words = [f"word{i:04d}" for i in range(400)]  # 3,999 characters
+    posted = post_message(
+        session,
+        settings,
+        actor,
+        thread.id,
+        " ".join(words),
+        media_urls=["https://example.com/a.jpg"],
+    )
+    session.commit()
+    rows = _deliveries(session, posted.message.id)
+    assert [d.part for d in rows] == [1, 2, 3]
+    assert {d.parts for d in rows} == {3}
+    assert all(len(d.body) <= 1600 for d in rows)
+    assert " ".join(d.body for d in rows) == " ".join(words)
+    assert [d.segments for d in rows] == [segment_count(d.body) for d in rows]
+    assert rows[0].segments == 11  # 1,599 GSM-7 characters in 153-septet segments
+    assert rows[0].media_urls == ["https://example.com/a.jpg"] and rows[1].media_urls == []
+    assert len({d.publish_seq for d in rows}) == 1
+
+
+def test_channels_for_a_phone_hash_stay_within_the_organization(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    other, _ = factories.organization(session, settings, "Other")
+    mine = factories.contact(session, settings, org)
+    theirs, _ = find_or_create_contact(session, settings, other.id, mine.phone)
+    get_or_create_channel(session, org.id, [mine.id])
+    get_or_create_channel(session, other.id, [theirs.id])
+    assert [
+        c.organization_id for c in channels_for_phone_hash(session, org.id, mine.phone_hash)
+    ] == [org.id]
+    assert session.get(Contact, theirs.id) is not None
