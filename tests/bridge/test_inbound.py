@@ -1,0 +1,460 @@
+"""The domain side of inbound SMS: keywords, matching (DESIGN 5.5, 5.6), storing, dedupe, lists."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bridge.db import utcnow
+from bridge.errors import ValidationError
+from bridge.inbound import (
+    detect_keyword,
+    list_inbound,
+    media_urls_from,
+    record_inbound_sms,
+)
+from bridge.messages import post_message
+from bridge.models import (
+    Channel,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    InboundSms,
+    Message,
+    Organization,
+    Thread,
+)
+from bridge.organizations import is_opted_out, sender_numbers, update_organization
+from bridge.settings import Settings
+from bridge.threads import create_thread
+from tests import factories
+from tests.fixtures.twilio import payloads
+
+
+def channel_of(
+    session: Session, settings: Settings, org: Organization, contacts: list[Contact], resource: str
+) -> tuple[Thread, Channel]:
+    """A thread about `resource` with these contacts, and the channel its first message made."""
+    actor = factories.org_actor(org)
+    thread, _ = create_thread(
+        session, settings, actor, resource, subscribers=[c.id for c in contacts]
+    )
+    posted = post_message(session, settings, actor, thread.id, f"About {resource}")
+    channel = session.get(Channel, posted.message.channel_id)
+    assert channel is not None
+    return thread, channel
+
+
+def receive(
+    session: Session, settings: Settings, payload: dict[str, str], token: str | None = None
+):  # type: ignore[no-untyped-def]
+    outcome = record_inbound_sms(session, settings, payload, token)
+    session.commit()
+    return outcome
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("STOP", ("stop", "STOP")),
+        ("stop", ("stop", "STOP")),
+        ("Stop", ("stop", "STOP")),
+        (" STOP ", ("stop", "STOP")),
+        ("\tsTOp\n", ("stop", "STOP")),
+        ("stopall", ("stop", "STOPALL")),
+        ("Unsubscribe", ("stop", "UNSUBSCRIBE")),
+        ("cancel", ("stop", "CANCEL")),
+        ("END", ("stop", "END")),
+        ("quit", ("stop", "QUIT")),
+        ("OptOut", ("stop", "OPTOUT")),
+        ("revoke", ("stop", "REVOKE")),
+        ("start", ("start", "START")),
+        ("Yes", ("start", "YES")),
+        (" unstop", ("start", "UNSTOP")),
+        ("HELP", ("help", "HELP")),
+        ("info ", ("help", "INFO")),
+        ("stop please", None),
+        ("please stop", None),
+        ("S T O P", None),
+        ("STOP.", None),
+        ("yes!", None),
+        ("", None),
+        (None, None),
+        ("helpful", None),
+    ],
+)
+def test_keywords_are_the_whole_trimmed_body_in_any_case(
+    body: str | None, expected: tuple[str, str] | None
+) -> None:
+    assert detect_keyword(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, 2),
+        ({"NumMedia": "1"}, 1),
+        ({"NumMedia": "0"}, 0),
+        ({"NumMedia": "x"}, 0),
+        ({"NumMedia": "-3"}, 0),
+        ({"NumMedia": "500"}, 2),  # only the MediaUrlN that exist
+    ],
+)
+def test_media_urls_follow_num_media(changes: dict[str, str], expected: int) -> None:
+    payload = payloads.load("inbound_mms", **changes)
+    urls = media_urls_from(payload)
+    assert len(urls) == expected
+    assert urls == [payload[f"MediaUrl{i}"] for i in range(expected)]
+
+
+def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org, "Jane Doe")
+    omar = factories.contact(session, settings, org, "Omar Other")
+    thread, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+
+    outcome = receive(session, settings, payloads.inbound(jane.phone, to, "On my way"))
+
+    assert outcome.outcome == "matched"
+    assert outcome.twiml == '<?xml version="1.0" encoding="UTF-8"?><Response />'
+    inbound = outcome.inbound
+    assert (inbound.status, inbound.channel_id, inbound.organization_id) == (
+        "matched",
+        channel.id,
+        org.id,
+    )
+    message = session.execute(select(Message).where(Message.id == inbound.message_id)).scalar_one()
+    assert (message.thread_id, message.channel_id, message.subscriber_id) == (
+        thread.id,
+        channel.id,
+        jane.id,
+    )
+    assert (message.type, message.text, message.author_type) == ("text", "On my way", "contact")
+    assert message.published_at is not None
+    # Relayed to the other contact only, with the author's name in front.
+    relays = list(
+        session.execute(select(Delivery).where(Delivery.message_id == message.id)).scalars()
+    )
+    assert [(d.subscriber_id, d.body) for d in relays] == [(omar.id, "Jane Doe: On my way")]
+    assert outcome.posted[0].published is not None
+    assert outcome.posted[0].published.pending == 1
+
+
+def test_an_mms_keeps_its_media(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-mms")
+    session.commit()
+    payload = payloads.inbound(
+        jane.phone, sender_numbers(session, org.id)[0], "Box", name="inbound_mms"
+    )
+
+    outcome = receive(session, settings, payload)
+
+    message = session.execute(
+        select(Message).where(Message.id == outcome.inbound.message_id)
+    ).scalar_one()
+    assert message.media_urls == [payload["MediaUrl0"], payload["MediaUrl1"]]
+
+
+def test_national_format_numbers_are_normalized(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-fmt")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    national = f"({jane.phone[2:5]}) {jane.phone[5:8]}-{jane.phone[8:]}"
+
+    outcome = receive(session, settings, payloads.inbound(national, to[2:], "hi"))
+
+    assert outcome.inbound.status == "matched"
+    assert (outcome.inbound.from_phone, outcome.inbound.to_phone) == (jane.phone, to)
+
+
+def test_one_number_two_channels_goes_to_the_one_that_last_sent_this_contact_an_sms(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings, senders=1)
+    jane = factories.contact(session, settings, org)
+    _, first = channel_of(session, settings, org, [jane], "order-a")
+    _, second = channel_of(
+        session, settings, org, [jane, factories.contact(session, settings, org)], "order-b"
+    )
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    # Nothing sent yet: the most recently updated channel (order-b published last).
+    assert receive(session, settings, payloads.inbound(jane.phone, to, "1")).inbound.channel_id == (
+        second.id
+    )
+    # The SMS of order-a went out last: a reply answers it, even though order-b is newer.
+    first_delivery = session.execute(
+        select(Delivery).where(Delivery.channel_id == first.id, Delivery.subscriber_id == jane.id)
+    ).scalar_one()
+    first_delivery.status = DeliveryStatus.DELIVERED.value
+    first_delivery.publish_seq = 10**17
+    second.updated_at = utcnow() + timedelta(minutes=5)
+    session.commit()
+
+    outcome = receive(session, settings, payloads.inbound(jane.phone, to, "2"))
+
+    assert outcome.inbound.channel_id == first.id
+
+
+def test_channel_last_sms_at_breaks_the_tie_without_deliveries(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings, senders=1)
+    jane = factories.contact(session, settings, org)
+    _, first = channel_of(session, settings, org, [jane], "order-c")
+    _, second = channel_of(
+        session, settings, org, [jane, factories.contact(session, settings, org)], "order-d"
+    )
+    session.execute(Delivery.__table__.delete())
+    first.last_sms_at = utcnow()
+    session.commit()
+
+    outcome = receive(
+        session, settings, payloads.inbound(jane.phone, sender_numbers(session, org.id)[0], "x")
+    )
+
+    assert outcome.inbound.channel_id == first.id
+    assert second.id != first.id
+
+
+def test_two_numbers_of_the_pool_each_name_one_channel(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings, senders=2)
+    jane = factories.contact(session, settings, org)
+    _, first = channel_of(session, settings, org, [jane], "order-e")
+    _, second = channel_of(
+        session, settings, org, [jane, factories.contact(session, settings, org)], "order-f"
+    )
+    session.commit()
+    senders = {
+        d.channel_id: d.from_phone
+        for d in session.execute(
+            select(Delivery).where(Delivery.subscriber_id == jane.id)
+        ).scalars()
+    }
+    assert senders[first.id] != senders[second.id], "the pool gives each channel its own number"
+    # Make the other rules point the wrong way: the pair must decide.
+    first.updated_at = utcnow() - timedelta(days=1)
+    second.updated_at = utcnow() + timedelta(days=1)
+    session.commit()
+
+    to_first = receive(session, settings, payloads.inbound(jane.phone, senders[first.id], "a"))
+    to_second = receive(session, settings, payloads.inbound(jane.phone, senders[second.id], "b"))
+
+    assert (to_first.inbound.channel_id, to_second.inbound.channel_id) == (first.id, second.id)
+
+
+@pytest.mark.parametrize(
+    ("case", "from_", "expected_org"),
+    [
+        ("unknown sender", "+14155550199", True),
+        ("short code", "72345", True),
+        ("alphanumeric sender", "MyShop", True),
+        ("contact without channel", "contact", True),
+        ("number nobody owns", "jane", False),
+    ],
+)
+def test_what_cannot_be_matched_is_kept_as_unmatched(
+    session: Session, settings: Settings, case: str, from_: str, expected_org: bool
+) -> None:
+    org, _ = factories.organization(session, settings)
+    to = sender_numbers(session, org.id)[0]
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-g")
+    if from_ == "contact":
+        from_ = factories.contact(session, settings, org, "Lonely").phone
+    if from_ == "jane":
+        from_, to = jane.phone, factories.sender()
+    session.commit()
+    messages_before = session.scalar(select(func.count()).select_from(Message))
+
+    outcome = receive(session, settings, payloads.inbound(from_, to, "hello?"))
+
+    inbound = outcome.inbound
+    assert inbound.status == "unmatched", case
+    assert inbound.organization_id == (org.id if expected_org else None)
+    assert inbound.body == "hello?" and inbound.channel_id is None and inbound.message_id is None
+    assert outcome.twiml.endswith("<Response />")
+    assert session.scalar(select(func.count()).select_from(Message)) == messages_before
+    assert session.scalar(select(func.count()).select_from(InboundSms)) == 1
+
+
+def test_stop_and_start_change_the_opt_out_and_leave_a_meta_message_in_each_channel(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org, "Jane Doe")
+    _, first = channel_of(session, settings, org, [jane], "order-h")
+    _, second = channel_of(
+        session, settings, org, [jane, factories.contact(session, settings, org)], "order-i"
+    )
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+
+    stop = receive(session, settings, payloads.inbound(jane.phone, to, " Unsubscribe "))
+
+    assert (stop.inbound.status, stop.inbound.keyword, stop.outcome) == (
+        "keyword",
+        "UNSUBSCRIBE",
+        "keyword",
+    )
+    assert stop.twiml.endswith("<Response />") and stop.posted == []
+    assert is_opted_out(session, org.id, jane.phone_hash)
+    metas = list(
+        session.execute(
+            select(Message).where(Message.type == "meta", Message.event == "contact.opted_out")
+        ).scalars()
+    )
+    assert sorted(m.channel_id for m in metas) == sorted([first.id, second.id])
+    assert all(m.subscriber_id == jane.id and m.published_at is not None for m in metas)
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.message_id.in_([m.id for m in metas]))
+        )
+        == 0
+    ), "meta messages never go by SMS"
+
+    start = receive(session, settings, payloads.inbound(jane.phone, to, "yes"))
+
+    assert (start.inbound.keyword, is_opted_out(session, org.id, jane.phone_hash)) == ("YES", False)
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Message).where(Message.event == "contact.opted_in")
+        )
+        == 2
+    )
+
+
+def test_stop_is_per_organization(session: Session, settings: Settings) -> None:
+    acme, _ = factories.organization(session, settings, "Acme")
+    other, _ = factories.organization(session, settings, "Other")
+    jane = factories.contact(session, settings, acme)
+    session.commit()
+
+    receive(
+        session, settings, payloads.inbound(jane.phone, sender_numbers(session, acme.id)[0], "STOP")
+    )
+
+    assert is_opted_out(session, acme.id, jane.phone_hash)
+    assert not is_opted_out(session, other.id, jane.phone_hash)
+
+
+def test_stop_from_a_number_that_is_not_a_contact_yet_still_holds(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    phone = factories.phone()
+    session.commit()
+
+    outcome = receive(
+        session, settings, payloads.inbound(phone, sender_numbers(session, org.id)[0], "stop")
+    )
+    later = factories.contact(session, settings, org)  # a fresh number: not opted out
+    jane, _ = __import__("bridge.organizations", fromlist=["x"]).find_or_create_contact(
+        session, settings, org.id, phone
+    )
+
+    assert outcome.inbound.status == "keyword"
+    assert is_opted_out(session, org.id, jane.phone_hash)
+    assert not is_opted_out(session, org.id, later.phone_hash)
+
+
+@pytest.mark.parametrize("word", ["HELP", "help", " Info "])
+def test_help_answers_with_the_organization_help_text(
+    session: Session, settings: Settings, word: str
+) -> None:
+    org, _ = factories.organization(session, settings, "Acme & Sons")
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-j")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+
+    default = receive(session, settings, payloads.inbound(jane.phone, to, word))
+    update_organization(session, org.id, help_text="Call 555-0100 <any time>")
+    session.commit()
+    custom = receive(session, settings, payloads.inbound(jane.phone, to, word))
+
+    assert "<Message>Acme &amp; Sons: messages about" in default.twiml
+    assert "Reply STOP to unsubscribe" in default.twiml
+    assert custom.twiml.endswith(
+        "<Response><Message>Call 555-0100 &lt;any time&gt;</Message></Response>"
+    )
+    assert custom.inbound.response_twiml == custom.twiml
+    assert not is_opted_out(session, org.id, jane.phone_hash)
+
+
+def test_a_repeat_changes_nothing_and_gets_the_first_answer(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-k")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    payload = payloads.inbound(jane.phone, to, "HELP")
+
+    first = receive(session, settings, payload, token="tok-1")
+    again = receive(session, settings, payload, token="tok-1")
+    # A retry that carries the same idempotency token is the same webhook, whatever else it says.
+    retry = receive(session, settings, payloads.inbound(jane.phone, to, "hi"), token="tok-1")
+
+    assert (first.duplicate, again.duplicate, retry.duplicate) == (False, True, True)
+    assert again.outcome == "duplicate"
+    assert again.twiml == first.twiml == retry.twiml
+    assert again.inbound.id == first.inbound.id == retry.inbound.id
+    assert session.scalar(select(func.count()).select_from(InboundSms)) == 1
+
+
+@pytest.mark.parametrize("missing", ["MessageSid", "From", "To"])
+def test_a_payload_without_its_key_fields_is_rejected_naming_the_field(
+    session: Session, settings: Settings, missing: str
+) -> None:
+    payload = payloads.inbound("+14155550100", "+16283001000", "x")
+    payload.pop(missing)
+    if missing == "MessageSid":
+        payload.pop("SmsSid")
+        payload.pop("SmsMessageSid")
+
+    with pytest.raises(ValidationError) as error:
+        record_inbound_sms(session, settings, payload)
+
+    assert error.value.param == missing
+
+
+def test_list_inbound_filters_by_status_and_pages(session: Session, settings: Settings) -> None:
+    org, _ = factories.organization(session, settings)
+    other, _ = factories.organization(session, settings, "Other")
+    to = sender_numbers(session, org.id)[0]
+    session.commit()
+    for body in ["a", "b", "c", "HELP"]:
+        receive(session, settings, payloads.inbound(factories.phone(), to, body))
+    receive(
+        session,
+        settings,
+        payloads.inbound(factories.phone(), sender_numbers(session, other.id)[0], "z"),
+    )
+
+    page, more = list_inbound(session, org.id, "unmatched", limit=2)
+    rest, more_after = list_inbound(session, org.id, "unmatched", limit=2, before=page[-1].id)
+    keywords, _ = list_inbound(session, org.id, "keyword")
+
+    assert [i.body for i in page + rest] == ["c", "b", "a"]
+    assert (more, more_after) == (True, False)
+    assert [i.keyword for i in keywords] == ["HELP"]
+    with pytest.raises(ValidationError) as bad:
+        list_inbound(session, org.id, "lost")
+    assert bad.value.param == "status"
