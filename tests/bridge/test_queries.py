@@ -1,0 +1,123 @@
+"""Reading a thread or a channel takes a fixed number of SQL queries, whatever it holds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
+
+from bridge.actors import Actor
+from bridge.channels import load_channel_view
+from bridge.db import utcnow
+from bridge.ids import kind_of, new_id
+from bridge.messages import post_message
+from bridge.models import Message
+from bridge.runtime import Runtime
+from bridge.serialize import channel_json, thread_json
+from bridge.settings import Settings
+from bridge.threads import create_thread, load_thread_view, mark_viewed
+from tests import factories
+
+
+@contextmanager
+def counting(runtime: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the engine runs inside the block."""
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", count)
+
+
+def _build(runtime: Runtime, settings: Settings, messages: int, subscribers: int) -> dict[str, str]:
+    """A thread (and its channel) with `subscribers` users and contacts and `messages` messages."""
+    with runtime.sessions() as s:
+        org, _ = factories.organization(s, settings, senders=2)
+        users = [factories.user(s, settings, org, f"User {i}") for i in range(subscribers // 3)]
+        contacts = [
+            factories.contact(s, settings, org, f"Contact {i}")
+            for i in range(subscribers - len(users) - 1)
+        ]
+        actor = factories.org_actor(org)
+        ids = [u.id for u in users] + [c.id for c in contacts]
+        thread, _ = create_thread(
+            s, settings, actor, f"order-{messages}", name="Order", subscribers=ids
+        )
+        # Two real posts make the channel, its deliveries and users who joined it by authoring.
+        first = post_message(s, settings, Actor.user(org.id, users[0].id), thread.id, "hi").message
+        later = int((utcnow() + timedelta(hours=1)).timestamp())
+        post_message(s, settings, actor, thread.id, "later", publish_to_channel_at=later)
+        assert first.channel_id is not None
+        # The rest are written straight to the table: the reading side is what is measured here.
+        now = utcnow()
+        authors = [org.id, *ids]
+        for i in range(messages - 2):
+            s.add(
+                Message(
+                    id=new_id("msg"),
+                    organization_id=org.id,
+                    thread_id=thread.id,
+                    channel_id=first.channel_id,
+                    subscriber_id=authors[i % len(authors)],
+                    author_type=str(kind_of(authors[i % len(authors)])),
+                    text=f"m{i}",
+                    type="text",
+                    media_urls=[],
+                    reactions=[],
+                    created_at=now,
+                    published_at=now,
+                    publish_seq=time.time_ns() // 1000 + i,
+                )
+            )
+        mark_viewed(s, Actor.user(org.id, users[0].id), thread.id)
+        s.commit()
+        return {"org": org.id, "thread": thread.id, "channel": first.channel_id}
+
+
+def _queries(runtime: Runtime, read: Callable[[Any], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    with runtime.sessions() as s, counting(runtime) as statements:
+        body = read(s)
+    return len(statements), body
+
+
+def test_reading_a_thread_takes_a_fixed_number_of_queries(
+    runtime: Runtime, settings: Settings
+) -> None:
+    small = _build(runtime, settings, messages=10, subscribers=3)
+    large = _build(runtime, settings, messages=150, subscribers=50)
+    counts = []
+    for made in (small, large):
+        n, body = _queries(
+            runtime, lambda s, m=made: thread_json(load_thread_view(s, m["org"], m["thread"]))
+        )
+        counts.append(n)
+        assert len(body["subscribers"]) in {3, 50}
+        assert len(body["recent_messages"]) in {10, 150}
+    assert counts[0] == counts[1]
+    assert 5 <= counts[0] <= 10  # a count of 0 would mean the listener saw nothing
+
+
+def test_reading_a_channel_takes_a_fixed_number_of_queries(
+    runtime: Runtime, settings: Settings
+) -> None:
+    small = _build(runtime, settings, messages=10, subscribers=3)
+    large = _build(runtime, settings, messages=150, subscribers=50)
+    counts = []
+    for made in (small, large):
+        n, body = _queries(
+            runtime, lambda s, m=made: channel_json(load_channel_view(s, m["org"], m["channel"]))
+        )
+        counts.append(n)
+        assert len(body["pending_messages"]) == 1
+        assert len(body["recent_messages"]) in {9, 149}
+    assert counts[0] == counts[1]
+    assert 5 <= counts[0] <= 12
