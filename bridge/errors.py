@@ -63,11 +63,20 @@ class SendError(BridgeError):
 
     retryable = False
 
-    def __init__(self, reason: str, code: int | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        code: int | None = None,
+        status: int | None = None,
+        may_have_sent: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.status = status
+        # True when the request may have reached Twilio (a read timeout): before sending again,
+        # ask Twilio whether the SMS went, as for a delivery a killed worker left `sending`.
+        self.may_have_sent = may_have_sent
 
 
 class TransientSendError(SendError):

@@ -125,7 +125,7 @@ def classify_error(exc: BaseException) -> SendError:
     if isinstance(exc, requests.exceptions.Timeout):
         # The request may have reached Twilio: the SMS may have gone (see TwilioSender.find_sent).
         return TransientSendError(
-            "Twilio did not answer before the timeout (the SMS may have gone)"
+            "Twilio did not answer before the timeout (the SMS may have gone)", may_have_sent=True
         )
     if isinstance(exc, requests.exceptions.ConnectionError):
         return TransientSendError("Could not connect to Twilio (connection failed)")
