@@ -78,7 +78,9 @@ def redis_url() -> Iterator[str]:
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     if redis_answers(url):
         base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-        yield f"{base}/9"
+        # A database of its own for each test run, so that two runs at once don't flush each other.
+        number = os.environ.get("REDIS_TEST_DB") or str(1 + os.getpid() % 15)
+        yield f"{base}/{number}"
         return
     with RedisServer() as server:
         yield server.url
