@@ -85,6 +85,7 @@ class Settings(BaseModel):
     port: int = 5000
     web_concurrency: int = 2
     metrics_token: str | None = None
+    api_rate_limit: int = 600  # REST API requests per API key per minute
     outbox_path: str = Field(default_factory=default_outbox_path)
 
     @field_validator("database_url")
@@ -140,6 +141,7 @@ _ENVIRONMENT = {
     "PORT": "port",
     "WEB_CONCURRENCY": "web_concurrency",
     "METRICS_TOKEN": "metrics_token",
+    "API_RATE_LIMIT": "api_rate_limit",
     "OUTBOX_PATH": "outbox_path",
 }
 

@@ -29,11 +29,18 @@ _TYPES = {
 class ApiError(Exception):
     """An error a view raises to answer with a given status."""
 
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.headers = headers or {}
 
 
 def error_response(status: int, message: str, param: str | None = None) -> Response:
@@ -58,13 +65,17 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.message, exc.param)
+        response = error_response(exc.status, exc.message, exc.param)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(BridgeError)
     def _domain_error(exc: BridgeError) -> Response:
         for kind, status in _DOMAIN_STATUS.items():
             if isinstance(exc, kind):
-                return error_response(status, getattr(exc, "message", str(exc)), getattr(exc, "param", None))
+                return error_response(
+                    status, getattr(exc, "message", str(exc)), getattr(exc, "param", None)
+                )
         log.exception("unhandled domain error")
         return error_response(500, "internal error")
 
@@ -75,6 +86,7 @@ def register(app: Flask) -> None:
             413: "the request body is larger than 64 KiB",
             405: "method not allowed",
             404: "not found",
+            415: "the body must be JSON (Content-Type: application/json)",
         }
         response = error_response(status, messages.get(status, exc.description or exc.name))
         if status == 405 and exc.get_response().headers.get("Allow"):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
+from bridge.db import transaction
 from bridge.runtime import Runtime
+from tests import factories
 from webhooks import create_app
 
 
@@ -24,3 +30,52 @@ def app(runtime: Runtime) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of the app."""
     return app.test_client()
+
+
+@dataclass
+class ApiOrg:
+    """An organization with an API key, calling the REST API through the test client."""
+
+    client: FlaskClient
+    organization_id: str
+    key: str
+
+    def headers(self, as_user: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        if as_user:
+            headers["X-Subscriber-Id"] = as_user
+        return headers
+
+    def get(self, path: str, as_user: str | None = None, **kwargs: Any) -> TestResponse:
+        return self.client.get(path, headers=self.headers(as_user), **kwargs)
+
+    def post(
+        self, path: str, json: Any = None, as_user: str | None = None, **kw: Any
+    ) -> TestResponse:
+        return self.client.post(path, json=json, headers=self.headers(as_user), **kw)
+
+    def patch(
+        self, path: str, json: Any = None, as_user: str | None = None, **kw: Any
+    ) -> TestResponse:
+        return self.client.patch(path, json=json, headers=self.headers(as_user), **kw)
+
+    def delete(self, path: str, as_user: str | None = None, **kwargs: Any) -> TestResponse:
+        return self.client.delete(path, headers=self.headers(as_user), **kwargs)
+
+
+def _api_org(client: FlaskClient, runtime: Runtime, name: str) -> ApiOrg:
+    with transaction(runtime.sessions) as session:
+        org, key = factories.organization(session, runtime.settings, name)
+    return ApiOrg(client, org.id, key)
+
+
+@pytest.fixture
+def api(client: FlaskClient, runtime: Runtime, redis_client: redis.Redis) -> ApiOrg:
+    """An organization calling the API (Redis flushed, so its rate-limit window starts empty)."""
+    return _api_org(client, runtime, "Acme Logistics")
+
+
+@pytest.fixture
+def other_api(client: FlaskClient, runtime: Runtime, redis_client: redis.Redis) -> ApiOrg:
+    """A second organization calling the same API."""
+    return _api_org(client, runtime, "Other Org")

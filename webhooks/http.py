@@ -1,0 +1,183 @@
+"""Request and response plumbing of the API: declared operations, bodies, query strings, answers.
+
+Each view is declared with `operation(...)`, which adds the Flask route and records what it takes
+and answers; `webhooks.openapi` builds the description from those records, so the routes and the
+description cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pydantic
+from flask import Blueprint, Response, request
+from werkzeug.routing import BaseConverter
+
+from webhooks.errors import ApiError
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Ids in paths: what the bridge's ids and resource ids are made of. Anything else cannot name an
+# object, so it is a 404 at routing and never reaches the database (PostgreSQL refuses NUL bytes).
+ID_PATTERN = r"[A-Za-z0-9_\-.:]{1,160}"
+
+
+class IdConverter(BaseConverter):
+    regex = ID_PATTERN
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One API route as the description shows it."""
+
+    method: str
+    rule: str
+    summary: str
+    responses: Mapping[int, type[pydantic.BaseModel]]
+    body: type[pydantic.BaseModel] | None = None
+    body_required: bool = True
+    query: type[pydantic.BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    view: str = field(default="")
+
+
+OPERATIONS: list[Operation] = []
+
+
+def operation(
+    bp: Blueprint,
+    method: str,
+    rule: str,
+    *,
+    summary: str,
+    responses: Mapping[int, type[pydantic.BaseModel]],
+    body: type[pydantic.BaseModel] | None = None,
+    body_required: bool = True,
+    query: type[pydantic.BaseModel] | None = None,
+    errors: Iterable[int] = (),
+) -> Callable[[F], F]:
+    """Add a route to `bp` and record it for the OpenAPI description (`rule` is relative to /v1)."""
+
+    def decorate(view: F) -> F:
+        bp.add_url_rule(rule, view_func=view, methods=[method])
+        OPERATIONS.append(
+            Operation(
+                method=method.lower(),
+                rule=rule,
+                summary=summary,
+                responses=dict(responses),
+                body=body,
+                body_required=body_required,
+                query=query,
+                errors=tuple(errors),
+                view=view.__name__,
+            )
+        )
+        return view
+
+    return decorate
+
+
+def json_body(model: type[M], required: bool = True) -> M:
+    """The request body read as `model`: 415 if not JSON, 400 if malformed, 422 naming the field."""
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises the 413
+    if not raw.strip() and not required:
+        return model()
+    if not request.is_json:
+        raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    _check_strings(data, "")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def query_args(model: type[M]) -> M:
+    """The query string read as `model`; a bad value is a 422 naming the parameter."""
+    args = request.args.to_dict()
+    _check_strings(args, "")
+    try:
+        return model.model_validate(args)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def respond(
+    model: type[pydantic.BaseModel], data: Mapping[str, Any], status: int = 200
+) -> Response:
+    """Answer with `data` checked against and shaped by its response model."""
+    body = model.model_validate(data).model_dump_json(by_alias=True)
+    return Response(body, status=status, mimetype="application/json")
+
+
+def respond_list(
+    model: type[pydantic.BaseModel], items: list[dict[str, Any]], has_more: bool
+) -> Response:
+    """Answer with a list page: `{"object": "list", "data", "has_more"}`."""
+    return respond(model, {"object": "list", "data": items, "has_more": has_more})
+
+
+def invalid(exc: pydantic.ValidationError) -> ApiError:
+    """A 422 for the most specific of pydantic's complaints, naming its field."""
+    errors = exc.errors(include_url=False)
+    worst = max(errors, key=lambda e: len(e["loc"]))
+    param = param_name(worst["loc"])
+    message = worst["msg"]
+    if worst["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif worst["type"] == "missing":
+        message = "this field is required"
+    return ApiError(422, f"{param}: {message}" if param else message, param or None)
+
+
+# Pydantic names the member of a union that failed (`str`, `NewContact`) inside the location; a
+# client knows only its own field names, so those steps are left out.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def param_name(loc: tuple[int | str, ...]) -> str:
+    """`("subscribers", 0, "NewContact", "phone")` -> `subscribers[0].phone`."""
+    name = ""
+    for step in loc:
+        if isinstance(step, int):
+            name += f"[{step}]"
+        elif step in _UNION_TAGS or not step[:1].islower() or "[" in step:
+            continue
+        else:
+            name += f".{step}" if name else step
+    return name
+
+
+def _check_strings(value: object, path: str) -> None:
+    # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8: both would
+    # fail deep in the database driver, so they are refused here, naming the field.
+    if isinstance(value, str):
+        if "\x00" in value or not _encodes(value):
+            raise ApiError(
+                422, f"{path or 'value'}: contains a character that is not allowed", path or None
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, path)
+            _check_strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{path}[{i}]")
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
