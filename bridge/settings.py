@@ -1,7 +1,7 @@
 """The bridge's settings: one typed object built from the environment by `load_settings`.
 
-Nothing here runs at import time; the web app, the worker and the CLI each call `load_settings()` once
-and hand the result to `bridge.runtime.Runtime`.
+Nothing here runs at import time; the web app, the worker and the CLI each call `load_settings()`
+once and hand the result to `bridge.runtime.Runtime`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.errors import ConfigurationError
@@ -22,19 +23,20 @@ DEVELOPMENT_SECRET_KEY = "development-secret-key-not-secret"
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
-def instance_dir() -> Path:
-    """The folder for local state (SQLite file, outbox log, bundled Redis): `BRIDGE_INSTANCE_DIR`."""
-    return Path(os.environ.get("BRIDGE_INSTANCE_DIR", "instance")).absolute()
+def instance_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The folder for local state (SQLite file, outbox, bundled Redis): `BRIDGE_INSTANCE_DIR`."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("BRIDGE_INSTANCE_DIR") or "instance").absolute()
 
 
-def default_database_url() -> str:
+def default_database_url(environ: Mapping[str, str] | None = None) -> str:
     """The SQLite file under `instance/` used when DATABASE_URL is unset."""
-    return f"sqlite:///{instance_dir() / 'bridge.sqlite3'}"
+    return f"sqlite:///{instance_dir(environ) / 'bridge.sqlite3'}"
 
 
-def default_outbox_path() -> str:
+def default_outbox_path(environ: Mapping[str, str] | None = None) -> str:
     """The outbox log under `instance/`, where SMS go when Twilio is not configured."""
-    return str(instance_dir() / "outbox.log")
+    return str(instance_dir(environ) / "outbox.log")
 
 
 def normalize_database_url(url: str) -> str:
@@ -55,6 +57,9 @@ def parse_quiet_hours(value: str) -> tuple[time, time] | None:
     if not match:
         raise ValueError(f"QUIET_HOURS must look like 21:00-08:00, not {value!r}")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if (h1, m1) == (h2, m2):
+        # Neither "never" nor "always" is clear from it; empty is how to turn quiet hours off.
+        raise ValueError("QUIET_HOURS must start and end at different times (empty turns it off)")
     return time(h1, m1), time(h2, m2)
 
 
@@ -63,35 +68,54 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    # Secrets (and URLs that may hold passwords) are left out of repr(), which ends up in logs.
     env: str = "development"
-    database_url: str = Field(default_factory=default_database_url)
-    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = Field(default_factory=default_database_url, repr=False)
+    redis_url: str = Field("redis://localhost:6379/0", repr=False)
     twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
+    twilio_auth_token: str | None = Field(None, repr=False)
     twilio_api_base_url: str = "https://api.twilio.com"
-    twilio_timeout: float = 10.0
+    twilio_timeout: float = Field(10.0, gt=0)
     public_base_url: str = "http://localhost:5000"
-    phone_hash_key: str = DEVELOPMENT_PHONE_HASH_KEY
-    secret_key: str = DEVELOPMENT_SECRET_KEY
+    phone_hash_key: str = Field(DEVELOPMENT_PHONE_HASH_KEY, repr=False)
+    secret_key: str = Field(DEVELOPMENT_SECRET_KEY, repr=False)
     default_region: str = "US"
-    send_rate_per_sender: float = 1.0
-    send_max_attempts: int = 6
-    send_retry_base: float = 2.0
-    send_stale_after: float = 300.0
-    send_validity: int = 14400
-    send_concurrency: int = 16
-    sweep_interval: float = 10.0
+    send_rate_per_sender: float = Field(1.0, gt=0)
+    send_max_attempts: int = Field(6, ge=1)
+    send_retry_base: float = Field(2.0, ge=0)
+    send_stale_after: float = Field(300.0, ge=0)
+    # Twilio accepts a ValidityPeriod of 1 to 36,000 seconds.
+    send_validity: int = Field(14400, ge=1, le=36000)
+    send_concurrency: int = Field(16, ge=1)
+    sweep_interval: float = Field(10.0, gt=0)
     quiet_hours: str = "21:00-08:00"
-    port: int = 5000
-    web_concurrency: int = 2
-    metrics_token: str | None = None
+    port: int = Field(5000, ge=1, le=65535)
+    web_concurrency: int = Field(2, ge=1)
+    metrics_token: str | None = Field(None, repr=False)
     api_rate_limit: int = 600  # REST API requests per API key per minute
     outbox_path: str = Field(default_factory=default_outbox_path)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        # "Production" must not slip past the production checks.
+        return value.strip().lower()
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        return normalize_database_url(value)
+        url = normalize_database_url(value.strip())
+        if not url.startswith(("sqlite:", "postgresql+")):
+            raise ValueError("DATABASE_URL must be a sqlite:// or postgres(ql):// URL")
+        return url
+
+    @field_validator("default_region")
+    @classmethod
+    def _default_region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"DEFAULT_REGION must be a region code like US or GB, not {value!r}")
+        return region
 
     @field_validator("public_base_url", "twilio_api_base_url")
     @classmethod
@@ -156,6 +180,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values["quiet_hours"] = environ["QUIET_HOURS"]
     if "public_base_url" not in values:
         values["public_base_url"] = f"http://localhost:{values.get('port', 5000)}"
+    # The defaults under instance/ follow the mapping given, not the process environment.
+    values.setdefault("database_url", default_database_url(environ))
+    values.setdefault("outbox_path", default_outbox_path(environ))
     values.update(overrides)
     try:
         settings = Settings(**values)  # type: ignore[arg-type]
