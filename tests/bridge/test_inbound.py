@@ -27,7 +27,12 @@ from bridge.models import (
     Organization,
     Thread,
 )
-from bridge.organizations import is_opted_out, sender_numbers, update_organization
+from bridge.organizations import (
+    find_or_create_contact,
+    is_opted_out,
+    sender_numbers,
+    update_organization,
+)
 from bridge.settings import Settings
 from bridge.threads import create_thread
 from tests import factories
@@ -364,9 +369,7 @@ def test_stop_from_a_number_that_is_not_a_contact_yet_still_holds(
         session, settings, payloads.inbound(phone, sender_numbers(session, org.id)[0], "stop")
     )
     later = factories.contact(session, settings, org)  # a fresh number: not opted out
-    jane, _ = __import__("bridge.organizations", fromlist=["x"]).find_or_create_contact(
-        session, settings, org.id, phone
-    )
+    jane, _ = find_or_create_contact(session, settings, org.id, phone)
 
     assert outcome.inbound.status == "keyword"
     assert is_opted_out(session, org.id, jane.phone_hash)
