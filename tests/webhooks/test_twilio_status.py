@@ -1,0 +1,170 @@
+"""POST /twilio/status: found by `d` or MessageSid, applied monotonically, duplicates harmless."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from bridge.db import transaction
+from bridge.messages import post_message
+from bridge.models import Contact, Delivery
+from bridge.organizations import is_opted_out
+from bridge.runtime import Runtime
+from bridge.settings import Settings
+from bridge.threads import create_thread
+from tests import factories
+from tests.fixtures.twilio import payloads
+
+AUTH_TOKEN = "test-auth-token-status-77aa"
+BASE = "https://bridge.example.com"
+SID = "SM" + "5" * 32
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The suite's settings with Twilio credentials."""
+    return settings.model_copy(
+        update={"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": AUTH_TOKEN}
+    )
+
+
+@pytest.fixture
+def delivery(runtime: Runtime, settings: Settings) -> Delivery:
+    """One pending delivery to Jane, with the Twilio SID its send got."""
+    with transaction(runtime.sessions) as session:
+        org, _ = factories.organization(session, settings)
+        jane = factories.contact(session, settings, org)
+        actor = factories.org_actor(org)
+        thread, _ = create_thread(session, settings, actor, "order-9", subscribers=[jane.id])
+        post_message(session, settings, actor, thread.id, "Out for delivery")
+        row = session.execute(select(Delivery)).scalar_one()
+        row.twilio_sid = SID
+        row.status = "sending"
+    return row
+
+
+def post_status(client: FlaskClient, status: str, delivery_id: str | None, sid: str = SID) -> int:
+    path = f"/twilio/status?d={delivery_id}" if delivery_id else "/twilio/status"
+    payload = payloads.load(f"status_{status}", MessageSid=sid, SmsSid=sid)
+    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
+    return client.post(path, data=body, headers=headers).status_code
+
+
+def current(runtime: Runtime, delivery_id: str) -> Delivery:
+    with runtime.sessions() as session:
+        row = session.get(Delivery, delivery_id)
+        assert row is not None
+        return row
+
+
+def counted(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("bridge_status_callbacks_total", {"outcome": outcome})
+    return value or 0.0
+
+
+SEQUENCES = [
+    ("in order", ["queued", "sending", "sent", "delivered"], "delivered", None),
+    ("reversed", ["delivered", "sent", "sending", "queued"], "delivered", None),
+    ("duplicated", ["sent", "sent", "delivered", "delivered", "sent"], "delivered", None),
+    ("read receipt", ["sent", "read", "delivered"], "delivered", None),
+    ("undelivered, then late ones", ["undelivered", "sent", "queued"], "undelivered", 30003),
+    ("failed, duplicated", ["sent", "failed", "failed", "sent"], "failed", 30007),
+    ("failed after delivered", ["delivered", "failed"], "delivered", None),
+]
+
+
+@pytest.mark.parametrize("by", ["d", "MessageSid"])
+@pytest.mark.parametrize(
+    ("case", "statuses", "final", "code"), SEQUENCES, ids=[s[0] for s in SEQUENCES]
+)
+def test_callbacks_end_in_the_right_state_whatever_their_order(
+    client: FlaskClient,
+    runtime: Runtime,
+    delivery: Delivery,
+    by: str,
+    case: str,
+    statuses: list[str],
+    final: str,
+    code: int | None,
+) -> None:
+    delivery_id = delivery.id if by == "d" else None
+
+    answers = [post_status(client, status, delivery_id) for status in statuses]
+
+    assert answers == [200] * len(statuses)
+    row = current(runtime, delivery.id)
+    assert (row.status, row.error_code, row.twilio_sid) == (final, code, SID), case
+    if code is not None:
+        assert row.error_message
+
+
+def test_the_d_parameter_finds_a_delivery_before_its_sid_was_saved(
+    client: FlaskClient, runtime: Runtime, delivery: Delivery
+) -> None:
+    with transaction(runtime.sessions) as session:
+        session.get(Delivery, delivery.id).twilio_sid = None  # type: ignore[union-attr]
+
+    assert post_status(client, "sent", delivery.id, sid="SM" + "6" * 32) == 200
+
+    row = current(runtime, delivery.id)
+    assert (row.status, row.twilio_sid) == ("sent", "SM" + "6" * 32)
+
+
+def test_21610_opts_the_contact_out(
+    client: FlaskClient, runtime: Runtime, delivery: Delivery
+) -> None:
+    path = f"/twilio/status?d={delivery.id}"
+    payload = payloads.load("status_failed", MessageSid=SID, SmsSid=SID, ErrorCode="21610")
+    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
+
+    assert client.post(path, data=body, headers=headers).status_code == 200
+
+    row = current(runtime, delivery.id)
+    assert (row.status, row.error_code) == ("failed", 21610)
+    with runtime.sessions() as session:
+        contact = session.get(Contact, row.subscriber_id)
+        assert contact is not None
+        assert is_opted_out(session, row.organization_id, contact.phone_hash)
+
+
+def test_an_unknown_delivery_is_answered_200_and_counted(
+    client: FlaskClient, runtime: Runtime, delivery: Delivery
+) -> None:
+    before = counted("unknown")
+
+    assert post_status(client, "delivered", "dlv_nope", sid="SM" + "7" * 32) == 200
+    assert post_status(client, "delivered", None, sid="SM" + "8" * 32) == 200
+
+    assert counted("unknown") == before + 2
+    assert current(runtime, delivery.id).status == "sending"
+
+
+@pytest.mark.parametrize("signature", ["missing", "other token", "other delivery"])
+def test_a_bad_signature_is_403_and_changes_nothing(
+    client: FlaskClient, runtime: Runtime, delivery: Delivery, signature: str
+) -> None:
+    path = f"/twilio/status?d={delivery.id}"
+    payload = payloads.load("status_delivered", MessageSid=SID, SmsSid=SID)
+    signed_path = "/twilio/status?d=dlv_other" if signature == "other delivery" else path
+    token = "wrong" if signature == "other token" else AUTH_TOKEN
+    body, headers = payloads.signed(token, BASE, signed_path, payload)
+    if signature == "missing":
+        headers.pop("X-Twilio-Signature")
+    before = counted("rejected")
+
+    answer = client.post(path, data=body, headers=headers)
+
+    assert answer.status_code == 403
+    assert answer.get_json()["error"]["param"] == "X-Twilio-Signature"
+    assert current(runtime, delivery.id).status == "sending"
+    assert counted("rejected") == before + 1
+
+
+def test_every_recorded_status_payload_is_accepted(
+    client: FlaskClient, runtime: Runtime, delivery: Delivery
+) -> None:
+    for status in ["queued", "sending", "sent", "delivered", "undelivered", "failed", "read"]:
+        assert post_status(client, status, delivery.id) == 200, status
+    assert current(runtime, delivery.id).status == "delivered"
