@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from bridge.logs import configure_logging
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
 
@@ -14,6 +15,7 @@ MAX_BODY = 64 * 1024
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the Flask app from settings (read from the environment when not given)."""
     runtime = runtime or Runtime(settings or load_settings())
+    configure_logging(runtime.settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["SECRET_KEY"] = runtime.settings.secret_key
@@ -25,6 +27,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from webhooks import api, errors, ops, twilio
 
     errors.register(app)
+    ops.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(twilio.bp)
     app.register_blueprint(ops.bp)

@@ -1,14 +1,208 @@
-"""Ops endpoints: liveness, readiness and metrics."""
+"""Ops endpoints (liveness, readiness, metrics), and the request id and access line of each request.
+
+`/metrics` adds up the counters of every process that writes to `PROMETHEUS_MULTIPROC_DIR`
+(gunicorn's workers, and the RQ worker when it shares the folder), and computes what describes the
+stores when scraped: deliveries by state and inbound SMS by status from the database, queue depths
+from Redis.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import hmac
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from rq import Queue
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from sqlalchemy import func, select, text
+
+from bridge import logs
+from bridge.models import Delivery, DeliveryStatus, InboundSms, InboundStatus
+from bridge.runtime import Runtime
+from webhooks.context import runtime
+from webhooks.errors import error_response
+from workers import queues
 
 bp = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("webhooks.access")
+
+# Heroku's router sends X-Request-ID; accept it (or a client's) when it looks like an id.
+_REQUEST_ID = re.compile(r"\A[A-Za-z0-9_.:\-]{8,200}\Z")
 
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
     """The process answers."""
     return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """200 when the database and Redis both answer; 503 naming the ones that do not."""
+    checks = {"database": _check_database(runtime()), "redis": _check_redis(runtime())}
+    down = [name for name, result in checks.items() if result != "ok"]
+    body = {"status": "unavailable" if down else "ok", "down": down, "checks": checks}
+    return jsonify(body), 503 if down else 200
+
+
+def _check_database(rt: Runtime) -> str:
+    try:
+        with rt.engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:  # any failure means "not ready"; the type is enough to say why
+        log.warning("readiness: database does not answer", extra={"error": type(exc).__name__})
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _check_redis(rt: Runtime) -> str:
+    try:
+        rt.redis.ping()
+    except Exception as exc:
+        log.warning("readiness: redis does not answer", extra={"error": type(exc).__name__})
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus text: the processes' counters and the stores' state (METRICS_TOKEN guards it)."""
+    token = runtime().settings.metrics_token
+    if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
+        response = error_response(401, "a valid metrics token is required")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    stores = CollectorRegistry(auto_describe=False)
+    stores.register(StoreCollector(runtime()))
+    body = generate_latest(process_registry()) + generate_latest(stores)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+def process_registry() -> CollectorRegistry:
+    """The counters of this process, or of every process sharing PROMETHEUS_MULTIPROC_DIR."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+class StoreCollector(Collector):
+    """Gauges read from the database and Redis when scraped; a store that is down reads `up 0`."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "bridge_store_up", "Whether the store answered this scrape.", labels=["store"]
+        )
+        try:
+            yield from self._database()
+            up.add_metric(["database"], 1)
+        except Exception as exc:
+            log.warning("metrics: database does not answer", extra={"error": type(exc).__name__})
+            up.add_metric(["database"], 0)
+        try:
+            yield from self._queues()
+            up.add_metric(["redis"], 1)
+        except Exception as exc:
+            log.warning("metrics: redis does not answer", extra={"error": type(exc).__name__})
+            up.add_metric(["redis"], 0)
+        yield up
+
+    def _database(self) -> list[GaugeMetricFamily]:
+        with self.rt.sessions() as session:
+            deliveries = dict(
+                session.execute(
+                    select(Delivery.status, func.count()).group_by(Delivery.status)
+                ).all()
+            )
+            inbound = dict(
+                session.execute(
+                    select(InboundSms.status, func.count()).group_by(InboundSms.status)
+                ).all()
+            )
+        by_state = GaugeMetricFamily(
+            "bridge_deliveries", "Deliveries by state, counted in the database.", labels=["state"]
+        )
+        for state in DeliveryStatus:
+            by_state.add_metric([state.value], deliveries.get(state.value, 0))
+        by_status = GaugeMetricFamily(
+            "bridge_inbound_sms",
+            "Inbound SMS records by status, counted in the database.",
+            labels=["status"],
+        )
+        for status in InboundStatus:
+            by_status.add_metric([status.value], inbound.get(status.value, 0))
+        return [by_state, by_status]
+
+    def _queues(self) -> list[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "bridge_queue_jobs",
+            "RQ jobs per queue and state, read from Redis.",
+            labels=["queue", "state"],
+        )
+        connection = self.rt.redis
+        for name in queues.ALL:
+            queue = Queue(name, connection=connection)
+            depth.add_metric([name, "queued"], queue.count)
+            depth.add_metric([name, "started"], StartedJobRegistry(queue=queue).count)
+            depth.add_metric([name, "scheduled"], ScheduledJobRegistry(queue=queue).count)
+            depth.add_metric([name, "failed"], FailedJobRegistry(queue=queue).count)
+        return [depth]
+
+
+def init_app(app: Flask) -> None:
+    """Give each request an id (in its log lines and X-Request-ID header) and an access line."""
+
+    @app.before_request
+    def _start() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+        g.log_token = logs.bind(request_id=g.request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+            # The path only: query strings carry phone numbers (`?phone=`).
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 1),
+                },
+            )
+        return response
+
+    @app.teardown_request
+    def _forget(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            logs.unbind(token)
