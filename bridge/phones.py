@@ -86,7 +86,7 @@ def try_normalize_phone(raw: str, region: str = "US") -> str | None:
 
 
 def classify_sender(raw: str, region: str = "US") -> SenderKind:
-    """Say what kind of sender an inbound `From` is: "e164", "short_code", "alphanumeric" or "invalid"."""
+    """Say what an inbound `From` is: "e164", "short_code", "alphanumeric" or "invalid"."""
     if not isinstance(raw, str):
         return "invalid"
     text = raw.strip()
@@ -113,7 +113,7 @@ def phone_hash(e164: str, key: str) -> str:
 
 
 def mask_phone(value: str | None) -> str:
-    """Hide a phone number but its last four digits (`***1234`); short or missing input is all hidden."""
+    """Hide a phone number but for its last four digits (`***1234`); short input is all hidden."""
     digits = re.sub(r"[^0-9]", "", value or "")
     if len(digits) < _MIN_DIGITS_TO_SHOW_LAST_FOUR:
         return "***"
@@ -121,14 +121,14 @@ def mask_phone(value: str | None) -> str:
 
 
 def mask_phones_in_text(text: str) -> str:
-    """Replace every phone-number-looking run in `text` (`+` and 7-15 digits, or 10+ digits) by its mask."""
+    """Mask every run in `text` that looks like a phone number: `+` and 7+ digits, or 10+ digits."""
     # Ten bare digits also match epoch timestamps; the log formatter writes those in their own
     # fields, and masking a stray one is the safe way to be wrong.
     return _PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group()), text)
 
 
 def phone_time_zones(e164: str) -> list[str]:
-    """Return the IANA time zones `phonenumbers` gives an E.164 number, without its "Etc/Unknown"."""
+    """Return the IANA time zones `phonenumbers` gives an E.164 number, "Etc/Unknown" left out."""
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:

@@ -58,7 +58,7 @@ def _zone_quiet_until(now: datetime, zone: ZoneInfo, window: QuietWindow) -> dat
 
 
 def _first_instant_at(day: date, wall: time, zone: ZoneInfo, after: datetime) -> datetime:
-    """The first instant after `after` at which the clock in `zone` reads `wall` on `day` or later."""
+    """The first instant after `after` when the clock in `zone` shows `wall` on `day`, or later."""
     naive = datetime.combine(day, wall)
     first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
     second = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
