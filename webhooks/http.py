@@ -140,8 +140,8 @@ def invalid(exc: pydantic.ValidationError) -> ApiError:
     return ApiError(422, f"{param}: {message}" if param else message, param or None)
 
 
-# Pydantic names the member of a union that failed (`str`, `NewContact`) inside the location; a
-# client knows only its own field names, so those steps are left out.
+# Pydantic names the member of a union that failed (`str`, `constrained-str`, `NewContact`) in the
+# location; a client knows only its own field names, so those steps are left out.
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
@@ -151,7 +151,7 @@ def param_name(loc: tuple[int | str, ...]) -> str:
     for step in loc:
         if isinstance(step, int):
             name += f"[{step}]"
-        elif step in _UNION_TAGS or not step[:1].islower() or "[" in step:
+        elif step in _UNION_TAGS or not step[:1].islower() or "[" in step or "-" in step:
             continue
         else:
             name += f".{step}" if name else step

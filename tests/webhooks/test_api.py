@@ -182,7 +182,8 @@ def test_posting_a_message_enqueues_its_fan_out_on_the_right_queue(
     assert text.json["channel_id"].startswith("chnl_")
     assert isinstance(text.json["published_at"], int)
     tracking = api.post(
-        f"/v1/threads/{thread['id']}/messages", {"text": "Out for delivery", "type": "tracking_update"}
+        f"/v1/threads/{thread['id']}/messages",
+        {"text": "Out for delivery", "type": "tracking_update"},
     )
     assert tracking.status_code == 201
 

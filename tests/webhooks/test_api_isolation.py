@@ -1,0 +1,87 @@
+"""A second organization probing every endpoint that takes an id of the first: always 404,
+nothing leaked, nothing changed."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from bridge.db import Base, transaction
+from bridge.runtime import Runtime
+from tests import factories
+from tests.webhooks.conftest import ApiOrg
+from webhooks.http import OPERATIONS
+
+# A valid body for each operation that takes one, so only ownership can refuse it.
+BODIES: dict[str, Any] = {
+    "update_thread": {"name": "stolen"},
+    "add_subscriber": {"subscriber": {"type": "contact", "phone": "+14155550142"}},
+    "mark_viewed": {},
+    "post_message": {"text": "hello"},
+    "post_channel_message": {"text": "hello"},
+    "edit_message": {"text": "edited"},
+}
+
+
+def _snapshot(engine: Engine) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        return {
+            table.name: sorted(conn.execute(select(table)).all(), key=repr)
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def test_another_organizations_ids_are_404_everywhere(
+    api: ApiOrg, other_api: ApiOrg, runtime: Runtime
+) -> None:
+    with transaction(runtime.sessions) as session:
+        org = session.get(factories.Organization, api.organization_id)
+        user = factories.user(session, runtime.settings, org, "Uma Secret")
+        contact = factories.contact(session, runtime.settings, org, "Cora Secret")
+        ids = {"user_id": user.id, "contact_id": contact.id, "subscriber_id": contact.id}
+    thread = api.post(
+        "/v1/threads",
+        {"resource_id": "secret-order", "name": "Secret", "subscribers": [contact.id]},
+    ).json
+    scheduled = api.post(
+        f"/v1/threads/{thread['id']}/messages",
+        {"text": "later", "publish_to_channel_at": int(time.time()) + 3600},
+        as_user=user.id,
+    ).json
+    ids |= {
+        "thread_id": thread["id"],
+        "channel_id": scheduled["channel_id"],
+        "message_id": scheduled["id"],
+    }
+    secrets = [*ids.values(), "Uma Secret", "Cora Secret", contact.phone, contact.phone_hash]
+
+    before = _snapshot(runtime.engine)
+    probed = []
+    for op in OPERATIONS:
+        names = re.findall(r"<\w+:(\w+)>", op.rule)
+        if not names:
+            continue
+        path = "/v1" + re.sub(r"<\w+:(\w+)>", lambda m: ids[m.group(1)], op.rule)
+        response = other_api.client.open(
+            path, method=op.method.upper(), json=BODIES.get(op.view), headers=other_api.headers()
+        )
+        assert response.status_code == 404, (op.method, path, response.json)
+        assert response.json["error"]["type"] == "not_found"
+        text = response.get_data(as_text=True)
+        assert not [s for s in secrets if s in text], (op.method, path, text)
+        probed.append(op.view)
+    assert _snapshot(runtime.engine) == before
+    assert len(probed) == 15
+
+    # ids inside bodies and query strings are no way in either
+    created = other_api.post("/v1/threads", {"resource_id": "theirs", "subscribers": [contact.id]})
+    assert created.status_code == 404
+    cursor = other_api.get("/v1/inbound", query_string={"before": scheduled["id"]})
+    assert cursor.status_code == 422
+    by_phone = other_api.get("/v1/channels", query_string={"phone": contact.phone})
+    assert by_phone.json["data"] == []
+    assert other_api.get("/v1/contacts", query_string={"phone": contact.phone}).json["data"] == []
+    assert _snapshot(runtime.engine) == before
