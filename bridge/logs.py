@@ -150,6 +150,8 @@ class JsonFormatter(logging.Formatter):
             return value
         if key.lower() in _PHONE_FIELDS:
             return mask_phone(str(value))
+        if isinstance(value, list | tuple):
+            return [self._value(key, item) for item in value]
         return self.scrub(value if isinstance(value, str) else str(value))
 
 

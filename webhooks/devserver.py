@@ -176,10 +176,8 @@ def wait_until_ready(settings: Settings, honcho: subprocess.Popen[bytes], stoppi
 
 def banner(settings: Settings, bundled_redis: bool) -> str:
     """What to do next: where the service is, how to make an organization and send it an SMS."""
-    bridge = shlex.quote(str(Path(sys.executable).parent / "bridge"))
-    prefix = "" if "PORT" not in os.environ else f"PORT={os.environ['PORT']} "
-    if bundled_redis and "REDIS_URL" in os.environ:
-        prefix += f"REDIS_URL={shlex.quote(os.environ['REDIS_URL'])} "
+    bridge = shlex.quote(_relative(Path(sys.executable).parent / "bridge"))
+    prefix = cli_environment()
     sender, contact = "+14155550100", "+14155550123"
     sms = "Twilio" if settings.twilio_configured else f"not sent, written to {settings.outbox_path}"
     lines = [
@@ -197,6 +195,34 @@ def banner(settings: Settings, bundled_redis: bool) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# What the CLI, in another shell, must share with the running service to reach the same stores.
+_SHARED_ENVIRONMENT = (
+    "BRIDGE_INSTANCE_DIR",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "PORT",
+    "PUBLIC_BASE_URL",
+)
+
+
+def cli_environment() -> str:
+    """The `NAME=value ` prefix that gives a CLI command the service's settings."""
+    parts = []
+    for name in _SHARED_ENVIRONMENT:
+        value = os.environ.get(name)
+        # A URL with a password stays off the screen; the reader has it in their environment.
+        if value and not (name == "DATABASE_URL" and "@" in value):
+            parts.append(f"{name}={shlex.quote(value)} ")
+    return "".join(parts)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _describe_database(url: str) -> str:

@@ -20,6 +20,9 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 # Gunicorn's own lines (booting, worker exits) as JSON like the app's; the access log is the app's
 # (one line per request, without the query string, which can carry phone numbers).
 accesslog = None
+# Gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl): two
+# servers on one machine (make run beside the tests) would take it from each other. Nothing uses it.
+control_socket_disable = True
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
