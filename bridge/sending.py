@@ -1,0 +1,419 @@
+"""Sending deliveries: claim, send, record, retry, settle what a killed worker left (DESIGN 5.4).
+
+Exactly one SMS per (message, recipient, part) rests on three steps, each its own transaction:
+
+1. claim: `pending -> sending` by a conditional UPDATE, so one worker alone owns a delivery;
+2. send: one request to Twilio;
+3. record: the SID saved at once (`sent`), or the error classified (retry later, or `failed`).
+
+A worker killed between 1 and 3 leaves the delivery `sending`. A request whose answer was lost (a
+read timeout) may have reached Twilio, so it becomes `unknown` rather than being retried blindly.
+Both are settled by `resolve_stale`, which asks Twilio's Messages list before sending again.
+
+SMS to one phone leave in the order of (publish_seq, part): a delivery is claimed only when no
+earlier one to the same phone is still on its way (pending and due, retrying, sending or unknown).
+A notification held by quiet hours does not hold back later conversational text.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from bridge.db import transaction, utcnow
+from bridge.deliveries import RANK, UNSUBSCRIBED_CODE
+from bridge.errors import SendError
+from bridge.metrics import SEND_LATENCY, SENDS
+from bridge.models import Contact, Delivery, DeliveryStatus, OptOut
+from bridge.organizations import opt_out
+from bridge.phones import mask_phone
+from bridge.settings import Settings
+from bridge.twilio_client import OutgoingSms, Sender, SendResult
+
+log = logging.getLogger(__name__)
+
+PENDING = DeliveryStatus.PENDING.value
+SENDING = DeliveryStatus.SENDING.value
+UNKNOWN = DeliveryStatus.UNKNOWN.value
+SENT = DeliveryStatus.SENT.value
+FAILED = DeliveryStatus.FAILED.value
+SKIPPED = DeliveryStatus.SKIPPED.value
+
+MAX_RETRY_DELAY = 600.0  # DESIGN 5.4: retries at most ten minutes apart
+# Twilio's dates have whole seconds and its clock is not ours: look a little before the claim.
+FIND_SLACK = timedelta(seconds=60)
+
+# Waits until a send of `segments` segments from `sender_key` is within the rate limit.
+Pace = Callable[[str, int], None]
+
+
+def _no_pace(sender_key: str, segments: int) -> None:
+    return None
+
+
+def retry_delay(settings: Settings, attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds before retry `attempts`: SEND_RETRY_BASE doubling, jittered, at most 10 minutes."""
+    base = settings.send_retry_base * (2 ** max(0, attempts - 1))
+    # Jitter spreads retries of a fan-out that hit the same 429 so they do not come back together.
+    jittered = base * (rng or random).uniform(0.75, 1.25)
+    return min(MAX_RETRY_DELAY, jittered)
+
+
+def sender_key(delivery: Delivery) -> str:
+    """What the rate limit counts against: the sender number, or the Messaging Service."""
+    return delivery.from_phone or delivery.messaging_service_sid or "default"
+
+
+def outgoing_sms(settings: Settings, delivery: Delivery) -> OutgoingSms:
+    """The request for one delivery, with its StatusCallback and ValidityPeriod."""
+    return OutgoingSms(
+        to=delivery.to_phone,
+        body=delivery.body,
+        from_=delivery.from_phone,
+        messaging_service_sid=None if delivery.from_phone else delivery.messaging_service_sid,
+        media_urls=tuple(delivery.media_urls or ()),
+        status_callback=f"{settings.public_base_url}/twilio/status?d={delivery.id}",
+        validity_period=settings.send_validity,
+    )
+
+
+def _blocked_by_earlier(now: datetime) -> Any:
+    """An earlier delivery to the same phone is still on its way (the per-contact order rule)."""
+    earlier = aliased(Delivery)
+    return exists().where(
+        earlier.to_phone == Delivery.to_phone,
+        or_(
+            earlier.publish_seq < Delivery.publish_seq,
+            and_(earlier.publish_seq == Delivery.publish_seq, earlier.part < Delivery.part),
+        ),
+        earlier.status.in_((PENDING, SENDING, UNKNOWN)),
+        # A first attempt held by quiet hours does not block; a retrying one does.
+        or_(earlier.attempts > 0, earlier.not_before.is_(None), earlier.not_before <= now),
+    )
+
+
+def claim_deliveries(
+    session: Session, message_id: str, limit: int, now: datetime | None = None
+) -> list[Delivery]:
+    """Claim up to `limit` due deliveries of a message (`pending -> sending`), in send order.
+
+    Deliveries whose contact opted out since publishing are marked `skipped` instead.
+    """
+    now = now or utcnow()
+    candidates = (
+        select(Delivery.id)
+        .where(
+            Delivery.message_id == message_id,
+            Delivery.status == PENDING,
+            or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
+            ~_blocked_by_earlier(now),
+        )
+        .order_by(Delivery.subscriber_id, Delivery.part)
+        .limit(limit)
+    )
+    ids = list(session.execute(candidates).scalars())
+    if not ids:
+        return []
+    # The status condition makes the claim exclusive: a row another worker took is not returned.
+    claimed = list(
+        session.scalars(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == PENDING)
+            .values(
+                status=SENDING,
+                claimed_at=now,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+            )
+            .returning(Delivery),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    return _skip_opted_out(session, claimed, now)
+
+
+def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) -> list[Delivery]:
+    if not claimed:
+        return claimed
+    opted = set(
+        session.execute(
+            select(Contact.id)
+            .join(
+                OptOut,
+                and_(
+                    OptOut.organization_id == Contact.organization_id,
+                    OptOut.phone_hash == Contact.phone_hash,
+                ),
+            )
+            .where(Contact.id.in_({d.subscriber_id for d in claimed}))
+        ).scalars()
+    )
+    if not opted:
+        return claimed
+    skip = [d.id for d in claimed if d.subscriber_id in opted]
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(skip))
+        .values(
+            status=SKIPPED,
+            error_message="the contact opted out of SMS from this organization",
+            updated_at=now,
+        )
+    )
+    return [d for d in claimed if d.subscriber_id not in opted]
+
+
+def next_attempt_at(
+    session: Session, message_id: str, now: datetime | None = None
+) -> datetime | None:
+    """When the message's next pending delivery may go (now if one is due); None when none is."""
+    now = now or utcnow()
+    row = session.execute(
+        select(func.count(), func.min(Delivery.not_before)).where(
+            Delivery.message_id == message_id, Delivery.status == PENDING
+        )
+    ).one()
+    if row[0] == 0:
+        return None
+    due_now = session.execute(
+        select(func.count()).where(
+            Delivery.message_id == message_id,
+            Delivery.status == PENDING,
+            or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
+        )
+    ).scalar_one()
+    return now if due_now else row[1]
+
+
+def record_sent(
+    session: Session, delivery_id: str, result: SendResult, now: datetime | None = None
+) -> Delivery | None:
+    """Save the SID of an accepted send; a status callback that came first is not moved back."""
+    now = now or utcnow()
+    delivery = session.get(Delivery, delivery_id, with_for_update=True)
+    if delivery is None:
+        return None
+    delivery.twilio_sid = delivery.twilio_sid or result.sid
+    delivery.sent_at = delivery.sent_at or now
+    if RANK.get(delivery.status, 0) < RANK[SENT]:
+        delivery.status = SENT
+        delivery.error_code = None
+        delivery.error_message = None
+    if result.num_segments:
+        delivery.segments = result.num_segments
+    delivery.updated_at = now
+    return delivery
+
+
+def is_ambiguous(error: SendError) -> bool:
+    """Whether the request may have reached Twilio although no answer came (a read timeout)."""
+    cause = error.__cause__
+    return isinstance(cause, requests.exceptions.Timeout) and not isinstance(
+        cause, requests.exceptions.ConnectTimeout
+    )
+
+
+def record_failure(
+    session: Session,
+    settings: Settings,
+    delivery_id: str,
+    error: SendError,
+    now: datetime | None = None,
+    ambiguous: bool = False,
+) -> Delivery | None:
+    """Record a failed send: `unknown` if it may have gone, a later retry, or `failed` for good."""
+    now = now or utcnow()
+    delivery = session.get(Delivery, delivery_id, with_for_update=True)
+    if delivery is None or delivery.status != SENDING:
+        return delivery  # a status callback already said it went; nothing to undo
+    delivery.error_code = error.code
+    delivery.error_message = error.reason
+    delivery.updated_at = now
+    if ambiguous:
+        delivery.status = UNKNOWN  # resolve_stale asks Twilio before any second send
+    elif error.retryable and delivery.attempts < settings.send_max_attempts:
+        delivery.status = PENDING
+        delivery.not_before = now + timedelta(seconds=retry_delay(settings, delivery.attempts))
+    else:
+        delivery.status = FAILED
+        if error.retryable:
+            delivery.error_message = f"gave up after {delivery.attempts} attempts: {error.reason}"
+        if error.code == UNSUBSCRIBED_CODE:
+            _opt_out_recipient(session, delivery)
+    return delivery
+
+
+def _opt_out_recipient(session: Session, delivery: Delivery) -> None:
+    contact = session.get(Contact, delivery.subscriber_id)
+    if contact is not None:
+        opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
+
+
+def send_claimed(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    sender: Sender,
+    delivery: Delivery,
+    pace: Pace = _no_pace,
+) -> str:
+    """Send one claimed delivery and record the outcome; returns the delivery's new status."""
+    sms = outgoing_sms(settings, delivery)
+    pace(sender_key(delivery), max(1, delivery.segments))
+    started = time.perf_counter()
+    try:
+        result = sender.send(sms)
+    except SendError as error:
+        SEND_LATENCY.observe(time.perf_counter() - started)
+        SENDS.labels(result="transient" if error.retryable else "permanent").inc()
+        with transaction(sessions) as session:
+            recorded = record_failure(
+                session, settings, delivery.id, error, ambiguous=is_ambiguous(error)
+            )
+            status = recorded.status if recorded else FAILED
+        log.info(
+            "send failed",
+            extra={
+                "delivery_id": delivery.id,
+                "to": mask_phone(delivery.to_phone),
+                "twilio_code": error.code,
+                "status": status,
+            },
+        )
+        return status
+    SEND_LATENCY.observe(time.perf_counter() - started)
+    SENDS.labels(result="sent").inc()
+    with transaction(sessions) as session:
+        recorded = record_sent(session, delivery.id, result)
+        status = recorded.status if recorded else SENT
+    return status
+
+
+@dataclass
+class StaleOutcome:
+    """What `resolve_stale` did: SIDs found at Twilio, deliveries put back to send, given up."""
+
+    found: int = 0
+    resend: int = 0
+    failed: int = 0
+    unresolved: int = 0
+    messages: dict[str, str] = field(default_factory=dict)  # message id -> queue, to enqueue
+
+
+def stale_sending(
+    session: Session, settings: Settings, now: datetime, limit: int = 200
+) -> list[Delivery]:
+    """Deliveries left `sending` or `unknown` for longer than SEND_STALE_AFTER."""
+    cutoff = now - timedelta(seconds=settings.send_stale_after)
+    return list(
+        session.execute(
+            select(Delivery)
+            .where(Delivery.status.in_((SENDING, UNKNOWN)), Delivery.claimed_at < cutoff)
+            .order_by(Delivery.claimed_at)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def resolve_stale(
+    sessions: sessionmaker[Session], settings: Settings, sender: Sender, now: datetime | None = None
+) -> StaleOutcome:
+    """Settle stale `sending`/`unknown` deliveries: record the SID Twilio has, else send again."""
+    now = now or utcnow()
+    outcome = StaleOutcome()
+    with sessions() as session:
+        stale = stale_sending(session, settings, now)
+    for delivery in stale:
+        try:
+            sid = _find_at_twilio(sessions, sender, delivery)
+        except SendError as error:
+            # Twilio cannot answer now; the next sweep asks again. Never send blind.
+            log.warning("could not ask Twilio about a stale send: %s", error.reason)
+            outcome.unresolved += 1
+            continue
+        with transaction(sessions) as session:
+            row = session.get(Delivery, delivery.id, with_for_update=True)
+            if (
+                row is None
+                or row.status not in (SENDING, UNKNOWN)
+                or row.claimed_at != delivery.claimed_at
+            ):
+                continue  # settled meanwhile (a callback, another sweeper)
+            if sid is not None:
+                record_sent(
+                    session, row.id, SendResult(sid=sid, status="sent", num_segments=None), now
+                )
+                outcome.found += 1
+            elif row.attempts >= settings.send_max_attempts:
+                row.status = FAILED
+                row.error_message = f"gave up after {row.attempts} attempts: not found at Twilio"
+                row.updated_at = now
+                outcome.failed += 1
+            else:
+                row.status = PENDING
+                row.not_before = None
+                row.updated_at = now
+                outcome.resend += 1
+                outcome.messages[row.message_id] = row.queue
+    return outcome
+
+
+def _find_at_twilio(
+    sessions: sessionmaker[Session], sender: Sender, delivery: Delivery
+) -> str | None:
+    since = (delivery.claimed_at or utcnow()) - FIND_SLACK
+    with sessions() as session:
+        known = set(
+            session.execute(
+                select(Delivery.twilio_sid).where(
+                    Delivery.to_phone == delivery.to_phone,
+                    Delivery.twilio_sid.is_not(None),
+                    Delivery.sent_at >= since - FIND_SLACK,
+                )
+            ).scalars()
+        )
+    return sender.find_sent(
+        delivery.to_phone,
+        delivery.from_phone,
+        since,
+        delivery.body or None,
+        messaging_service_sid=None if delivery.from_phone else delivery.messaging_service_sid,
+        exclude_sids=known,
+    )
+
+
+def stale_pending_messages(
+    session: Session, settings: Settings, now: datetime | None = None, limit: int = 500
+) -> dict[str, str]:
+    """Messages with deliveries `pending` past SEND_STALE_AFTER (job lost), as id -> queue."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.send_stale_after)
+    rows = session.execute(
+        select(Delivery.message_id, Delivery.queue)
+        .where(
+            Delivery.status == PENDING,
+            Delivery.updated_at < cutoff,
+            or_(Delivery.not_before.is_(None), Delivery.not_before < cutoff),
+        )
+        .group_by(Delivery.message_id, Delivery.queue)
+        .limit(limit)
+    ).all()
+    return {message_id: queue for message_id, queue in rows}
+
+
+def count_by_status(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
+    """How many deliveries of these messages are in each state."""
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.message_id.in_(list(message_ids)))
+        .group_by(Delivery.status)
+    ).all()
+    return {status: n for status, n in rows}

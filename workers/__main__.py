@@ -1,0 +1,63 @@
+"""The worker process (`worker: python -m workers` in the Procfile).
+
+An RQ `HerokuWorker` on every queue in priority order (`workers.queues.ALL`), with RQ's scheduler
+(scheduled publishing, retries and deferred fan-outs), plus the sweeper in a thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import redis
+from rq import Queue
+from rq.worker import HerokuWorker
+
+from bridge.logs import configure_logging
+from bridge.runtime import Runtime
+from bridge.settings import load_settings
+from workers import queues
+from workers.context import install
+from workers.sweeper import SweeperThread
+
+log = logging.getLogger("workers")
+
+
+def build_worker(runtime: Runtime, names: Sequence[str] = queues.ALL) -> HerokuWorker:
+    """A HerokuWorker listening on `names` in order, on a Redis connection of its own."""
+    # RQ raises the socket timeout of the connection it is given (blocking pops); keep the
+    # runtime's short-timeout connection for everything else.
+    connection = redis.Redis.from_url(runtime.settings.redis_url)
+    return HerokuWorker(
+        [Queue(name, connection=connection) for name in names],
+        connection=connection,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker until SIGTERM (warm shutdown) or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    parser.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings)
+    runtime = install(Runtime(settings))
+    sweeper = None if args.no_sweeper else SweeperThread(runtime)
+    if sweeper is not None:
+        sweeper.start()
+    worker = build_worker(runtime)
+    log.info("worker starting", extra={"queues": list(queues.ALL)})
+    try:
+        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        if sweeper is not None:
+            sweeper.stop()
+        runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

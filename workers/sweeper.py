@@ -1,0 +1,120 @@
+"""The sweeper: rebuilds from the database whatever work Redis lost (DESIGN 5.4, 5.7).
+
+One sweep (also `bridge sweep`):
+- processes inbound SMS kept in Redis while the database was down (`workers.inbound.drain_kept`);
+- publishes scheduled messages that are due, and enqueues their fan-out;
+- settles deliveries left `sending`/`unknown` past SEND_STALE_AFTER by asking Twilio first;
+- re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER.
+
+The worker process runs it every SWEEP_INTERVAL in a thread (`SweeperThread`), not through Redis,
+so it keeps going after Redis is flushed or the worker restarts. A short Redis lock lets one worker
+sweep per interval however many run; the sweep itself is safe to run twice at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from bridge.channels import publish_due_messages
+from bridge.db import transaction, utcnow
+from bridge.runtime import Runtime
+from bridge.sending import resolve_stale, stale_pending_messages
+from workers.enqueue import enqueue_fan_out, enqueue_published
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "bridge:sweeper:lock"
+# A fan-out re-enqueued by the sweeper is not re-enqueued again until this window has passed.
+REENQUEUE_KEY = "bridge:sweeper:requeued:"
+
+
+def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
+    """Run one sweep and return counts of what it did."""
+    now = now or utcnow()
+    settings = runtime.settings
+    counts: dict[str, int] = {"inbound": _drain_inbound(runtime)}
+
+    with transaction(runtime.sessions) as session:
+        published = publish_due_messages(session, settings, now)
+    for result in published:
+        enqueue_published(runtime.redis, result)
+    counts["published"] = len(published)
+
+    stale = resolve_stale(runtime.sessions, settings, runtime.sender, now)
+    counts.update(
+        stale_found=stale.found,
+        stale_resent=stale.resend,
+        stale_failed=stale.failed,
+        stale_unresolved=stale.unresolved,
+    )
+    for message_id, queue in stale.messages.items():
+        enqueue_fan_out(runtime.redis, message_id, queue)
+
+    with runtime.sessions() as session:
+        lost = stale_pending_messages(session, settings, now)
+    requeued = 0
+    window = max(1, int(settings.send_stale_after))
+    for message_id, queue in lost.items():
+        try:
+            fresh = runtime.redis.set(REENQUEUE_KEY + message_id, 1, nx=True, ex=window)
+        except redis.RedisError:
+            fresh = True  # better a second fan-out (claims are exclusive) than none
+        if fresh and enqueue_fan_out(runtime.redis, message_id, queue):
+            requeued += 1
+    counts["requeued"] = requeued
+    if any(counts.values()):
+        log.info("sweep", extra={"counts": counts})
+    return counts
+
+
+def _drain_inbound(runtime: Runtime) -> int:
+    # The inbound side keeps SMS in Redis while the database is down; it owns that module.
+    if importlib.util.find_spec("workers.inbound") is None:
+        return 0
+    inbound: Any = importlib.import_module("workers.inbound")
+    drain = getattr(inbound, "drain_kept", None)
+    if drain is None:
+        return 0
+    drained = drain(runtime)
+    return int(drained if isinstance(drained, int) else len(drained or ()))
+
+
+class SweeperThread(threading.Thread):
+    """Runs `sweep` every `interval` seconds until stopped; one worker sweeps per interval."""
+
+    def __init__(self, runtime: Runtime, interval: float | None = None) -> None:
+        super().__init__(name="sweeper", daemon=True)
+        self.runtime = runtime
+        self.interval = interval or runtime.settings.sweep_interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.sweep_once()
+
+    def sweep_once(self) -> dict[str, int] | None:
+        """Sweep unless another worker swept in this interval; a failure never ends the loop."""
+        try:
+            lock_ms = max(100, int(self.interval * 900))
+            if not self.runtime.redis.set(LOCK_KEY, 1, nx=True, px=lock_ms):
+                return None
+        except redis.RedisError:
+            pass  # Redis is down: sweep anyway, the database is what matters
+        try:
+            return sweep(self.runtime)
+        except Exception:
+            # The loop is the process's safety net: the database or Redis may be away for a while,
+            # and the next interval tries again. Jobs never do this; this thread must not die.
+            log.exception("sweep failed; trying again next interval")
+            return None
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current sweep."""
+        self.stopping.set()
