@@ -1,4 +1,4 @@
-"""Channels: one per (organization, set of contacts), publishing into them, deliveries (DESIGN 5.3-5.6)."""
+"""Channels: one per (organization, contact set), publishing, deliveries (DESIGN 5.3-5.6)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,16 @@ from bridge.models import (
     Thread,
 )
 from bridge.organizations import opted_out_hashes, sender_numbers
-from bridge.phones import phone_time_zones, phone_hash
+from bridge.phones import phone_time_zones
 from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
 from bridge.sms_text import relay_prefix, segment_count, split_text
 from bridge.subscribers import Profile, load_profiles
 
 RECENT_LIMIT = 150
-NOTIFICATION_TYPES = frozenset({MessageType.TRACKING_UPDATE.value, MessageType.PICKUP_REMINDER.value})
+NOTIFICATION_TYPES = frozenset(
+    {MessageType.TRACKING_UPDATE.value, MessageType.PICKUP_REMINDER.value}
+)
 PUBLISHABLE_TYPES = frozenset({MessageType.TEXT.value}) | NOTIFICATION_TYPES
 
 # Delivery queues by priority: conversation ahead of bulk notifications.
@@ -47,7 +49,7 @@ QUEUE_NOTIFICATIONS = "notifications"
 
 
 def subscriber_hash(organization_id: str, contact_ids: Iterable[str]) -> str:
-    """Hex SHA-256 of the sorted ids that make a channel unique (the organization's and contacts')."""
+    """Hex SHA-256 of the sorted ids that make a channel unique (the organization's, contacts')."""
     ids = sorted({organization_id, *contact_ids})
     return hashlib.sha256(",".join(ids).encode()).hexdigest()
 
@@ -63,16 +65,19 @@ def get_channel(session: Session, organization_id: str, channel_id: str) -> Chan
 def get_or_create_channel(
     session: Session, organization_id: str, contact_ids: Sequence[str]
 ) -> tuple[Channel, bool]:
-    """The channel of (organization, these contacts) in any order, created with its senders if new."""
+    """The channel of (organization, these contacts) in any order, made with its senders if new."""
     digest = subscriber_hash(organization_id, contact_ids)
     existing = _by_hash(session, digest)
     if existing is not None:
         return existing, False
+    # Locking the contacts (PostgreSQL; SQLite writers are serialized already) makes two new
+    # channels that share a contact pick their pool numbers one after the other, not both alike.
     contacts = list(
         session.execute(
-            select(Contact).where(
-                Contact.id.in_(set(contact_ids)), Contact.organization_id == organization_id
-            )
+            select(Contact)
+            .where(Contact.id.in_(set(contact_ids)), Contact.organization_id == organization_id)
+            .order_by(Contact.id)
+            .with_for_update()
         ).scalars()
     )
     if len(contacts) != len(set(contact_ids)):
@@ -151,11 +156,10 @@ def _assign_senders(
         )
     ).all()
     for cid, phone in rows:
-        used[cid][phone] += 1
-    return {
-        cid: min(pool, key=lambda number, c=cid: (used[c][number], pool.index(number)))  # type: ignore[misc]
-        for cid in contact_ids
-    }
+        if phone is not None:
+            used[cid][phone] += 1
+    # min() keeps the first of equals, so ties go to the oldest number of the pool.
+    return {cid: min(pool, key=used[cid].__getitem__) for cid in contact_ids}
 
 
 def _rename(session: Session, channel: Channel) -> None:
@@ -185,7 +189,7 @@ def channel_subscribers(session: Session, channel_id: str) -> list[ChannelSubscr
 
 
 def channels_for_phone_hash(session: Session, organization_id: str, digest: str) -> list[Channel]:
-    """The organization's channels that include the phone with this hash, most recently updated first."""
+    """The organization's channels that include the phone with this hash, latest updated first."""
     return list(
         session.execute(
             select(Channel)

@@ -86,7 +86,7 @@ def apply_status(
     error_code: int | None = None,
     error_message: str | None = None,
 ) -> StatusOutcome:
-    """Apply a Twilio status to a delivery, never moving it backwards; 21610 opts the contact out."""
+    """Apply a Twilio status to a delivery, never backwards; error 21610 opts the contact out."""
     target = TWILIO_STATUS.get((twilio_status or "").lower())
     changed = False
     if message_sid and delivery.twilio_sid is None:

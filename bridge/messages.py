@@ -124,7 +124,8 @@ def post_message(
     when = validate_publish_at(publish_to_channel_at, now)
     ensure_subscribed(session, thread, actor)
     channel_id = None
-    contacts = [c for c in active_contact_ids(session, thread.id) if c != actor.subscriber_id]
+    # The channel is the thread's whole contact set; publishing leaves the author out.
+    contacts = active_contact_ids(session, thread.id)
     if contacts:
         channel, _ = get_or_create_channel(session, actor.organization_id, contacts)
         channel_id = channel.id

@@ -27,20 +27,20 @@ from bridge.db import Base, UTCDateTime, utcnow
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
-class MessageType(str, enum.Enum):
+class MessageType(enum.StrEnum):
     TEXT = "text"
     META = "meta"
     TRACKING_UPDATE = "tracking_update"
     PICKUP_REMINDER = "pickup_reminder"
 
 
-class SubscriberType(str, enum.Enum):
+class SubscriberType(enum.StrEnum):
     USER = "user"
     API_KEY = "api_key"
     CONTACT = "contact"
 
 
-class DeliveryStatus(str, enum.Enum):
+class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
@@ -52,7 +52,7 @@ class DeliveryStatus(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class InboundStatus(str, enum.Enum):
+class InboundStatus(enum.StrEnum):
     RECEIVED = "received"  # stored, not processed yet (e.g. kept while the database was down)
     MATCHED = "matched"
     UNMATCHED = "unmatched"

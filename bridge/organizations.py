@@ -32,7 +32,7 @@ def default_help_text(organization_name: str) -> str:
 
 
 def hash_api_key(key: str) -> str:
-    """The stored form of an API key: its SHA-256 (keys are 256-bit random, so no salt is needed)."""
+    """The stored form of an API key: its SHA-256 (keys are 256-bit random: no salt is needed)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -105,16 +105,29 @@ def authenticate(session: Session, key: str) -> Organization | None:
 def add_sender(session: Session, settings: Settings, organization_id: str, phone: str) -> str:
     """Add a sender number (E.164) to the organization's pool; a number has one owner."""
     e164 = normalize_phone(phone, settings.default_region, param="sender")
-    owner = session.execute(
+    owner = _sender_owner(session, e164)
+    if owner is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    SenderNumber(id=new_id("snd"), organization_id=organization_id, phone=e164)
+                )
+        except IntegrityError:
+            # Someone added the same number at the same moment: the unique index decided.
+            owner = _sender_owner(session, e164)
+            if owner is None:
+                raise
+        else:
+            return e164
+    if owner != organization_id:
+        raise Conflict("that sender number belongs to another organization", "sender")
+    return e164
+
+
+def _sender_owner(session: Session, e164: str) -> str | None:
+    return session.execute(
         select(SenderNumber.organization_id).where(SenderNumber.phone == e164)
     ).scalar_one_or_none()
-    if owner == organization_id:
-        return e164
-    if owner is not None:
-        raise Conflict("that sender number belongs to another organization", "sender")
-    session.add(SenderNumber(id=new_id("snd"), organization_id=organization_id, phone=e164))
-    session.flush()
-    return e164
 
 
 def sender_numbers(session: Session, organization_id: str) -> list[str]:
@@ -157,7 +170,9 @@ def update_organization(
         org.name = _clean_name(name)  # type: ignore[assignment]
     if help_text is not None:
         if not isinstance(help_text, str) or len(help_text) > 1600:
-            raise ValidationError("help_text must be a string of at most 1600 characters", "help_text")
+            raise ValidationError(
+                "help_text must be a string of at most 1600 characters", "help_text"
+            )
         org.help_text = help_text.strip() or None
     org.updated_at = utcnow()
     return org
@@ -177,18 +192,24 @@ def create_user(
     phone: str | None = None,
 ) -> User:
     """Add a member to the organization."""
-    if email is not None and (not isinstance(email, str) or "@" not in email or len(email) > 320):
-        raise ValidationError("email must be an email address", "email")
     user = User(
         id=new_id("usr"),
         organization_id=organization_id,
         name=_clean_name(name),
-        email=email,
+        email=_clean_email(email, "email"),
         phone=normalize_phone(phone, settings.default_region) if phone else None,
     )
     session.add(user)
     session.flush()
     return user
+
+
+def _clean_email(email: object, param: str) -> str | None:
+    if email is None:
+        return None
+    if not isinstance(email, str) or "@" not in email or len(email) > 320 or " " in email.strip():
+        raise ValidationError("email must be an email address", param)
+    return email.strip()
 
 
 def get_user(session: Session, organization_id: str, user_id: str) -> User:
@@ -214,7 +235,10 @@ def find_or_create_contact(
     fills it in.
     """
     e164 = normalize_phone(phone, settings.default_region, param=param)
-    name = _clean_name(name, "name", required=False)
+    # The field names sit beside the phone's: "subscribers[0].phone" -> "subscribers[0].name".
+    prefix = param[: -len("phone")] if param.endswith("phone") else ""
+    name = _clean_name(name, prefix + "name", required=False)
+    email = _clean_email(email, prefix + "email")
     digest = phone_hash(e164, settings.phone_hash_key)
     existing = _contact_by_hash(session, organization_id, digest)
     if existing is not None:
@@ -243,7 +267,9 @@ def find_or_create_contact(
 
 def _contact_by_hash(session: Session, organization_id: str, digest: str) -> Contact | None:
     return session.execute(
-        select(Contact).where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
+        select(Contact).where(
+            Contact.organization_id == organization_id, Contact.phone_hash == digest
+        )
     ).scalar_one_or_none()
 
 

@@ -1,4 +1,4 @@
-"""The JSON of each model, exactly as DESIGN section 4 lists it: the seed's fields and the additions."""
+"""The JSON of each model, exactly as DESIGN section 4 lists it: the seed's fields and additions."""
 
 from __future__ import annotations
 
@@ -98,7 +98,9 @@ def channel_message_json(view: ChannelView, message: Message) -> dict[str, Any]:
 def channel_json(view: ChannelView) -> dict[str, Any]:
     """A Channel with its subscribers, hashes, publishers, recent and pending messages."""
     channel = view.channel
-    pending_times = [m.publish_to_channel_at for m in view.pending_messages if m.publish_to_channel_at]
+    pending_times = [
+        m.publish_to_channel_at for m in view.pending_messages if m.publish_to_channel_at
+    ]
     return {
         "object": "channel",
         "id": channel.id,

@@ -157,7 +157,7 @@ def active_contact_ids(session: Session, thread_id: str) -> list[str]:
 
 
 def ensure_subscribed(session: Session, thread: Thread, actor: Actor) -> ThreadSubscriber:
-    """The actor's subscriber row on the thread, added quietly when a user acts for the first time."""
+    """The actor's subscriber row on the thread, added quietly when a user first acts on it."""
     row = session.get(ThreadSubscriber, (thread.id, actor.subscriber_id))
     if row is None:
         row = ThreadSubscriber(

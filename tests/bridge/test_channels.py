@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from bridge.messages import (
 )
 from bridge.models import ChannelSubscriber, Contact, Delivery, Organization
 from bridge.organizations import find_or_create_contact, opt_out
+from bridge.runtime import Runtime
 from bridge.serialize import channel_json
 from bridge.settings import Settings
 from bridge.sms_text import segment_count
@@ -358,3 +360,36 @@ def test_channels_for_a_phone_hash_stay_within_the_organization(
         c.organization_id for c in channels_for_phone_hash(session, org.id, mine.phone_hash)
     ] == [org.id]
     assert session.get(Contact, theirs.id) is not None
+
+
+def test_new_channels_sharing_a_contact_at_once_still_get_different_senders(
+    runtime: Runtime, settings: Settings
+) -> None:
+    with runtime.sessions() as s:
+        org, _ = factories.organization(s, settings, senders=2)
+        cora, x, y = (factories.contact(s, settings, org) for _ in range(3))
+        s.commit()
+    created = threading.Event()
+    first: list[str] = []
+
+    def make_first() -> None:
+        with runtime.sessions() as s:
+            channel, _ = get_or_create_channel(s, org.id, [cora.id, x.id])
+            first.append(channel.id)
+            created.set()
+            threading.Event().wait(0.5)  # hold it uncommitted while the other one is made
+            s.commit()
+
+    t = threading.Thread(target=make_first)
+    t.start()
+    assert created.wait(10)
+    with runtime.sessions() as s:
+        second, _ = get_or_create_channel(s, org.id, [cora.id, y.id])
+        s.commit()
+    t.join(10)
+    with runtime.sessions() as s:
+        phones = {
+            s.get(ChannelSubscriber, (cid, cora.id)).sender_phone  # type: ignore[union-attr]
+            for cid in [first[0], second.id]
+        }
+    assert len(phones) == 2

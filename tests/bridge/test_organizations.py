@@ -267,3 +267,49 @@ def test_a_request_that_loses_the_insert_race_gets_the_winners_contact(
     assert winner == [contact.id]
     assert created is False
     assert _count_contacts(runtime, org.id) == 1
+
+
+def test_a_contacts_email_and_name_are_checked_where_they_were_given(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    for field, value in [("email", "not an email"), ("email", 5), ("name", 7), ("name", "x" * 201)]:
+        with pytest.raises(ValidationError) as info:
+            find_or_create_contact(
+                session,
+                settings,
+                org.id,
+                factories.phone(),
+                param="subscribers[2].phone",
+                **{field: value},
+            )
+        assert info.value.param == f"subscribers[2].{field}"
+    made, _ = find_or_create_contact(session, settings, org.id, factories.phone(), email="a@b.co")
+    assert made.email == "a@b.co"
+
+
+def test_two_organizations_adding_one_sender_at_once_leave_one_owner(
+    runtime: Runtime, settings: Settings
+) -> None:
+    with runtime.sessions() as s:
+        first, _ = factories.organization(s, settings, senders=0)
+        second, _ = factories.organization(s, settings, "Second", senders=0)
+        s.commit()
+    inserted = threading.Event()
+
+    def add_first() -> None:
+        with runtime.sessions() as s:
+            add_sender(s, settings, first.id, "+16285550142")
+            inserted.set()
+            threading.Event().wait(0.5)  # hold it uncommitted while the other one tries
+            s.commit()
+
+    t = threading.Thread(target=add_first)
+    t.start()
+    assert inserted.wait(10)
+    with runtime.sessions() as s, pytest.raises(Conflict):
+        add_sender(s, settings, second.id, "+16285550142")
+    t.join(10)
+    with runtime.sessions() as s:
+        owner = organization_for_number(s, "+16285550142")
+        assert owner is not None and owner.id == first.id
