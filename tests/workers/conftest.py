@@ -39,7 +39,7 @@ def settings(settings: Settings, twilio: TwilioStandIn) -> Settings:
             "twilio_auth_token": AUTH_TOKEN,
             "twilio_api_base_url": twilio.base_url,
             "twilio_timeout": 5.0,
-            "send_rate_per_sender": 0.0,
+            "send_rate_per_sender": 100_000.0,
             "send_retry_base": 0.05,
             "send_concurrency": 8,
         }

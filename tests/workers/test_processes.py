@@ -1,0 +1,236 @@
+"""Real `python -m workers` processes: SIGKILL mid fan-out, the rate limit across two workers,
+scheduled publishing, and the queues the Procfile's worker listens to. PostgreSQL only (slow)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Worker
+from sqlalchemy import func, select
+
+from bridge.messages import cancel_message
+from bridge.models import Delivery
+from bridge.runtime import Runtime
+from bridge.settings import Settings, load_settings
+from tests import factories
+from tests.conftest import TEST_HASH_KEY, _empty
+from tests.standin.twilio import TwilioStandIn
+from tests.workers.conftest import ACCOUNT_SID, AUTH_TOKEN, channel_of, phones
+from tests.workers.test_delivery import make_org, post
+from workers import queues
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pg_settings(
+    postgres_url: str, redis_url: str, twilio: TwilioStandIn, tmp_path: Path
+) -> Settings:
+    return load_settings(
+        {},
+        database_url=postgres_url,
+        redis_url=redis_url,
+        phone_hash_key=TEST_HASH_KEY,
+        public_base_url="https://bridge.example.com",
+        outbox_path=str(tmp_path / "outbox.log"),
+        quiet_hours="",
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_base_url=twilio.base_url,
+        send_rate_per_sender=100_000,
+        send_retry_base=0.05,
+        send_stale_after=2,
+        sweep_interval=0.5,
+        send_concurrency=8,
+    )
+
+
+@pytest.fixture
+def pg_runtime(pg_settings: Settings, redis_client: redis.Redis) -> Iterator[Runtime]:
+    rt = Runtime(pg_settings)
+    _empty(rt.engine)
+    yield rt
+    rt.close()
+
+
+def environment(settings: Settings, **extra: object) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        PHONE_HASH_KEY=settings.phone_hash_key,
+        PUBLIC_BASE_URL=settings.public_base_url,
+        TWILIO_ACCOUNT_SID=settings.twilio_account_sid or "",
+        TWILIO_AUTH_TOKEN=settings.twilio_auth_token or "",
+        TWILIO_API_BASE_URL=settings.twilio_api_base_url,
+        SEND_RATE_PER_SENDER=str(settings.send_rate_per_sender),
+        SEND_RETRY_BASE=str(settings.send_retry_base),
+        SEND_STALE_AFTER=str(settings.send_stale_after),
+        SEND_CONCURRENCY=str(settings.send_concurrency),
+        SWEEP_INTERVAL=str(settings.sweep_interval),
+        QUIET_HOURS="",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def start_worker(pg_settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, **extra: object) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers", *args],
+            cwd=ROOT,
+            env=environment(pg_settings, **extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        kill_tree(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def kill_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal a worker and every process it started (its work horse has its own process group)."""
+    for child in children(pid):
+        kill_tree(child, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_fan_out_then_restart_sends_each_recipient_exactly_once(
+    pg_runtime: Runtime,
+    twilio: TwilioStandIn,
+    start_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    org = make_org(pg_runtime)
+    with pg_runtime.sessions() as session, session.begin():
+        channel_id, contacts = channel_of(session, pg_runtime.settings, org, phones(300))
+    twilio.set_latency(0.05)  # 300 x 50 ms / 8 at once: about two seconds of sending
+    worker = start_worker()
+    message_id = post(pg_runtime, org, channel_id, "Your parcel is out for delivery")
+    wait_until(lambda: len(twilio.requests) >= 80, 30, "the fan-out to be under way")
+    kill_tree(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+    sent_before_restart = len(twilio.requests)
+    assert sent_before_restart < 300
+
+    start_worker()
+
+    def settled() -> bool:
+        with pg_runtime.sessions() as session:
+            open_ = session.execute(
+                select(func.count()).where(
+                    Delivery.message_id == message_id, Delivery.status != "sent"
+                )
+            ).scalar_one()
+        return open_ == 0
+
+    wait_until(settled, 60, "every delivery to be sent")
+    for contact in contacts:
+        assert len(twilio.sent_to(contact.phone)) == 1, "exactly one SMS per recipient"
+    with pg_runtime.sessions() as session:
+        sids = set(
+            session.execute(
+                select(Delivery.twilio_sid).where(Delivery.message_id == message_id)
+            ).scalars()
+        )
+    assert sids == {m["sid"] for m in twilio.messages}
+
+
+def test_rate_limit_and_per_contact_order_hold_across_two_worker_processes(
+    pg_runtime: Runtime,
+    twilio: TwilioStandIn,
+    start_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    rate = 5
+    org = make_org(pg_runtime)
+    with pg_runtime.sessions() as session, session.begin():
+        channel_id, contacts = channel_of(session, pg_runtime.settings, org, phones(4))
+    start_worker(SEND_RATE_PER_SENDER=rate)
+    start_worker(SEND_RATE_PER_SENDER=rate)
+    wait_until(lambda: len(Worker.all(connection=pg_runtime.redis)) >= 2, 20, "two workers")
+    texts = [f"update {i}" for i in range(5)]
+    for text in texts:
+        post(pg_runtime, org, channel_id, text)
+    wait_until(lambda: len(twilio.requests) >= 20, 30, "twenty SMS")
+    times = sorted(r.received_at for r in twilio.requests)
+    # At the stand-in's clock: no second holds more than `rate` sends (plus one at its edge).
+    for i, start in enumerate(times):
+        assert len([t for t in times[i:] if t < start + 1.0]) <= rate + 1
+    assert times[-1] - times[0] >= (len(times) - 1) / rate - 0.3
+    for contact in contacts:
+        assert [m["body"] for m in twilio.sent_to(contact.phone)] == texts
+
+
+def test_scheduled_message_is_sent_on_time_and_a_canceled_one_never(
+    pg_runtime: Runtime,
+    twilio: TwilioStandIn,
+    start_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    org = make_org(pg_runtime)
+    with pg_runtime.sessions() as session, session.begin():
+        channel_id, [contact] = channel_of(session, pg_runtime.settings, org, phones(1))
+    start_worker(SWEEP_INTERVAL=30)  # the scheduler, not the sweeper, must publish it
+    wait_until(lambda: len(Worker.all(connection=pg_runtime.redis)) >= 1, 20, "the worker")
+    due = time.time() + 3
+    due_monotonic = time.monotonic() + (due - time.time())
+    post(pg_runtime, org, channel_id, "On time", publish_to_channel_at=due)
+    canceled = post(pg_runtime, org, channel_id, "Never", publish_to_channel_at=due - 1)
+    with pg_runtime.sessions() as session, session.begin():
+        cancel_message(session, factories.org_actor(org), canceled)
+    wait_until(lambda: bool(twilio.requests), 10, "the scheduled SMS")
+    sent_at = twilio.requests[0].received_at
+    assert due_monotonic - 0.05 <= sent_at <= due_monotonic + 1.5
+    time.sleep(1)
+    assert [m["body"] for m in twilio.sent_to(contact.phone)] == ["On time"]
+
+
+def test_procfile_worker_listens_to_every_queue(
+    pg_settings: Settings,
+    redis_client: redis.Redis,
+    start_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    lines = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line
+    )
+    command = lines["worker"].split()
+    assert command[:3] == ["python", "-m", "workers"]
+    start_worker(*command[3:])
+    wait_until(lambda: bool(Worker.all(connection=redis_client)), 20, "the worker")
+    [worker] = Worker.all(connection=redis_client)
+    assert worker.queue_names() == list(queues.ALL)
