@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from bridge import models  # noqa: F401  (registers the tables)
 from bridge.db import Base, make_engine
@@ -19,24 +19,31 @@ from bridge.migrate import alembic_config, upgrade
 from tests.services import create_postgres_database, drop_postgres_database, postgres_admin_url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine on a database with no tables at all."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
-        yield engine
-        engine.dispose()
-        return
+@pytest.fixture(scope="module")
+def postgres_scratch_url() -> Iterator[str]:
+    """A PostgreSQL database of this module's own (made once: CREATE DATABASE is slow)."""
     admin = postgres_admin_url()
     if admin is None:
         if os.environ.get("REQUIRE_POSTGRES") == "1":
             pytest.fail("REQUIRE_POSTGRES=1 but PostgreSQL does not answer")
         pytest.skip("PostgreSQL is not reachable")
     name = f"bridge_migrations_{os.getpid()}"
-    engine = make_engine(create_postgres_database(admin, name))
+    yield create_postgres_database(admin, name)
+    drop_postgres_database(admin, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a database with no tables at all."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    else:
+        engine = make_engine(request.getfixturevalue("postgres_scratch_url"))
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
     yield engine
     engine.dispose()
-    drop_postgres_database(admin, name)
 
 
 def _differences(engine: Engine) -> list[object]:
