@@ -38,7 +38,7 @@ def authenticate() -> Actor:
             raise ApiError(401, "the API key is missing, unknown or revoked")
         actor = Actor.organization(org.id)
         subscriber_id = request.headers.get("X-Subscriber-Id")
-        if subscriber_id:
+        if subscriber_id is not None:  # present but empty is a bad id, not "no id"
             if not _USER_ID.match(subscriber_id):
                 raise ApiError(403, "X-Subscriber-Id must name a user of this organization")
             try:

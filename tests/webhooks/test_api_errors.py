@@ -79,7 +79,7 @@ def test_a_missing_or_bad_key_is_401(client: FlaskClient, runtime: Runtime, auth
 
 def test_a_foreign_subscriber_id_is_403(api: ApiOrg, other_api: ApiOrg, runtime: Runtime) -> None:
     theirs = _user(runtime, other_api.organization_id, "Olga Other")
-    for subscriber_id in [theirs, "usr_doesnotexist", "cnt_abc", api.organization_id, "usr_\u00e9"]:
+    for subscriber_id in [theirs, "usr_nobody", "cnt_abc", api.organization_id, "usr_\u00e9", ""]:
         response = api.client.get(
             "/v1/organization",
             headers={"Authorization": f"Bearer {api.key}", "X-Subscriber-Id": subscriber_id},
