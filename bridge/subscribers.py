@@ -64,14 +64,17 @@ def resolve_subscriber(
     """
     if isinstance(spec, str):
         kind = kind_of(spec)
-        if kind == SubscriberType.USER.value:
-            get_user(session, organization_id, spec)
-        elif kind == SubscriberType.CONTACT.value:
-            get_contact(session, organization_id, spec)
-        elif kind == SubscriberType.API_KEY.value:
-            if spec != organization_id:
-                raise NotFound("no such subscriber", param)
-        else:
+        try:
+            if kind == SubscriberType.USER.value:
+                get_user(session, organization_id, spec)
+            elif kind == SubscriberType.CONTACT.value:
+                get_contact(session, organization_id, spec)
+        except NotFound as exc:
+            # The error names the field of the request that held the id, not the lookup's own "id".
+            raise NotFound(exc.message, param) from None
+        if kind == SubscriberType.API_KEY.value and spec != organization_id:
+            raise NotFound("no such subscriber", param)
+        if kind is None:
             raise ValidationError("a subscriber id starts with usr_, cnt_ or org_", param)
         return spec, kind
     if isinstance(spec, Mapping):

@@ -131,6 +131,12 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses[str(status)] = _json_response(model, _success(op, status))
     for status in sorted(errors):
         responses[str(status)] = _json_response(schemas.Error, ERROR_DESCRIPTIONS[status])
+    responses["429"]["headers"] = {
+        "Retry-After": {
+            "description": "Seconds until the rate-limit window resets.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
     result["responses"] = responses
     return result
 

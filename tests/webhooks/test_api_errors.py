@@ -117,6 +117,18 @@ def test_unknown_objects_and_routes_are_404(api: ApiOrg) -> None:
     _error(api.get("/v1/threads/" + "a" * 300), 404, "not_found")
 
 
+def test_an_unknown_subscriber_in_a_body_is_404_naming_the_field(
+    api: ApiOrg, other_api: ApiOrg, runtime: Runtime
+) -> None:
+    theirs = _user(runtime, other_api.organization_id, "Olga Other")
+    for subscriber in [theirs, "usr_nobody", "cnt_nobody", other_api.organization_id]:
+        response = api.post("/v1/threads", {"resource_id": "r1", "subscribers": [subscriber]})
+        _error(response, 404, "not_found", "subscribers[0]")
+    tid = _thread(api, contact=False)
+    response = api.post(f"/v1/threads/{tid}/subscribers", {"subscriber": theirs})
+    _error(response, 404, "not_found", "subscriber")
+
+
 def test_a_wrong_method_is_405(api: ApiOrg) -> None:
     response = api.client.put("/v1/threads", headers=api.headers())
     _error(response, 405, "method_not_allowed")
