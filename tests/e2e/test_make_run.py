@@ -88,6 +88,8 @@ def _run_make(clone: Path, env: dict[str, str], tmp_path: Path) -> None:
             make.wait(60)
         finally:
             reader.join(10)
+            if make.stdout is not None:
+                make.stdout.close()
     text = "".join(output)
     assert answers(base + "/healthz") is None, "web still answers after Ctrl-C"
     assert not redis_answers(redis_url), "the bundled Redis still answers after Ctrl-C"
