@@ -167,8 +167,15 @@ def ensure_subscribed(session: Session, thread: Thread, actor: Actor) -> ThreadS
             position=_next_position(session, thread.id),
             added_at=utcnow(),
         )
-        session.add(row)
-        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            # The same actor's concurrent request subscribed them first: that row is theirs too.
+            winner = session.get(ThreadSubscriber, (thread.id, actor.subscriber_id))
+            if winner is None:
+                raise
+            return winner
     return row
 
 

@@ -20,6 +20,7 @@ from bridge.serialize import inbound_json, organization_json, user_json
 from webhooks import api_channels, api_threads, openapi
 from webhooks.auth import authenticate
 from webhooks.context import runtime
+from webhooks.errors import register_database_errors
 from webhooks.http import IdConverter, json_body, operation, query_args, respond, respond_list
 from webhooks.present import contact_data
 from webhooks.schemas import (
@@ -45,6 +46,7 @@ def _install(state: BlueprintSetupState) -> None:
     state.app.register_blueprint(openapi.bp)
 
 
+register_database_errors(bp)
 bp.register_blueprint(api_threads.bp)
 bp.register_blueprint(api_channels.bp)
 

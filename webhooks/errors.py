@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify
+from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
@@ -97,3 +98,22 @@ def register(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return error_response(500, "internal error")
+
+
+def register_database_errors(bp: Blueprint) -> None:
+    """For the REST API only: a race lost in the database is a 409, a database away a 503.
+
+    Not app-wide: Twilio retries its webhooks on 5xx only, so there a lost race must not become a
+    4xx that drops the message.
+    """
+
+    @bp.errorhandler(IntegrityError)
+    def _integrity(exc: IntegrityError) -> Response:
+        # Domain functions resolve the races they know of; one they do not is logged to be fixed.
+        log.warning("unresolved write conflict: %s", type(exc.orig).__name__)
+        return error_response(409, "the request clashed with a concurrent one; try again")
+
+    @bp.errorhandler(OperationalError)
+    def _database_away(exc: OperationalError) -> Response:
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return error_response(503, "the database is unavailable; try again shortly")

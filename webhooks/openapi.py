@@ -45,6 +45,7 @@ ERROR_DESCRIPTIONS = {
     415: "The body is not JSON.",
     422: "A field or parameter is invalid; `param` names it.",
     429: "Too many requests with this API key; see Retry-After.",
+    503: "The database is unavailable; try again shortly.",
 }
 
 
@@ -108,7 +109,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     )
     if op.query is not None:
         parameters.extend(_query_parameters(op.query))
-    errors = {401, 403, 429, *op.errors}
+    errors = {401, 403, 429, 503, *op.errors}
     if path_names:
         errors.add(404)
     if op.query is not None or op.body is not None:

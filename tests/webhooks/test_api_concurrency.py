@@ -15,7 +15,8 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from bridge.models import Contact, Thread
+from bridge.db import transaction
+from bridge.models import Contact, Thread, ThreadSubscriber
 from bridge.runtime import Runtime
 from tests import factories
 from tests.webhooks.conftest import ApiOrg
@@ -32,12 +33,14 @@ def server_url(app: Flask) -> Iterator[str]:
     thread.join(5)
 
 
-def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _post(
+    url: str, key: str, body: dict[str, Any], as_user: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    if as_user:
+        headers["X-Subscriber-Id"] = as_user
     request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST",
+        url, data=json.dumps(body).encode(), headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -46,12 +49,14 @@ def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]
         return exc.code, json.loads(exc.read())
 
 
-def _race(url: str, key: str, body: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+def _race(
+    url: str, key: str, body: dict[str, Any], as_user: str | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     start = threading.Barrier(2)
 
     def send() -> tuple[int, dict[str, Any]]:
         start.wait()
-        return _post(url, key, body)
+        return _post(url, key, body, as_user)
 
     with ThreadPoolExecutor(2) as pool:
         return list(pool.map(lambda _: send(), range(2)))
@@ -78,3 +83,22 @@ def test_two_requests_creating_the_same_thread_at_once_make_one(
         assert sorted(status for status, _ in results) == [200, 201], results
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Thread)) == 5
+
+
+def test_a_new_user_posting_twice_at_once_is_subscribed_once(
+    server_url: str, api: ApiOrg, runtime: Runtime
+) -> None:
+    with transaction(runtime.sessions) as session:
+        org = session.get(factories.Organization, api.organization_id)
+        users = [factories.user(session, runtime.settings, org, f"Racer {i}").id for i in range(5)]
+    assert _post(f"{server_url}/v1/threads", api.key, {"resource_id": "busy"})[0] == 201
+    for user_id in users:
+        results = _race(
+            f"{server_url}/v1/threads/thrd_busy/messages", api.key, {"text": "hi"}, user_id
+        )
+        assert [status for status, _ in results] == [201, 201], results
+    with runtime.sessions() as session:
+        rows = session.scalars(
+            select(ThreadSubscriber.subscriber_id).where(ThreadSubscriber.thread_id == "thrd_busy")
+        ).all()
+    assert sorted(rows) == sorted([api.organization_id, *users])

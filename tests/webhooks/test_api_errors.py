@@ -304,3 +304,14 @@ def test_with_redis_down_the_api_stays_open_and_posting_still_succeeds(
         assert [d["status"] for d in deliveries] == ["pending"]
     finally:
         down.close()
+
+
+def test_with_the_database_away_the_api_answers_503(settings: Settings, runtime: Runtime) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    away = Runtime(settings.model_copy(update={"database_url": url}))
+    try:
+        client = create_app(runtime=away).test_client()
+        response = client.get("/v1/organization", headers={"Authorization": "Bearer brk_any"})
+        _error(response, 503, "service_unavailable")
+    finally:
+        away.close()
