@@ -53,7 +53,7 @@ MAX_RETRY_DELAY = 600.0  # DESIGN 5.4: retries at most ten minutes apart
 FIND_SLACK = timedelta(seconds=60)
 
 # Waits until a send of `segments` segments from `sender_key` is within the rate limit.
-Pace = Callable[[str, int], None]
+Pace = Callable[[str, int], object]
 
 
 def _no_pace(sender_key: str, segments: int) -> None:
@@ -371,15 +371,17 @@ def _find_at_twilio(
 ) -> str | None:
     since = (delivery.claimed_at or utcnow()) - FIND_SLACK
     with sessions() as session:
-        known = set(
-            session.execute(
+        known = {
+            sid
+            for sid in session.execute(
                 select(Delivery.twilio_sid).where(
                     Delivery.to_phone == delivery.to_phone,
                     Delivery.twilio_sid.is_not(None),
                     Delivery.sent_at >= since - FIND_SLACK,
                 )
             ).scalars()
-        )
+            if sid is not None
+        }
     return sender.find_sent(
         delivery.to_phone,
         delivery.from_phone,
