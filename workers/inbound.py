@@ -29,7 +29,7 @@ from bridge.inbound import (
 )
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.runtime import Runtime
-from workers import queues
+from workers import context, queues
 from workers.enqueue import enqueue_posted
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def drain_kept(runtime: Runtime) -> int:
     connection = runtime.redis
     done = 0
     while True:
-        raw = connection.lindex(KEPT, -1)
+        raw: Any = connection.lindex(KEPT, -1)  # bytes: the client does not decode
         if raw is None:
             return done
         try:
@@ -128,9 +128,8 @@ def drain_kept(runtime: Runtime) -> int:
 
 
 def drain() -> int:
-    """The job: drain kept webhooks with a runtime built from the worker's settings."""
-    with Runtime() as runtime:
-        return drain_kept(runtime)
+    """The job: drain kept webhooks with the worker process's runtime."""
+    return drain_kept(context.runtime())
 
 
 class _Unprocessable(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from rq import Queue
+from rq import Queue, SimpleWorker
 from sqlalchemy import create_engine, func, select, text
 
 from bridge.db import make_engine, transaction
@@ -34,6 +34,7 @@ from tests.conftest import TEST_HASH_KEY
 from tests.fixtures.twilio import payloads
 from tests.services import free_port
 from webhooks import create_app
+from workers import context
 from workers.inbound import DEAD, KEPT, drain_kept, kept_count
 
 AUTH_TOKEN = "test-auth-token-outage-31c4"
@@ -132,6 +133,34 @@ def test_database_down_keeps_webhooks_and_the_drain_processes_them_once(
     assert kept_count(redis_client) == 0
     assert drain_kept(runtime) == 0
     assert counts(runtime) == (1, 1)
+
+
+def test_the_drain_job_queued_when_keeping_runs_in_a_real_worker(
+    runtime: Runtime,
+    settings: Settings,
+    redis_client: redis.Redis,
+    app_on: Callable[..., FlaskClient],
+) -> None:
+    world = make_world(runtime, settings)
+    down = app_on(database_url=GONE_DATABASE.format(port=free_port()))
+    assert (
+        post(
+            down, "/twilio/sms", payloads.inbound(world["jane"].phone, world["to"], "hi")
+        ).status_code
+        == 200
+    )
+
+    context.install(runtime)
+    try:
+        worker = SimpleWorker(
+            [Queue("maintenance", connection=redis_client)], connection=redis_client
+        )
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        context.uninstall()
+
+    assert counts(runtime) == (1, 1)
+    assert kept_count(redis_client) == 0
 
 
 def test_a_forged_kept_payload_is_set_aside_not_processed(
