@@ -274,16 +274,19 @@ def _join_author(session: Session, channel: Channel, user_id: str, now: datetime
             ChannelSubscriber.channel_id == channel.id
         )
     ).scalar_one()
-    session.add(
-        ChannelSubscriber(
-            channel_id=channel.id,
-            subscriber_id=user_id,
-            type=SubscriberType.USER.value,
-            position=(top or 0) + 1,
-            added_at=now,
-        )
-    )
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(
+                ChannelSubscriber(
+                    channel_id=channel.id,
+                    subscriber_id=user_id,
+                    type=SubscriberType.USER.value,
+                    position=(top or 0) + 1,
+                    added_at=now,
+                )
+            )
+    except IntegrityError:
+        return  # the same user's concurrent message joined them first
     _rename(session, channel)
 
 

@@ -21,6 +21,7 @@ from bridge.subscribers import Profile, load_profiles, resolve_subscriber
 
 RECENT_LIMIT = 150
 MAX_LABEL = 200
+MAX_LOCATION = 128  # the width of threads.location_id
 
 
 def validate_resource_id(resource_id: object) -> str:
@@ -32,11 +33,11 @@ def validate_resource_id(resource_id: object) -> str:
     return resource_id
 
 
-def _label(value: object, param: str) -> str | None:
+def _label(value: object, param: str, limit: int = MAX_LABEL) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_LABEL:
-        raise ValidationError(f"{param} must be a string of at most {MAX_LABEL} characters", param)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValidationError(f"{param} must be a string of at most {limit} characters", param)
     return value
 
 
@@ -63,7 +64,7 @@ def create_thread(
     """
     resource_id = validate_resource_id(resource_id)
     name = _label(name, "name")
-    location_id = _label(location_id, "location_id")
+    location_id = _label(location_id, "location_id", MAX_LOCATION)
     if not isinstance(subscribers, list | tuple):
         raise ValidationError("subscribers must be a list", "subscribers")
     existing = session.get(Thread, thread_id_for(resource_id))
@@ -127,7 +128,7 @@ def update_thread(
     if "name" in fields:
         thread.name = _label(fields["name"], "name")
     if "location_id" in fields:
-        thread.location_id = _label(fields["location_id"], "location_id")
+        thread.location_id = _label(fields["location_id"], "location_id", MAX_LOCATION)
     thread.updated_at = utcnow()
     return thread
 
@@ -228,7 +229,15 @@ def add_subscriber(
             position=_next_position(session, thread.id),
             added_at=utcnow(),
         )
-        session.add(row)
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            # A concurrent request added them first and posted the meta message: nothing to add.
+            winner = session.get(ThreadSubscriber, (thread.id, sid))
+            if winner is None:
+                raise
+            return winner
     else:
         row.is_archived = False
     name = _display_name(session, sid)
