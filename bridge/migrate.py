@@ -1,4 +1,4 @@
-"""Run the Alembic migrations shipped inside the package (`bridge db upgrade`, the release phase)."""
+"""Run the bundled Alembic migrations (`bridge db upgrade`, the release phase)."""
 
 from __future__ import annotations
 
