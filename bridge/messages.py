@@ -105,6 +105,20 @@ def validate_publish_at(value: object, now: datetime) -> datetime | None:
     return when
 
 
+def _validated(
+    text: object, type: object, media_urls: object, publish_to_channel_at: object, now: datetime
+) -> tuple[str, str, list[str], datetime | None]:
+    """A new message's text, type, media and publish time, each checked."""
+    kind = validate_type(type)
+    media = validate_media_urls(media_urls)
+    return (
+        validate_text(text, bool(media)),
+        kind,
+        media,
+        validate_publish_at(publish_to_channel_at, now),
+    )
+
+
 def post_message(
     session: Session,
     settings: Settings,
@@ -118,10 +132,7 @@ def post_message(
     """Post a message to a thread; publish it to the channel of its contacts now or when due."""
     now = utcnow()
     thread = get_thread(session, actor.organization_id, thread_id)
-    kind = validate_type(type)
-    media = validate_media_urls(media_urls)
-    body = validate_text(text, bool(media))
-    when = validate_publish_at(publish_to_channel_at, now)
+    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
     ensure_subscribed(session, thread, actor)
     channel_id = None
     # The channel is the thread's whole contact set; publishing leaves the author out.
@@ -152,10 +163,7 @@ def post_channel_message(
     """Post a message straight to a channel, with no thread."""
     now = utcnow()
     channel = get_channel(session, actor.organization_id, channel_id)
-    kind = validate_type(type)
-    media = validate_media_urls(media_urls)
-    body = validate_text(text, bool(media))
-    when = validate_publish_at(publish_to_channel_at, now)
+    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
     message = _new_message(actor, None, channel.id, body, kind, media, when, now)
     session.add(message)
     session.flush()
