@@ -21,8 +21,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["SECRET_KEY"] = runtime.settings.secret_key
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bridge"] = runtime
-    # Heroku's router ends TLS and forwards one hop: trust exactly that one.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    # Heroku's router ends TLS and forwards one hop: trust its X-Forwarded-For and -Proto. It sets
+    # no X-Forwarded-Host, so a client's would pass through untouched: that one is not trusted.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
 
     from webhooks import api, errors, ops, twilio
 
