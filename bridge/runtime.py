@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from bridge.twilio_client import OutboxSender, TwilioSender
 
 
+def connect_redis(url: str, **kwargs: Any) -> redis.Redis:
+    """A Redis client for `url`; a `rediss://` URL without certificate settings gets Heroku's.
+
+    Heroku Redis serves TLS with a self-signed certificate, so verifying it fails every connection;
+    its documentation says to connect with `ssl_cert_reqs=None`. An explicit `ssl_cert_reqs=` in
+    the URL wins.
+    """
+    import redis
+
+    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+        kwargs.setdefault("ssl_cert_reqs", None)
+    return redis.Redis.from_url(url, **kwargs)
+
+
 class Runtime:
     """The process's connections, built lazily from one `Settings`."""
 
@@ -41,11 +55,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        import redis
-
-        return redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        return connect_redis(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
 
     @cached_property
     def sender(self) -> TwilioSender | OutboxSender:

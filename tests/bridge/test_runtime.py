@@ -1,0 +1,39 @@
+"""The runtime builds its connections from settings, lazily."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from bridge.runtime import Runtime, connect_redis
+from bridge.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # Heroku Redis: TLS with a self-signed certificate, so no verification unless asked for.
+        ("rediss://:secret@redis.example.com:6380/0", None),
+        ("rediss://:secret@redis.example.com:6380/0?ssl_cert_reqs=required", "required"),
+    ],
+)
+def test_tls_redis_urls_get_heroku_certificate_settings(url: str, expected: object) -> None:
+    client = connect_redis(url)
+    assert client.connection_pool.connection_kwargs["ssl_cert_reqs"] == expected
+    client.close()
+
+
+def test_plain_redis_urls_have_no_tls_settings(redis_url: str) -> None:
+    client = connect_redis(redis_url)
+    assert "ssl_cert_reqs" not in client.connection_pool.connection_kwargs
+    assert client.ping()
+    client.close()
+
+
+def test_nothing_connects_until_used(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    assert "engine" not in runtime.__dict__ and "redis" not in runtime.__dict__
+    with runtime.sessions() as session:
+        assert session.execute(text("select 1")).scalar_one() == 1
+    assert runtime.redis.ping()
+    runtime.close()
