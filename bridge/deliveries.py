@@ -59,14 +59,23 @@ def list_deliveries(session: Session, organization_id: str, message_id: str) -> 
 def find_delivery(
     session: Session, delivery_id: str | None, message_sid: str | None
 ) -> Delivery | None:
-    """The delivery a status callback names, by our id (`d`) first, then Twilio's SID."""
+    """The delivery a status callback names, by our id (`d`) first, then Twilio's SID, locked.
+
+    The row stays locked (FOR UPDATE on PostgreSQL; SQLite's writers are serialized already) until
+    the transaction ends: Twilio posts `sent` and `delivered` milliseconds apart, and two workers
+    that both read the old state before either writes would let the late `sent` win.
+    """
     if delivery_id:
-        delivery = session.get(Delivery, delivery_id)
+        # populate_existing: a row already in this session must be read again, under the lock.
+        delivery = session.get(Delivery, delivery_id, with_for_update=True, populate_existing=True)
         if delivery is not None:
             return delivery
     if message_sid:
         return session.execute(
-            select(Delivery).where(Delivery.twilio_sid == message_sid)
+            select(Delivery)
+            .where(Delivery.twilio_sid == message_sid)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         ).scalar_one_or_none()
     return None
 

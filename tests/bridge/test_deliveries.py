@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy.orm import Session
 
+from bridge.db import transaction
 from bridge.deliveries import apply_status, find_delivery, list_deliveries
 from bridge.errors import NotFound
 from bridge.messages import post_message
 from bridge.models import Contact, Delivery
 from bridge.organizations import is_opted_out
+from bridge.runtime import Runtime
 from bridge.settings import Settings
 from bridge.threads import create_thread
 from tests import factories
@@ -70,3 +74,38 @@ def test_an_error_code_is_kept_and_21610_opts_the_contact_out(
     assert (delivery.status, delivery.error_code, delivery.twilio_sid) == ("failed", 21610, "SM2")
     phone_hash = session.get(Contact, delivery.subscriber_id).phone_hash  # type: ignore[union-attr]
     assert is_opted_out(session, org_id, phone_hash)
+
+
+@pytest.mark.parametrize("by", ["d", "MessageSid"])
+def test_a_late_sent_cannot_overwrite_a_delivered_that_commits_in_between(
+    runtime: Runtime, settings: Settings, by: str
+) -> None:
+    with runtime.sessions() as session:
+        delivery, _ = _delivery(session, settings)
+        delivery.status, delivery.twilio_sid = "sending", "SM9"
+        delivery_id = delivery.id
+        session.commit()
+    key = (delivery_id, None) if by == "d" else (None, "SM9")
+    # Two gunicorn workers: the `sent` callback has read the delivery when `delivered` arrives.
+    late = runtime.sessions()
+    late.begin()
+    found = find_delivery(late, *key)
+    assert found is not None and found.status == "sending"
+
+    def deliver() -> None:
+        with transaction(runtime.sessions) as session:
+            row = find_delivery(session, *key)
+            assert row is not None
+            apply_status(session, row, "delivered")
+
+    other = threading.Thread(target=deliver)
+    other.start()
+    other.join(0.5)  # without the row lock it commits `delivered` now, before `sent` writes
+    apply_status(late, found, "sent")
+    late.commit()
+    late.close()
+    other.join(10)
+
+    assert not other.is_alive()
+    with runtime.sessions() as session:
+        assert session.get(Delivery, delivery_id).status == "delivered"  # type: ignore[union-attr]
