@@ -7,6 +7,7 @@ view and the worker that drains payloads kept while the database was down both c
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +67,14 @@ _SENT_STATES = (
 # Twilio sends all three with the same value; older integrations only had the Sms* names.
 _SID_NAMES = ("MessageSid", "SmsMessageSid", "SmsSid")
 
+# PostgreSQL refuses NUL in text and nothing can encode a lone surrogate as UTF-8: either would
+# make the SMS unstorable, and Twilio's retries would fail the same way, so the SMS would be lost.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What a status callback's `d` and MessageSid can be; anything else is treated as absent.
+_DELIVERY_ID = re.compile(r"\Adlv_[A-Za-z0-9]{1,36}\Z")
+_MESSAGE_SID = re.compile(r"\A[A-Za-z0-9]{2,64}\Z")
+_MAX_INT32 = 2**31 - 1  # deliveries.error_code is a 32-bit integer
+
 Params = Mapping[str, "str | Sequence[str]"]
 
 
@@ -120,6 +129,18 @@ def is_valid_signature(
 def form_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str | list[str]]:
     """POST parameters as stored: one value as a string, a repeated name as a list of values."""
     return {name: v[0] if len(v) == 1 else v for name, v in _MultiParams(pairs).lists()}
+
+
+def storable(text: str) -> str:
+    """`text` with NUL and lone surrogates replaced by U+FFFD, so that any database stores it."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _storable_params(params: Params) -> dict[str, str | list[str]]:
+    return {
+        storable(name): storable(value) if isinstance(value, str) else [storable(v) for v in value]
+        for name, value in params.items()
+    }
 
 
 def _first(params: Params, name: str) -> str | None:
@@ -185,6 +206,7 @@ def record_inbound_sms(
     A repeat (same MessageSid or idempotency token) changes nothing and gets the first answer, also
     when the copies arrive at the same moment.
     """
+    params = _storable_params(params)
     sid = (
         _first(params, "MessageSid") or _first(params, "SmsMessageSid") or _first(params, "SmsSid")
     )
@@ -193,7 +215,7 @@ def record_inbound_sms(
     for name in ("From", "To"):
         if not _first(params, name):
             raise ValidationError(f"{name} is required", name)
-    token = (idempotency_token or "").strip()[:200] or None
+    token = storable((idempotency_token or "").strip()[:200]) or None
     earlier = _find_earlier(session, sid, token)
     if earlier is not None:
         return InboundOutcome(earlier, earlier.response_twiml or twiml(), duplicate=True)
@@ -442,8 +464,17 @@ def list_inbound(
 
 
 def record_status_callback(session: Session, delivery_id: str | None, params: Params) -> str:
-    """Apply a status callback to its delivery; returns `applied`, `ignored` or `unknown`."""
+    """Apply a status callback to its delivery; returns `applied`, `ignored` or `unknown`.
+
+    A `d` or MessageSid that cannot be one is treated as absent, and an ErrorCode that is no
+    32-bit number is dropped (the status still applies): a callback never fails on its values.
+    """
+    params = _storable_params(params)
+    if delivery_id is not None and not _DELIVERY_ID.match(delivery_id):
+        delivery_id = None
     sid = _first(params, "MessageSid") or _first(params, "SmsSid")
+    if sid is not None and not _MESSAGE_SID.match(sid):
+        sid = None
     delivery = find_delivery(session, delivery_id, sid)
     if delivery is None:
         # Answered 200 all the same: a retry cannot find it either.
@@ -451,8 +482,10 @@ def record_status_callback(session: Session, delivery_id: str | None, params: Pa
         return "unknown"
     status = _first(params, "MessageStatus") or _first(params, "SmsStatus") or ""
     try:
-        code = int(_first(params, "ErrorCode") or "") or None
+        code: int | None = int(_first(params, "ErrorCode") or "")
     except ValueError:
+        code = None
+    if code is not None and not 0 < code <= _MAX_INT32:
         code = None
     outcome = apply_status(
         session, delivery, status, sid, code, _first(params, "ErrorMessage") or None

@@ -461,3 +461,24 @@ def test_list_inbound_filters_by_status_and_pages(session: Session, settings: Se
     with pytest.raises(ValidationError) as bad:
         list_inbound(session, org.id, "lost")
     assert bad.value.param == "status"
+
+
+def test_lone_surrogates_and_nul_bytes_are_stored_as_replacement_characters(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-z")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    payload = payloads.inbound(jane.phone, to, "\ud83d half an emoji\x00", ToCity="\udc00")
+
+    outcome = receive(session, settings, payload, token="tok-\ud800")
+
+    session.expire_all()
+    inbound = session.get(InboundSms, outcome.inbound.seq)
+    assert inbound is not None
+    assert (inbound.status, inbound.body) == ("matched", "\ufffd half an emoji\ufffd")
+    assert (inbound.params["ToCity"], inbound.idempotency_token) == ("\ufffd", "tok-\ufffd")
+    message = session.execute(select(Message).where(Message.id == inbound.message_id)).scalar_one()
+    assert message.text == "\ufffd half an emoji\ufffd"

@@ -486,3 +486,44 @@ def test_one_contact_in_two_channels_on_two_numbers_of_the_pool(
         (channels["order-b"], "re order-b"),
         (channels["order-a"], "re order-a"),
     ]
+
+
+def test_a_nul_byte_in_a_reply_is_stored_as_a_replacement_character(
+    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+) -> None:
+    payload = payloads.inbound(
+        world["jane"].phone, world["to"], "On my\x00way", FromCity="SAN\x00FRANCISCO"
+    )
+
+    answer = post_sms(client, payload)
+
+    assert (answer.status_code, answer.get_data(as_text=True)) == (200, EMPTY)
+    inbound = one(runtime, select(InboundSms))
+    assert (inbound.status, inbound.body) == ("matched", "On my\ufffdway")
+    assert inbound.params["FromCity"] == "SAN\ufffdFRANCISCO"
+    message = one(runtime, select(Message).where(Message.id == inbound.message_id))
+    assert message.text == "On my\ufffdway"
+
+
+def test_nul_bytes_in_every_key_field_still_store_the_sms_once(
+    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+) -> None:
+    sid = "SM\x00" + "1" * 31
+    payload = payloads.inbound(
+        "+1415\x005550100", world["to"] + "\x00", "\x00", MessageSid=sid, SmsSid=sid
+    )
+    payload["Odd\x00Name"] = "x"
+
+    first = post_sms(client, payload, **{"I-Twilio-Idempotency-Token": "tok\x00en"})
+    again = post_sms(client, payload)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    inbound = one(runtime, select(InboundSms))
+    assert (inbound.status, inbound.message_sid, inbound.body) == (
+        "unmatched",
+        "SM\ufffd" + "1" * 31,
+        "\ufffd",
+    )
+    assert inbound.from_phone == "+1415\ufffd5550100"
+    assert inbound.params["Odd\ufffdName"] == "x"
+    assert count(runtime, InboundSms) == 1

@@ -168,3 +168,34 @@ def test_every_recorded_status_payload_is_accepted(
     for status in ["queued", "sending", "sent", "delivered", "undelivered", "failed", "read"]:
         assert post_status(client, status, delivery.id) == 200, status
     assert current(runtime, delivery.id).status == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("query", "changes", "final", "code"),
+    [
+        ("?d=dlv_%00x", {}, "failed", 30007),  # a `d` that is no delivery id: found by SID
+        (f"?d=dlv_{'9' * 200}", {}, "failed", 30007),
+        ("", {"ErrorCode": "99999999999"}, "failed", None),  # beyond 32 bits: dropped, status kept
+        ("", {"ErrorCode": "-2147483649"}, "failed", None),
+        ("", {"ErrorCode": "3\x000007", "ErrorMessage": "bad\x00news"}, "failed", None),
+        ("", {"MessageSid": "SM\x00", "SmsSid": "SM\x00"}, "sending", None),  # unknown: 200
+        ("", {"MessageSid": "SM" + "5" * 80, "SmsSid": "x"}, "sending", None),
+    ],
+)
+def test_odd_values_in_a_callback_never_make_a_500(
+    client: FlaskClient,
+    runtime: Runtime,
+    delivery: Delivery,
+    query: str,
+    changes: dict[str, str],
+    final: str,
+    code: int | None,
+) -> None:
+    path = f"/twilio/status{query}"
+    payload = payloads.load("status_failed", **{"MessageSid": SID, "SmsSid": SID, **changes})
+    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
+
+    assert client.post(path, data=body, headers=headers).status_code == 200
+
+    row = current(runtime, delivery.id)
+    assert (row.status, row.error_code, row.twilio_sid) == (final, code, SID)
