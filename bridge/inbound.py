@@ -333,7 +333,7 @@ def choose_channel(
     if len(channels) == 1:
         return channels[0]
     by_id = {c.id: c for c in channels}
-    paired = list(
+    paired = set(
         session.execute(
             select(ChannelSubscriber.channel_id).where(
                 ChannelSubscriber.subscriber_id == contact.id,
@@ -343,9 +343,9 @@ def choose_channel(
         ).scalars()
     )
     if len(paired) == 1:
-        return by_id[paired[0]]
+        return by_id[paired.pop()]
     # Pool exhausted (or one number): several channels share this pair; narrow to them.
-    candidates = [c for c in channels if c.id in set(paired)] if paired else list(channels)
+    candidates = [c for c in channels if c.id in paired] if paired else list(channels)
     last_sent = session.execute(
         select(Delivery.channel_id)
         .where(
@@ -359,9 +359,6 @@ def choose_channel(
     ).scalar_one_or_none()
     if last_sent is not None:
         return by_id[last_sent]
-    stamped = [c for c in candidates if c.last_sms_at is not None]
-    if stamped:
-        return max(stamped, key=lambda c: c.last_sms_at or c.updated_at)
     return candidates[0]
 
 

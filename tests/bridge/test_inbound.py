@@ -212,8 +212,9 @@ def test_one_number_two_channels_goes_to_the_one_that_last_sent_this_contact_an_
     assert outcome.inbound.channel_id == first.id
 
 
-def test_channel_last_sms_at_breaks_the_tie_without_deliveries(
-    session: Session, settings: Settings
+@pytest.mark.parametrize("newest", ["first", "second"])
+def test_with_nothing_sent_yet_the_most_recently_updated_channel_answers(
+    session: Session, settings: Settings, newest: str
 ) -> None:
     org, _ = factories.organization(session, settings, senders=1)
     jane = factories.contact(session, settings, org)
@@ -221,16 +222,18 @@ def test_channel_last_sms_at_breaks_the_tie_without_deliveries(
     _, second = channel_of(
         session, settings, org, [jane, factories.contact(session, settings, org)], "order-d"
     )
-    session.execute(Delivery.__table__.delete())
-    first.last_sms_at = utcnow()
+    # Deliveries still pending: none was sent, so only the channels' update times can decide.
+    assert {d.status for d in session.execute(select(Delivery)).scalars()} == {"pending"}
+    chosen, other = (first, second) if newest == "first" else (second, first)
+    chosen.updated_at = utcnow() + timedelta(minutes=5)
+    other.updated_at = utcnow() - timedelta(minutes=5)
     session.commit()
 
     outcome = receive(
         session, settings, payloads.inbound(jane.phone, sender_numbers(session, org.id)[0], "x")
     )
 
-    assert outcome.inbound.channel_id == first.id
-    assert second.id != first.id
+    assert outcome.inbound.channel_id == chosen.id
 
 
 def test_two_numbers_of_the_pool_each_name_one_channel(
