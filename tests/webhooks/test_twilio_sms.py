@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -23,9 +24,10 @@ from bridge.messages import post_message
 from bridge.models import Contact, Delivery, InboundSms, Message, Organization
 from bridge.organizations import is_opted_out, sender_numbers
 from bridge.runtime import Runtime
-from bridge.settings import Settings
+from bridge.settings import Settings, load_settings
 from bridge.threads import create_thread
 from tests import factories
+from tests.conftest import TEST_HASH_KEY
 from tests.fixtures.twilio import payloads
 from webhooks import create_app
 
@@ -273,6 +275,47 @@ def test_without_twilio_credentials_the_secret_key_signs(
         assert client.post("/twilio/sms", data=body, headers=with_nothing).status_code == 403
         assert client.post("/twilio/sms", data=body, headers=headers).status_code == 200
     app.extensions["bridge"].close()
+
+
+@pytest.mark.parametrize(
+    ("public_base_url", "changes", "warned"),
+    [
+        ("https://bridge.example.com", {}, True),
+        ("http://203.0.113.7:8000", {}, True),
+        ("http://localhost:5000", {}, False),
+        ("http://127.0.0.1:8000", {}, False),
+        ("http://[::1]:5000", {}, False),
+        ("https://bridge.example.com", {"twilio_auth_token": AUTH_TOKEN}, False),
+        ("https://bridge.example.com", {"secret_key": "a-secret-of-our-own-0123456789"}, False),
+    ],
+)
+def test_the_public_development_signing_secret_is_warned_about_at_start_off_localhost(
+    sqlite_url: str,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    public_base_url: str,
+    changes: dict[str, str],
+    warned: bool,
+) -> None:
+    settings = load_settings(
+        {},
+        database_url=sqlite_url,
+        redis_url=redis_url,
+        phone_hash_key=TEST_HASH_KEY,
+        public_base_url=public_base_url,
+        **changes,
+    )
+    caplog.set_level(logging.WARNING, logger="webhooks.twilio")
+
+    app = create_app(runtime=Runtime(settings))
+    with app.test_client() as client:
+        client.get("/healthz")
+        client.get("/healthz")
+    app.extensions["bridge"].close()
+
+    warnings = [r for r in caplog.records if "development SECRET_KEY" in r.getMessage()]
+    assert len(warnings) == (1 if warned else 0)
+    assert all(r.levelno == logging.WARNING for r in warnings)
 
 
 @pytest.mark.parametrize("missing", ["MessageSid", "From"])
