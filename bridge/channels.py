@@ -298,8 +298,9 @@ def _delivery_rows(
     queue: str,
     now: datetime,
 ) -> list[dict[str, object]]:
-    recipients = list(
-        session.execute(
+    recipients: list[tuple[Contact, str | None]] = [
+        (contact, phone)
+        for contact, phone in session.execute(
             select(Contact, ChannelSubscriber.sender_phone)
             .join(ChannelSubscriber, ChannelSubscriber.subscriber_id == Contact.id)
             .where(
@@ -308,10 +309,11 @@ def _delivery_rows(
                 Contact.id != message.subscriber_id,
             )
             .order_by(Contact.id)
-        ).all()
-    )
+        )
+    ]
     if not recipients:
         return []
+    recipients = _fill_missing_senders(session, channel, recipients)
     org = session.get(Organization, channel.organization_id)
     assert org is not None
     opted_out = opted_out_hashes(
@@ -373,6 +375,32 @@ def _delivery_rows(
     return rows
 
 
+def _fill_missing_senders(
+    session: Session, channel: Channel, recipients: list[tuple[Contact, str | None]]
+) -> list[tuple[Contact, str | None]]:
+    """Give a sender now to contacts that joined before the organization had any number.
+
+    Such a channel would otherwise send from no number at all forever (or fail for want of a
+    Messaging Service); the number is recorded so the inbound side routes replies by it too.
+    """
+    missing = [contact.id for contact, phone in recipients if phone is None]
+    if not missing:
+        return recipients
+    senders = _assign_senders(session, channel.organization_id, missing)
+    for contact_id, phone in senders.items():
+        session.execute(
+            update(ChannelSubscriber)
+            .where(
+                ChannelSubscriber.channel_id == channel.id,
+                ChannelSubscriber.subscriber_id == contact_id,
+                ChannelSubscriber.sender_phone.is_(None),
+            )
+            .values(sender_phone=phone)
+            .execution_options(synchronize_session=False)
+        )
+    return [(contact, phone or senders.get(contact.id)) for contact, phone in recipients]
+
+
 def publish_due_messages(
     session: Session, settings: Settings, now: datetime | None = None, limit: int = 100
 ) -> list[PublishResult]:
@@ -393,16 +421,6 @@ def publish_due_messages(
         ).scalars()
     )
     return [publish_message(session, settings, m, now) for m in due]
-
-
-def cancel_pending_deliveries(session: Session, message_id: str) -> int:
-    """Cancel the deliveries of a message that have not been claimed for sending."""
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.message_id == message_id, Delivery.status == DeliveryStatus.PENDING.value)
-        .values(status=DeliveryStatus.CANCELED.value, updated_at=utcnow())
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -60,10 +60,20 @@ def create_organization(
     messaging_service_sid: str | None = None,
     help_text: str | None = None,
 ) -> NewOrganization:
-    """Create an organization with one API key (returned once, stored hashed) and its senders."""
+    """Create an organization with one API key (returned once, stored hashed) and its senders.
+
+    It needs a sender number or a Messaging Service SID: without either no SMS could ever go.
+    """
+    clean_name = _clean_name(name)
+    senders = list(senders)
+    if not senders and not messaging_service_sid:
+        raise ValidationError(
+            "an organization needs a sender number or a Messaging Service SID to send SMS",
+            "sender",
+        )
     org = Organization(
         id=new_id("org"),
-        name=_clean_name(name),
+        name=clean_name,
         help_text=help_text,
         messaging_service_sid=messaging_service_sid,
     )

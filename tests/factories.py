@@ -27,8 +27,12 @@ def sender() -> str:
 def organization(
     session: Session, settings: Settings, name: str = "Acme Logistics", senders: int = 1
 ) -> tuple[Organization, str]:
-    """An organization with `senders` numbers; returns it and its API key."""
-    made = create_organization(session, settings, name, [sender() for _ in range(senders)])
+    """An organization with `senders` numbers (or a Messaging Service); returns it and its key."""
+    # An organization needs something to send from: without numbers, a Messaging Service.
+    service = None if senders else "MG" + "0" * 32
+    made = create_organization(
+        session, settings, name, [sender() for _ in range(senders)], messaging_service_sid=service
+    )
     return made.organization, made.api_key
 
 

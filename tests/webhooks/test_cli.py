@@ -297,7 +297,11 @@ def test_the_console_script_exits_2_on_an_invalid_phone_and_0_on_success(
     assert "'+1555'" in bad.stderr and bad.stdout == ""
 
     good = subprocess.run(
-        [bridge, "org", "create", "Acme CLI"], env=env, capture_output=True, text=True, timeout=60
+        [bridge, "org", "create", "Acme CLI", "--sender", "+16285550177"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["id"].startswith("org_")
