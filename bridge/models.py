@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,6 +51,15 @@ class DeliveryStatus(enum.StrEnum):
     SKIPPED = "skipped"
     CANCELED = "canceled"
     UNKNOWN = "unknown"
+
+
+# Deliveries that may still send an SMS; the index on them must match the query's filter exactly.
+OPEN_STATUSES = (
+    DeliveryStatus.PENDING.value,
+    DeliveryStatus.SENDING.value,
+    DeliveryStatus.UNKNOWN.value,
+)
+OPEN_STATUSES_SQL = "status IN ('pending', 'sending', 'unknown')"
 
 
 class InboundStatus(enum.StrEnum):
@@ -239,6 +249,25 @@ class Delivery(Base):
         UniqueConstraint("message_id", "subscriber_id", "part"),
         Index("ix_deliveries_status_updated", "status", "updated_at"),
         Index("ix_deliveries_to_order", "to_phone", "publish_seq", "part"),
+        # The hot path's two lookups, each over the few rows still in play rather than every
+        # delivery ever made: an earlier SMS to the same phone still on its way (the per-contact
+        # order rule), and a message's deliveries left to claim.
+        Index(
+            "ix_deliveries_open_to_order",
+            "to_phone",
+            "publish_seq",
+            "part",
+            postgresql_where=text(OPEN_STATUSES_SQL),
+            sqlite_where=text(OPEN_STATUSES_SQL),
+        ),
+        Index(
+            "ix_deliveries_pending",
+            "message_id",
+            "subscriber_id",
+            "part",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

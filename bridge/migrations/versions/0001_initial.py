@@ -362,11 +362,35 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_deliveries_to_order", ["to_phone", "publish_seq", "part"], unique=False
         )
+        batch_op.create_index(
+            "ix_deliveries_open_to_order",
+            ["to_phone", "publish_seq", "part"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('pending', 'sending', 'unknown')"),
+            sqlite_where=sa.text("status IN ('pending', 'sending', 'unknown')"),
+        )
+        batch_op.create_index(
+            "ix_deliveries_pending",
+            ["message_id", "subscriber_id", "part"],
+            unique=False,
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        )
 
 
 def downgrade() -> None:
 
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_deliveries_pending",
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        )
+        batch_op.drop_index(
+            "ix_deliveries_open_to_order",
+            postgresql_where=sa.text("status IN ('pending', 'sending', 'unknown')"),
+            sqlite_where=sa.text("status IN ('pending', 'sending', 'unknown')"),
+        )
         batch_op.drop_index("ix_deliveries_to_order")
         batch_op.drop_index("ix_deliveries_status_updated")
         batch_op.drop_index(batch_op.f("ix_deliveries_message_id"))
