@@ -367,13 +367,15 @@ class TwilioSender:
         """
         if since.tzinfo is None:
             raise ValueError("since must be timezone-aware")
-        # Twilio's dates have whole seconds, and twilio-python formats the wall clock as UTC.
+        # Twilio's dates have whole seconds.
         since = since.astimezone(UTC).replace(microsecond=0)
         try:
+            # No DateSent filter: a message Twilio still holds queued has no date_sent yet, and
+            # would read as never sent (and be sent twice). Twilio lists newest first, so one
+            # bounded page covers the recent past; the creation date is checked below.
             found = self.client.messages.list(
                 to=to,
                 from_=from_ or values.unset,
-                date_sent_after=since,
                 limit=_FIND_LIMIT,
                 page_size=_FIND_LIMIT,
             )
@@ -384,7 +386,8 @@ class TwilioSender:
             for m in found
             if m.sid not in exclude_sids
             and str(m.direction or "").startswith("outbound")
-            and (m.date_created or m.date_sent or since) >= since
+            and m.date_created is not None
+            and m.date_created >= since
             and (messaging_service_sid is None or m.messaging_service_sid == messaging_service_sid)
             # A trial account prefixes the body with "Sent from your Twilio trial account - ".
             and (body is None or (m.body or "").endswith(body))

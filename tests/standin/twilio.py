@@ -189,7 +189,7 @@ class SentCallback:
 @dataclass
 class _Message:
     resource: dict[str, Any]
-    sent_at: datetime  # whole seconds, UTC, like Twilio's dates
+    sent_at: datetime | None  # whole seconds, UTC, like Twilio's dates; None while queued
     status_callback: str | None
     form: dict[str, list[str]] = field(default_factory=dict)
 
@@ -274,6 +274,7 @@ class TwilioStandIn:
         auto_callbacks: Sequence[str] = (),
         callback_delay: float = 0.02,
         callback_timeout: float = 5.0,
+        queued_without_date_sent: bool = False,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -282,6 +283,9 @@ class TwilioStandIn:
         self.auto_callbacks = tuple(auto_callbacks)
         self.callback_delay = callback_delay
         self.callback_timeout = callback_timeout
+        # Like Twilio: a message still queued has no date_sent (set when a callback says "sent"),
+        # so a DateSent filter does not find it.
+        self.queued_without_date_sent = queued_without_date_sent
         self._validator = RequestValidator(auth_token)
         self._lock = threading.Lock()
         self._callbacks_changed = threading.Condition(self._lock)
@@ -428,6 +432,9 @@ class TwilioStandIn:
             resource = message.resource
             resource["status"] = status
             resource["date_updated"] = rfc2822(datetime.now(UTC))
+            if message.sent_at is None and status in ("sent", "delivered", "undelivered"):
+                message.sent_at = datetime.now(UTC).replace(microsecond=0)
+                resource["date_sent"] = rfc2822(message.sent_at)
             if error_code is not None:
                 resource["error_code"] = error_code
             url = message.status_callback
@@ -613,7 +620,7 @@ class TwilioStandIn:
             "api_version": API_VERSION,
             "body": body or "",
             "date_created": stamp,
-            "date_sent": stamp,
+            "date_sent": None if self.queued_without_date_sent else stamp,
             "date_updated": stamp,
             "direction": "outbound-api",
             "error_code": None,
@@ -631,7 +638,8 @@ class TwilioStandIn:
             "uri": f"{base}.json",
         }
         with self._lock:
-            self._messages[sid] = _Message(dict(resource), now, callback, form)
+            sent_at = None if self.queued_without_date_sent else now
+            self._messages[sid] = _Message(dict(resource), sent_at, callback, form)
         if self.auto_callbacks and callback and self._executor is not None:
             with contextlib.suppress(RuntimeError):  # executor shut down while stopping
                 self._executor.submit(self._post_auto_callbacks, sid)
@@ -760,19 +768,19 @@ def _is_http_url(value: str) -> bool:
 
 def _date_filter(
     value: str | None, compare: Callable[[Any, Any], bool]
-) -> Callable[[datetime], bool]:
+) -> Callable[[datetime | None], bool]:
     """Read a DateSent filter: `YYYY-MM-DD` compares dates, a full ISO datetime compares seconds."""
     if value is None:
         return lambda _: True
     value = value.strip()
     if len(value) == 10:
         day = date.fromisoformat(value)
-        return lambda sent_at: compare(sent_at.date(), day)
+        return lambda sent_at: sent_at is not None and compare(sent_at.date(), day)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     moment = moment.astimezone(UTC).replace(microsecond=0)
-    return lambda sent_at: compare(sent_at, moment)
+    return lambda sent_at: sent_at is not None and compare(sent_at, moment)
 
 
 def main(argv: Iterable[str] | None = None) -> int:

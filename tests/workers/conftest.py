@@ -26,7 +26,7 @@ AUTH_TOKEN = "standin-auth-token-0123456789ab"
 @pytest.fixture
 def twilio() -> Iterator[TwilioStandIn]:
     """A Twilio stand-in on a free port."""
-    with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN).start() as standin:
+    with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, queued_without_date_sent=True).start() as standin:
         yield standin
 
 
