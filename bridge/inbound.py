@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bridge.channels import channels_for_phone_hash, last_publisher_thread
+from bridge.channels import last_publisher_thread
 from bridge.db import utcnow
 from bridge.deliveries import apply_status, find_delivery
 from bridge.errors import ValidationError
@@ -27,6 +27,7 @@ from bridge.ids import new_id
 from bridge.messages import MAX_PAGE, Posted, record_contact_message
 from bridge.models import (
     Channel,
+    ChannelPhoneHash,
     ChannelSubscriber,
     Contact,
     Delivery,
@@ -202,6 +203,11 @@ class InboundOutcome:
     twiml: str
     duplicate: bool = False
     posted: list[Posted] = field(default_factory=list)
+    # What processing found, written to the record in one go when it is over.
+    status: str = InboundStatus.RECEIVED.value
+    keyword: str | None = None
+    channel_id: str | None = None
+    message_id: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -230,34 +236,33 @@ def record_inbound_sms(
         if not _first(params, name):
             raise ValidationError(f"{name} is required", name)
     token = storable((idempotency_token or "").strip()[:200]) or None
-    earlier = _find_earlier(session, sid, token)
-    if earlier is not None:
-        return InboundOutcome(earlier, earlier.response_twiml or twiml(), duplicate=True)
-
     raw_from, raw_to = _first(params, "From") or "", _first(params, "To") or ""
-    inbound = InboundSms(
+    # Routing reads only, so the record is inserted complete and updated once, at the end.
+    route = _route(session, settings, raw_from.strip()[:_COLUMN], raw_to.strip()[:_COLUMN])
+    inbound = _claim(
+        session,
         id=new_id("in"),
         message_sid=sid[:_COLUMN],
         idempotency_token=token,
-        from_phone=raw_from.strip()[:_COLUMN],
-        to_phone=raw_to.strip()[:_COLUMN],
+        organization_id=route.org.id if route.org else None,
+        from_phone=route.from_phone,
+        to_phone=route.to_phone,
         body=_first(params, "Body") or "",
         params=dict(params),
         status=InboundStatus.RECEIVED.value,
         received_at=utcnow(),
     )
-    try:
-        # The unique MessageSid claims the SMS. A copy inserting at the same moment waits here on
-        # PostgreSQL until the first commits, then fails and answers from the committed row.
-        with session.begin_nested():
-            session.add(inbound)
-    except IntegrityError:
-        winner = _find_earlier(session, sid, token)
-        if winner is None:
-            raise
-        return InboundOutcome(winner, winner.response_twiml or twiml(), duplicate=True)
+    if inbound is None:
+        earlier = _find_earlier(session, sid, token)
+        if earlier is None:  # only a clash of our random ids could get here
+            raise RuntimeError("the inbound SMS conflicted with a row that cannot be found")
+        return InboundOutcome(earlier, earlier.response_twiml or twiml(), duplicate=True)
 
-    outcome = _process(session, settings, inbound, params)
+    # The record is left untouched until processing is over: the flushes inside (messages,
+    # deliveries) would otherwise write it once per change.
+    outcome = _process(session, settings, inbound, route, params)
+    inbound.status, inbound.keyword = outcome.status, outcome.keyword
+    inbound.channel_id, inbound.message_id = outcome.channel_id, outcome.message_id
     inbound.response_twiml = outcome.twiml
     session.flush()
     log.info(
@@ -274,6 +279,15 @@ def record_inbound_sms(
     return outcome
 
 
+def _claim(session: Session, **values: object) -> InboundSms | None:
+    # The unique MessageSid (and idempotency token) claims the SMS in one statement. A copy
+    # inserting at the same moment waits here on PostgreSQL until the first commits, then inserts
+    # nothing; on SQLite writers are serialized already.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(InboundSms).values(**values).on_conflict_do_nothing().returning(InboundSms)
+    return session.execute(statement).scalar_one_or_none()
+
+
 def _find_earlier(session: Session, sid: str, token: str | None) -> InboundSms | None:
     condition = InboundSms.message_sid == sid[:_COLUMN]
     if token:
@@ -281,34 +295,68 @@ def _find_earlier(session: Session, sid: str, token: str | None) -> InboundSms |
     return session.execute(select(InboundSms).where(condition).limit(1)).scalar_one_or_none()
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where an SMS came from and went to: normalized numbers, the organization, or why not."""
+
+    from_phone: str
+    to_phone: str
+    org: Organization | None = None
+    unmatched: str | None = None
+
+
+def _route(session: Session, settings: Settings, from_phone: str, to_phone: str) -> _Route:
+    region = settings.default_region
+    if classify_sender(to_phone, region) != "e164":
+        return _Route(from_phone, to_phone, None, "To is not a phone number")
+    to_phone = normalize_phone(to_phone, region)
+    org = organization_for_number(session, to_phone)
+    kind = classify_sender(from_phone, region)
+    if kind != "e164":
+        # Short codes and alphanumeric sender ids cannot be texted back: kept, never matched.
+        return _Route(from_phone, to_phone, org, f"From is {kind.replace('_', ' ')}")
+    from_phone = normalize_phone(from_phone, region)
+    if org is None:
+        return _Route(from_phone, to_phone, None, "To is no organization's number")
+    return _Route(from_phone, to_phone, org)
+
+
 def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
-    inbound.status = InboundStatus.UNMATCHED.value
     log.info("inbound sms unmatched: %s", why, extra={"inbound_id": inbound.id})
-    return InboundOutcome(inbound, twiml())
+    return InboundOutcome(inbound, twiml(), status=InboundStatus.UNMATCHED.value)
+
+
+def match_contact(
+    session: Session, organization_id: str, digest: str
+) -> tuple[Contact | None, list[Channel]]:
+    """The organization's contact with this phone hash and its channels, latest updated first."""
+    # One query for both: the contact, outer-joined to the channels its phone hash is in.
+    rows = session.execute(
+        select(Contact, Channel)
+        .outerjoin(
+            ChannelPhoneHash,
+            and_(
+                ChannelPhoneHash.organization_id == Contact.organization_id,
+                ChannelPhoneHash.phone_hash == Contact.phone_hash,
+            ),
+        )
+        .outerjoin(Channel, Channel.id == ChannelPhoneHash.channel_id)
+        .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
+        .order_by(Channel.updated_at.desc(), Channel.id)
+    ).all()
+    if not rows:
+        return None, []
+    return rows[0][0], [channel for _, channel in rows if channel is not None]
 
 
 def _process(
-    session: Session, settings: Settings, inbound: InboundSms, params: Params
+    session: Session, settings: Settings, inbound: InboundSms, route: _Route, params: Params
 ) -> InboundOutcome:
-    region = settings.default_region
-    if classify_sender(inbound.to_phone, region) != "e164":
-        return _unmatched(inbound, "To is not a phone number")
-    inbound.to_phone = normalize_phone(inbound.to_phone, region)
-    org = organization_for_number(session, inbound.to_phone)
-    if org is not None:
-        inbound.organization_id = org.id
-    kind = classify_sender(inbound.from_phone, region)
-    if kind != "e164":
-        # Short codes and alphanumeric sender ids cannot be texted back: kept, never matched.
-        return _unmatched(inbound, f"From is {kind.replace('_', ' ')}")
-    inbound.from_phone = normalize_phone(inbound.from_phone, region)
-    if org is None:
-        return _unmatched(inbound, "To is no organization's number")
-    digest = phone_hash(inbound.from_phone, settings.phone_hash_key)
-    contact = session.execute(
-        select(Contact).where(Contact.organization_id == org.id, Contact.phone_hash == digest)
-    ).scalar_one_or_none()
-    channels = channels_for_phone_hash(session, org.id, digest) if contact else []
+    if route.unmatched is not None or route.org is None:
+        return _unmatched(inbound, route.unmatched or "no organization")
+    org = route.org
+    digest = phone_hash(route.from_phone, settings.phone_hash_key)
+    contact, channels = match_contact(session, org.id, digest)
 
     keyword = detect_keyword(inbound.body)
     if keyword is not None:
@@ -318,7 +366,7 @@ def _process(
     if not channels:
         return _unmatched(inbound, "the contact is in no channel")
 
-    channel = choose_channel(session, contact, inbound.to_phone, channels)
+    channel = choose_channel(session, contact, route.to_phone, channels)
     thread = last_publisher_thread(session, channel.id)
     posted = record_contact_message(
         session,
@@ -330,10 +378,14 @@ def _process(
         inbound.body or "",
         media_urls_from(params),
     )
-    inbound.status = InboundStatus.MATCHED.value
-    inbound.channel_id = channel.id
-    inbound.message_id = posted.message.id
-    return InboundOutcome(inbound, twiml(), posted=[posted])
+    return InboundOutcome(
+        inbound,
+        twiml(),
+        posted=[posted],
+        status=InboundStatus.MATCHED.value,
+        channel_id=channel.id,
+        message_id=posted.message.id,
+    )
 
 
 def choose_channel(
@@ -393,8 +445,6 @@ def _keyword(
     keyword: tuple[str, str],
 ) -> InboundOutcome:
     kind, word = keyword
-    inbound.status = InboundStatus.KEYWORD.value
-    inbound.keyword = word
     # Opt-out state belongs to the phone (by hash) and the organization, so a STOP from a number
     # that is not a contact yet still holds when it becomes one.
     if kind == "stop":
@@ -408,10 +458,9 @@ def _keyword(
         now = utcnow()
         for channel in channels:
             _meta_in_channel(session, contact, channel, event, text, now)
-    if kind == "help":
-        return InboundOutcome(inbound, twiml(help_text_for(org)))
     # STOP/START: Twilio itself confirms on long codes; a second reply would only be noise.
-    return InboundOutcome(inbound, twiml())
+    answer = twiml(help_text_for(org)) if kind == "help" else twiml()
+    return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD.value, keyword=word)
 
 
 def _meta_in_channel(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
@@ -485,3 +485,31 @@ def test_lone_surrogates_and_nul_bytes_are_stored_as_replacement_characters(
     assert (inbound.params["ToCity"], inbound.idempotency_token) == ("\ufffd", "tok-\ufffd")
     message = session.execute(select(Message).where(Message.id == inbound.message_id)).scalar_one()
     assert message.text == "\ufffd half an emoji\ufffd"
+
+
+@pytest.mark.parametrize("body", ["On my way", "HELP", "STOP"])
+def test_the_inbound_record_is_inserted_once_and_updated_once(
+    session: Session, settings: Settings, body: str
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-w")
+    channel_of(session, settings, org, [jane], "order-x")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    written: list[str] = []
+
+    def seen(_conn, _cursor, statement: str, *_rest) -> None:  # type: ignore[no-untyped-def]
+        if "inbound_sms" in statement:
+            written.append(statement.split()[0].upper())
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        outcome = receive(session, settings, payloads.inbound(jane.phone, to, body))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+    assert outcome.inbound.status in {"matched", "keyword"}
+    # No read before (the insert itself tells a repeat), no savepoint, no write halfway through.
+    assert written == ["INSERT", "UPDATE"]

@@ -389,6 +389,37 @@ def test_ten_copies_at_once_store_one_sms_and_one_message(
     assert len(Queue("text", connection=redis_client).jobs) == 1
 
 
+def test_ten_retries_at_once_with_one_idempotency_token_store_one_sms(
+    app: Flask, runtime: Runtime, world: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    # Each copy has its own MessageSid: only the token says they are one webhook.
+    signed = [
+        payloads.signed(
+            AUTH_TOKEN,
+            BASE,
+            "/twilio/sms",
+            payloads.inbound(world["jane"].phone, world["to"], "Is it here yet?"),
+            **{"I-Twilio-Idempotency-Token": "retry-token-10"},
+        )
+        for _ in range(10)
+    ]
+    start = threading.Barrier(10)
+
+    def send(job: tuple[str, tuple[str, dict[str, str]]]) -> int:
+        url, (body, headers) = job
+        start.wait(5)
+        request = urllib.request.Request(url + "/twilio/sms", data=body.encode(), headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return int(answer.status)
+
+    with serving(app) as url, ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(send, [(url, one) for one in signed]))
+
+    assert statuses == [200] * 10
+    assert count(runtime, InboundSms) == 1
+    assert len(rows(runtime, select(Message.id).where(Message.author_type == "contact"))) == 1
+
+
 def test_ten_help_requests_at_once_all_get_the_help_text(
     app: Flask, runtime: Runtime, world: dict[str, Any]
 ) -> None:
