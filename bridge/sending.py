@@ -20,22 +20,23 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import requests
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from bridge.channels import QUEUE_NOTIFICATIONS
 from bridge.db import transaction, utcnow
 from bridge.deliveries import RANK, UNSUBSCRIBED_CODE
-from bridge.errors import SendError
+from bridge.errors import PermanentSendError, SendError
 from bridge.metrics import SEND_LATENCY, SENDS
 from bridge.models import Contact, Delivery, DeliveryStatus, OptOut
 from bridge.organizations import opt_out
-from bridge.phones import mask_phone
+from bridge.phones import mask_phone, phone_time_zones
+from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
 from bridge.twilio_client import OutgoingSms, Sender, SendResult
 
@@ -47,6 +48,11 @@ UNKNOWN = DeliveryStatus.UNKNOWN.value
 SENT = DeliveryStatus.SENT.value
 FAILED = DeliveryStatus.FAILED.value
 SKIPPED = DeliveryStatus.SKIPPED.value
+# Not a delivery status: what `send_claimed` reports when the sweeper took the claim back.
+RELEASED = "released"
+NO_SENDER = (
+    "the organization has no sender number and no Messaging Service SID to send from; add a sender"
+)
 
 MAX_RETRY_DELAY = 600.0  # DESIGN 5.4: retries at most ten minutes apart
 # Twilio's dates have whole seconds and its clock is not ours: look a little before the claim.
@@ -86,16 +92,28 @@ def outgoing_sms(settings: Settings, delivery: Delivery) -> OutgoingSms:
     )
 
 
+def _status_in(column: Any, *statuses: str) -> ColumnElement[bool]:
+    """`column IN ('a', ...)` with the values written out, not bound.
+
+    A partial index serves a query only when the planner can see that the query's filter implies
+    the index's (SQLite never looks into bound parameters): these match `ix_deliveries_pending`
+    and `ix_deliveries_open_to_order` word for word.
+    """
+    return column.in_([literal_column(f"'{s}'") for s in statuses])
+
+
 def _blocked_by_earlier(now: datetime) -> Any:
     """An earlier delivery to the same phone is still on its way (the per-contact order rule)."""
     earlier = aliased(Delivery)
     return exists().where(
         earlier.to_phone == Delivery.to_phone,
+        # Another organization's SMS come from other numbers: they do not order this one's.
+        earlier.organization_id == Delivery.organization_id,
         or_(
             earlier.publish_seq < Delivery.publish_seq,
             and_(earlier.publish_seq == Delivery.publish_seq, earlier.part < Delivery.part),
         ),
-        earlier.status.in_((PENDING, SENDING, UNKNOWN)),
+        _status_in(earlier.status, PENDING, SENDING, UNKNOWN),
         # A first attempt held by quiet hours does not block; a retrying one does.
         or_(earlier.attempts > 0, earlier.not_before.is_(None), earlier.not_before <= now),
     )
@@ -113,7 +131,7 @@ def claim_deliveries(
         select(Delivery.id)
         .where(
             Delivery.message_id == message_id,
-            Delivery.status == PENDING,
+            _status_in(Delivery.status, PENDING),
             or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
             ~_blocked_by_earlier(now),
         )
@@ -177,21 +195,17 @@ def next_attempt_at(
 ) -> datetime | None:
     """When the message's next pending delivery may go (now if one is due); None when none is."""
     now = now or utcnow()
-    row = session.execute(
-        select(func.count(), func.min(Delivery.not_before)).where(
-            Delivery.message_id == message_id, Delivery.status == PENDING
-        )
+    due = or_(Delivery.not_before.is_(None), Delivery.not_before <= now)
+    pending, due_now, earliest = session.execute(
+        select(
+            func.count(),
+            func.count(case((due, 1))),
+            func.min(Delivery.not_before),
+        ).where(Delivery.message_id == message_id, Delivery.status == PENDING)
     ).one()
-    if row[0] == 0:
+    if pending == 0:
         return None
-    due_now = session.execute(
-        select(func.count()).where(
-            Delivery.message_id == message_id,
-            Delivery.status == PENDING,
-            or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
-        )
-    ).scalar_one()
-    return now if due_now else row[1]
+    return now if due_now else earliest
 
 
 def record_sent(
@@ -214,21 +228,12 @@ def record_sent(
     return delivery
 
 
-def is_ambiguous(error: SendError) -> bool:
-    """Whether the request may have reached Twilio although no answer came (a read timeout)."""
-    cause = error.__cause__
-    return isinstance(cause, requests.exceptions.Timeout) and not isinstance(
-        cause, requests.exceptions.ConnectTimeout
-    )
-
-
 def record_failure(
     session: Session,
     settings: Settings,
     delivery_id: str,
     error: SendError,
     now: datetime | None = None,
-    ambiguous: bool = False,
 ) -> Delivery | None:
     """Record a failed send: `unknown` if it may have gone, a later retry, or `failed` for good."""
     now = now or utcnow()
@@ -238,24 +243,81 @@ def record_failure(
     delivery.error_code = error.code
     delivery.error_message = error.reason
     delivery.updated_at = now
-    if ambiguous:
+    if error.may_have_sent:
         delivery.status = UNKNOWN  # resolve_stale asks Twilio before any second send
     elif error.retryable and delivery.attempts < settings.send_max_attempts:
         delivery.status = PENDING
-        delivery.not_before = now + timedelta(seconds=retry_delay(settings, delivery.attempts))
+        delay = timedelta(seconds=retry_delay(settings, delivery.attempts))
+        delivery.not_before = resume_at(settings, delivery, now + delay)
     else:
         delivery.status = FAILED
         if error.retryable:
             delivery.error_message = f"gave up after {delivery.attempts} attempts: {error.reason}"
         if error.code == UNSUBSCRIBED_CODE:
             _opt_out_recipient(session, delivery)
+        fail_later_parts(session, delivery, now)
     return delivery
+
+
+def resume_at(settings: Settings, delivery: Delivery, at: datetime) -> datetime:
+    """When a delivery put back to `pending` may go: `at`, or later if quiet hours hold it."""
+    if delivery.queue != QUEUE_NOTIFICATIONS:
+        return at  # conversational text is never held by quiet hours
+    window = settings.quiet_window
+    quiet = quiet_until(at, phone_time_zones(delivery.to_phone), window) if window else None
+    return max(at, quiet) if quiet else at
+
+
+def fail_later_parts(session: Session, delivery: Delivery, now: datetime) -> int:
+    """Fail the parts after a part that failed for good: a message missing its start is noise."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.message_id == delivery.message_id,
+            Delivery.subscriber_id == delivery.subscriber_id,
+            Delivery.part > delivery.part,
+            Delivery.status == PENDING,
+        )
+        .values(
+            status=FAILED,
+            error_code=delivery.error_code,
+            error_message="an earlier part failed",
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _opt_out_recipient(session: Session, delivery: Delivery) -> None:
     contact = session.get(Contact, delivery.subscriber_id)
     if contact is not None:
         opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
+
+
+def still_owned(sessions: sessionmaker[Session], delivery: Delivery) -> bool:
+    """Renew the claim after waiting for a rate slot; False if the sweeper took it back meanwhile.
+
+    A send can wait on the rate limit longer than SEND_STALE_AFTER; by then `resolve_stale` may
+    have put the delivery back to `pending` for another worker. Only the claim it still matches
+    (same `claimed_at`) may send; the renewed `claimed_at` keeps the sweeper off during the send.
+    """
+    now = utcnow()
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == delivery.id,
+                Delivery.status == SENDING,
+                Delivery.claimed_at == delivery.claimed_at,
+            )
+            .values(claimed_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        owned = bool(result.rowcount)  # type: ignore[attr-defined]
+    if owned:
+        delivery.claimed_at = now
+    return owned
 
 
 def send_claimed(
@@ -266,18 +328,27 @@ def send_claimed(
     pace: Pace = _no_pace,
 ) -> str:
     """Send one claimed delivery and record the outcome; returns the delivery's new status."""
-    sms = outgoing_sms(settings, delivery)
     pace(sender_key(delivery), max(1, delivery.segments))
+    if not still_owned(sessions, delivery):
+        log.info(
+            "claim taken back while waiting for a rate slot", extra={"delivery_id": delivery.id}
+        )
+        return RELEASED
     started = time.perf_counter()
     try:
+        # No retry can fix a request that cannot be built: fail it for good, never leave it stuck.
+        if not delivery.from_phone and not delivery.messaging_service_sid:
+            raise PermanentSendError(NO_SENDER)
+        try:
+            sms = outgoing_sms(settings, delivery)
+        except ValueError as exc:
+            raise PermanentSendError(f"cannot send: {exc}") from exc
         result = sender.send(sms)
     except SendError as error:
         SEND_LATENCY.observe(time.perf_counter() - started)
         SENDS.labels(result="transient" if error.retryable else "permanent").inc()
         with transaction(sessions) as session:
-            recorded = record_failure(
-                session, settings, delivery.id, error, ambiguous=is_ambiguous(error)
-            )
+            recorded = record_failure(session, settings, delivery.id, error)
             status = recorded.status if recorded else FAILED
         log.info(
             "send failed",
@@ -356,10 +427,12 @@ def resolve_stale(
                 row.status = FAILED
                 row.error_message = f"gave up after {row.attempts} attempts: not found at Twilio"
                 row.updated_at = now
+                fail_later_parts(session, row, now)
                 outcome.failed += 1
             else:
                 row.status = PENDING
-                row.not_before = None
+                later = resume_at(settings, row, now)
+                row.not_before = later if later > now else None
                 row.updated_at = now
                 outcome.resend += 1
                 outcome.messages[row.message_id] = row.queue
@@ -395,7 +468,11 @@ def _find_at_twilio(
 def stale_pending_messages(
     session: Session, settings: Settings, now: datetime | None = None, limit: int = 500
 ) -> dict[str, str]:
-    """Messages with deliveries `pending` past SEND_STALE_AFTER (job lost), as id -> queue."""
+    """Messages with deliveries `pending` past SEND_STALE_AFTER (job lost), as id -> queue.
+
+    A delivery held back by the per-phone order is not counted: its own row never changes while
+    it waits, and counting it would re-enqueue its fan-out every sweep.
+    """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.send_stale_after)
     rows = session.execute(
@@ -404,18 +481,10 @@ def stale_pending_messages(
             Delivery.status == PENDING,
             Delivery.updated_at < cutoff,
             or_(Delivery.not_before.is_(None), Delivery.not_before < cutoff),
+            # Held back by an earlier SMS to the same phone: its fan-out is waiting, not lost.
+            ~_blocked_by_earlier(now),
         )
         .group_by(Delivery.message_id, Delivery.queue)
         .limit(limit)
     ).all()
     return {message_id: queue for message_id, queue in rows}
-
-
-def count_by_status(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
-    """How many deliveries of these messages are in each state."""
-    rows = session.execute(
-        select(Delivery.status, func.count())
-        .where(Delivery.message_id.in_(list(message_ids)))
-        .group_by(Delivery.status)
-    ).all()
-    return {status: n for status, n in rows}

@@ -7,6 +7,8 @@ and the sweeper finds whatever Redis did not take.
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from datetime import datetime
 
 import redis
@@ -23,6 +25,35 @@ PUBLISH_SCHEDULED = "workers.jobs.publish_scheduled"
 # A fan-out runs in slices (workers.fanout.SLICE_SECONDS), so an hour is far more than one needs.
 FAN_OUT_OPTIONS = {"job_timeout": 3600, "result_ttl": 0, "failure_ttl": 86400}
 
+# At most one fan-out per message waits in RQ: this key holds "<when>:<token>" of the one that
+# does. Without it, re-enqueues (sweeper, retries, held-back messages) multiply job chains.
+FAN_OUT_KEY = "bridge:fanout:next:"
+# How long after its time a waiting fan-out keeps others out, should its job be lost unseen.
+FAN_OUT_KEY_TTL = 600
+
+# Take the message's slot unless a fan-out at the same time or sooner holds it; a sooner one
+# replaces a later one (which then finds itself superseded when it runs).
+_TAKE_SLOT = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local held_at = tonumber(string.match(held, '^([^:]+)'))
+  if held_at and held_at <= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+
+# A starting fan-out frees the slot if it holds it (or nobody does); it is superseded otherwise.
+_START = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 1 end
+if string.match(held, ':(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
 
 def enqueue_published(connection: redis.Redis, result: PublishResult) -> bool:
     """Queue the fan-out of a freshly published message; False if Redis could not take it."""
@@ -32,15 +63,32 @@ def enqueue_published(connection: redis.Redis, result: PublishResult) -> bool:
 
 
 def enqueue_fan_out(
-    connection: redis.Redis, message_id: str, queue: str, at: datetime | None = None
+    connection: redis.Redis,
+    message_id: str,
+    queue: str,
+    at: datetime | None = None,
+    rounds: int = 0,
 ) -> bool:
-    """Queue (or schedule at `at`) one fan-out of a message; False if Redis could not take it."""
+    """Queue (or schedule at `at`) the message's fan-out unless one as soon is already waiting.
+
+    `rounds` counts consecutive fan-outs held back by the per-phone order (for their backoff).
+    Returns False only if Redis could not take it.
+    """
+    when = time.time() if at is None else at.timestamp()
+    token = secrets.token_hex(8)
+    ttl = FAN_OUT_KEY_TTL + max(0, int(when - time.time()))
     try:
+        taken = connection.register_script(_TAKE_SLOT)(
+            keys=[FAN_OUT_KEY + message_id], args=[f"{when:.3f}", token, ttl]
+        )
+        if not taken:
+            return True  # a fan-out as soon as this one is already queued or scheduled
         target = Queue(queue, connection=connection)
+        kwargs = {"queue": queue, "token": token, "rounds": rounds}
         if at is None:
-            target.enqueue(FAN_OUT, message_id, **FAN_OUT_OPTIONS)
+            target.enqueue(FAN_OUT, args=(message_id,), kwargs=kwargs, **FAN_OUT_OPTIONS)
         else:
-            target.enqueue_at(at, FAN_OUT, message_id, **FAN_OUT_OPTIONS)
+            target.enqueue_at(at, FAN_OUT, args=(message_id,), kwargs=kwargs, **FAN_OUT_OPTIONS)
     except redis.RedisError:
         log.warning(
             "fan-out not enqueued; the sweeper will pick it up", extra={"message_id": message_id}
@@ -49,10 +97,18 @@ def enqueue_fan_out(
     return True
 
 
+def start_fan_out(connection: redis.Redis, message_id: str, token: str | None) -> bool:
+    """Free the message's fan-out slot as its job starts; False if a newer fan-out replaced it."""
+    if token is None:
+        return True
+    return bool(connection.register_script(_START)(keys=[FAN_OUT_KEY + message_id], args=[token]))
+
+
 def enqueue_scheduled(connection: redis.Redis, message_id: str, when: datetime) -> bool:
     """Ask RQ's scheduler to publish a message at `when`; if this is lost, the sweeper does."""
     try:
-        Queue(queues.MAINTENANCE, connection=connection).enqueue_at(
+        # On the first-priority queue: behind bulk notifications it would not go within a second.
+        Queue(queues.TEXT, connection=connection).enqueue_at(
             when, PUBLISH_SCHEDULED, message_id, result_ttl=0, failure_ttl=86400
         )
     except redis.RedisError:

@@ -27,8 +27,16 @@ from workers.ratelimit import SendRateLimiter
 log = logging.getLogger(__name__)
 
 SLICE_SECONDS = 60.0
-# Held back by an earlier SMS to the same phone: look again soon (RQ's scheduler ticks each second).
-BLOCKED_RETRY = timedelta(seconds=1)
+# Held back by an earlier SMS to the same phone: look again soon (RQ's scheduler ticks each
+# second), then less and less often while the earlier one stays on its way (a retry's backoff,
+# an `unknown` send the sweeper settles), so that a held-back message costs little.
+BLOCKED_RETRY = 1.0
+BLOCKED_RETRY_MAX = 60.0
+
+
+def blocked_delay(rounds: int) -> timedelta:
+    """How long a fan-out held back `rounds` times in a row waits before looking again."""
+    return timedelta(seconds=min(BLOCKED_RETRY_MAX, BLOCKED_RETRY * 2 ** min(rounds, 16)))
 
 
 @dataclass
@@ -38,10 +46,11 @@ class FanOutResult:
     statuses: Counter[str] = field(default_factory=Counter)
     errors: list[BaseException] = field(default_factory=list)
     next_at: datetime | None = None
+    rounds: int = 0  # held back this many times in a row (0: not held back)
 
 
 def fan_out_message(
-    runtime: Runtime, message_id: str, slice_seconds: float = SLICE_SECONDS
+    runtime: Runtime, message_id: str, slice_seconds: float = SLICE_SECONDS, rounds: int = 0
 ) -> FanOutResult:
     """Send every due delivery of a message, concurrently, for at most `slice_seconds`."""
     settings = runtime.settings
@@ -90,7 +99,9 @@ def fan_out_message(
     with runtime.sessions() as session:
         upcoming = next_attempt_at(session, message_id)
     now = utcnow()
-    if upcoming is not None and upcoming <= now and not sliced:
-        upcoming = now + BLOCKED_RETRY  # due but held back by the per-phone order
+    if upcoming is not None and upcoming <= now and not sliced and not result.statuses:
+        # Due, yet nothing could be claimed: held back by the per-phone order.
+        upcoming = now + blocked_delay(rounds)
+        result.rounds = rounds + 1
     result.next_at = upcoming
     return result

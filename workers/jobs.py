@@ -11,37 +11,43 @@ from sqlalchemy import select
 
 from bridge.channels import QUEUE_TEXT, publish_message
 from bridge.db import transaction, utcnow
-from bridge.models import Delivery, Message
+from bridge.models import Message
 from workers.context import runtime
-from workers.enqueue import enqueue_fan_out, enqueue_published, enqueue_scheduled
+from workers.enqueue import (
+    enqueue_fan_out,
+    enqueue_published,
+    enqueue_scheduled,
+    start_fan_out,
+)
 from workers.fanout import fan_out_message
 
 log = logging.getLogger(__name__)
 
 
-def fan_out(message_id: str) -> dict[str, int]:
-    """Send a published message's due deliveries; schedule another fan-out for what must wait."""
+def fan_out(
+    message_id: str, queue: str = QUEUE_TEXT, token: str | None = None, rounds: int = 0
+) -> dict[str, int]:
+    """Send a published message's due deliveries; schedule another fan-out for what must wait.
+
+    `queue` is the one this job came from (its follow-ups go there too); `token` says which
+    enqueue this job is, so that of two fan-outs of one message only the newest runs.
+    """
     rt = runtime()
-    result = fan_out_message(rt, message_id)
+    if not start_fan_out(rt.redis, message_id, token):
+        return {"superseded": 1}  # a sooner fan-out of this message was queued after this one
+    result = fan_out_message(rt, message_id, rounds=rounds)
     if result.next_at is not None:
         now = utcnow()
         enqueue_fan_out(
             rt.redis,
             message_id,
-            _queue_of(message_id),
+            queue,
             at=None if result.next_at <= now else result.next_at,
+            rounds=result.rounds,
         )
     if result.errors:
         raise result.errors[0]
     return dict(result.statuses)
-
-
-def _queue_of(message_id: str) -> str:
-    with runtime().sessions() as session:
-        queue = session.execute(
-            select(Delivery.queue).where(Delivery.message_id == message_id).limit(1)
-        ).scalar_one_or_none()
-    return queue or QUEUE_TEXT
 
 
 def publish_scheduled(message_id: str) -> str:

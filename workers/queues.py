@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from bridge.channels import QUEUE_NOTIFICATIONS, QUEUE_TEXT
 
-TEXT = QUEUE_TEXT  # conversation: fan-out and sends of `text` messages, relayed replies
+# Conversation (fan-out of `text` messages, relayed replies) and scheduled publishing, which must
+# not wait behind bulk notifications.
+TEXT = QUEUE_TEXT
 NOTIFICATIONS = QUEUE_NOTIFICATIONS  # bulk: tracking updates and pickup reminders
-MAINTENANCE = "maintenance"  # scheduled publishing, sweeps
+MAINTENANCE = "maintenance"  # inbound drains after a database outage
 
 # In priority order: a worker takes from the first queue that has work.
 ALL = (TEXT, NOTIFICATIONS, MAINTENANCE)

@@ -13,12 +13,9 @@ sweep per interval however many run; the sweep itself is safe to run twice at on
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import threading
 from datetime import datetime
-from typing import Any
 
 import redis
 
@@ -27,6 +24,7 @@ from bridge.db import transaction, utcnow
 from bridge.runtime import Runtime
 from bridge.sending import resolve_stale, stale_pending_messages
 from workers.enqueue import enqueue_fan_out, enqueue_published
+from workers.inbound import drain_kept
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
     """Run one sweep and return counts of what it did."""
     now = now or utcnow()
     settings = runtime.settings
-    counts: dict[str, int] = {"inbound": _drain_inbound(runtime)}
+    counts: dict[str, int] = {"inbound": drain_kept(runtime)}
 
     with transaction(runtime.sessions) as session:
         published = publish_due_messages(session, settings, now)
@@ -72,18 +70,6 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep", extra={"counts": counts})
     return counts
-
-
-def _drain_inbound(runtime: Runtime) -> int:
-    # The inbound side keeps SMS in Redis while the database is down; it owns that module.
-    if importlib.util.find_spec("workers.inbound") is None:
-        return 0
-    inbound: Any = importlib.import_module("workers.inbound")
-    drain = getattr(inbound, "drain_kept", None)
-    if drain is None:
-        return 0
-    drained = drain(runtime)
-    return int(drained if isinstance(drained, int) else len(drained or ()))
 
 
 class SweeperThread(threading.Thread):

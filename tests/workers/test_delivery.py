@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
+from rq import Queue
+from rq.job import Job
 from sqlalchemy import select, update
 
 from bridge.db import utcnow
@@ -18,6 +22,7 @@ from bridge.serialize import delivery_json
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
 from tests.workers.conftest import channel_of, phones
+from workers import queues
 from workers.enqueue import enqueue_posted
 
 
@@ -227,6 +232,8 @@ def test_a_delivery_waits_for_not_before(runtime: Runtime, twilio: TwilioStandIn
         )
         # As quiet hours would: the delivery may not go before this.
         not_before = utcnow() + timedelta(seconds=1.5)
+        # The stand-in stamps requests with time.monotonic(): the same instant on that clock.
+        not_before_monotonic = time.monotonic() + (not_before - utcnow()).total_seconds()
         session.execute(
             update(Delivery)
             .where(Delivery.message_id == posted.message.id)
@@ -234,12 +241,39 @@ def test_a_delivery_waits_for_not_before(runtime: Runtime, twilio: TwilioStandIn
         )
     enqueue_posted(runtime.redis, posted)
     work()
-    assert twilio.sent_to(contact.phone)
-    first = min(r.received_at for r in twilio.requests)
-    assert twilio.requests and time.time() >= not_before.timestamp()
+    [request] = [r for r in twilio.requests if r.first("To") == contact.phone]
+    assert request.received_at >= not_before_monotonic  # at the stand-in, by its clock
     [row] = deliveries(runtime, posted.message.id)
     assert row.status == "sent" and row.sent_at is not None and row.sent_at >= not_before
-    assert first > 0
+
+
+@pytest.mark.parametrize(("type_", "held"), [("pickup_reminder", True), ("text", False)])
+def test_a_notification_published_in_quiet_hours_waits_for_them(
+    runtime: Runtime, type_: str, held: bool
+) -> None:
+    local = datetime.now(ZoneInfo("America/Los_Angeles"))  # +1 415 numbers' zone
+    window = f"{local - timedelta(hours=1):%H:%M}-{local + timedelta(hours=1):%H:%M}"
+    runtime.settings = runtime.settings.model_copy(update={"quiet_hours": window})
+    org = make_org(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+    message_id = post(runtime, org, channel_id, "Pickup at 9", type=type_)
+    [row] = deliveries(runtime, message_id)
+    if held:
+        assert row.not_before is not None and row.not_before > utcnow() + timedelta(minutes=50)
+    else:
+        assert row.not_before is None
+
+
+def test_scheduled_publishing_waits_on_the_first_priority_queue(runtime: Runtime) -> None:
+    org = make_org(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+    message_id = post(runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 60)
+    registry = Queue(queues.ALL[0], connection=runtime.redis).scheduled_job_registry
+    [job_id] = registry.get_job_ids()
+    job = Job.fetch(job_id, connection=runtime.redis)
+    assert (job.func_name, job.args) == ("workers.jobs.publish_scheduled", (message_id,))
 
 
 def test_deliveries_domain_function_returns_the_delivery_record(

@@ -6,16 +6,20 @@ import time
 from datetime import timedelta
 
 import redis
+from rq import Queue
+from rq.job import Job
 from sqlalchemy import select
 
 from bridge.db import utcnow
 from bridge.models import Delivery
 from bridge.runtime import Runtime
-from bridge.sending import claim_deliveries, outgoing_sms
+from bridge.sending import claim_deliveries, outgoing_sms, stale_pending_messages
 from tests.standin.twilio import TwilioStandIn
 from tests.workers.conftest import channel_of, phones
 from tests.workers.test_delivery import deliveries, make_org, post
-from workers import context
+from workers import context, jobs, queues
+from workers.enqueue import enqueue_fan_out
+from workers.fanout import BLOCKED_RETRY_MAX, blocked_delay, fan_out_message
 from workers.ratelimit import SendRateLimiter
 from workers.sweeper import sweep
 
@@ -155,3 +159,93 @@ def test_rate_limiter_never_reserves_far_ahead(redis_client: redis.Redis) -> Non
     assert limiter.reserve("+16280000001", 1) == (True, 0.0)
     granted, retry_in = limiter.reserve("+16280000001", 1)
     assert not granted and 0.4 < retry_in <= 0.5
+
+
+def test_a_queued_sms_without_date_sent_is_found_not_sent_again(
+    runtime: Runtime,
+    twilio: TwilioStandIn,
+    work,  # type: ignore[no-untyped-def]
+) -> None:
+    org = make_org(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+    message_id = post(runtime, org, channel_id, "Hello")
+    with runtime.sessions() as session, session.begin():
+        [claimed] = claim_deliveries(session, message_id, 10)
+    sent = runtime.sender.send(outgoing_sms(runtime.settings, claimed))  # then the worker dies
+    assert twilio.message(sent.sid)["date_sent"] is None  # Twilio still has it queued
+    fast_stale(runtime)
+    time.sleep(0.4)
+    assert sweep(runtime)["stale_found"] == 1
+    work()
+    [row] = deliveries(runtime, message_id)
+    assert (row.status, row.twilio_sid) == ("sent", sent.sid)
+    assert len(twilio.sent_to(contact.phone)) == 1
+
+
+def waiting_fan_outs(connection: redis.Redis, name: str = queues.TEXT) -> tuple[int, int]:
+    queue = Queue(name, connection=connection)
+    return queue.count, queue.scheduled_job_registry.count
+
+
+def test_at_most_one_fan_out_per_message_waits_in_rq(redis_client: redis.Redis) -> None:
+    assert enqueue_fan_out(redis_client, "msg_1", queues.TEXT)
+    assert enqueue_fan_out(redis_client, "msg_1", queues.TEXT)  # already queued: not again
+    later = utcnow() + timedelta(minutes=5)
+    assert enqueue_fan_out(redis_client, "msg_1", queues.TEXT, at=later)  # the queued one is sooner
+    assert waiting_fan_outs(redis_client) == (1, 0)
+    assert enqueue_fan_out(redis_client, "msg_2", queues.TEXT, at=later)
+    assert enqueue_fan_out(redis_client, "msg_2", queues.TEXT, at=later + timedelta(minutes=1))
+    assert waiting_fan_outs(redis_client) == (1, 1)
+    [job] = Queue(queues.TEXT, connection=redis_client).jobs
+    assert (job.args, job.kwargs["queue"]) == (("msg_1",), queues.TEXT)
+
+
+def test_a_sooner_fan_out_supersedes_a_later_one(runtime: Runtime, twilio: TwilioStandIn) -> None:
+    org = make_org(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+    message_id = post(runtime, org, channel_id, "Hello")  # queued now
+    redis_client = runtime.redis
+    redis_client.flushdb()
+    later = utcnow() + timedelta(minutes=5)
+    enqueue_fan_out(redis_client, message_id, queues.TEXT, at=later)
+    enqueue_fan_out(redis_client, message_id, queues.TEXT)  # sooner: replaces the later one
+    assert waiting_fan_outs(redis_client) == (1, 1)
+    registry = Queue(queues.TEXT, connection=redis_client).scheduled_job_registry
+    [scheduled] = [Job.fetch(i, connection=redis_client) for i in registry.get_job_ids()]
+    [queued] = Queue(queues.TEXT, connection=redis_client).jobs
+    # Run early (a worker picks it up first), the replaced one sees the sooner one waiting.
+    assert jobs.fan_out(*scheduled.args, **scheduled.kwargs) == {"superseded": 1}
+    assert jobs.fan_out(*queued.args, **queued.kwargs) == {"sent": 1}
+    # Once nothing waits, a leftover one runs and finds nothing left to send.
+    assert jobs.fan_out(*scheduled.args, **scheduled.kwargs) == {}
+    assert len(twilio.sent_to(contact.phone)) == 1
+
+
+def test_a_held_back_message_is_neither_stale_nor_looked_at_every_second(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    org = make_org(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+    first = post(runtime, org, channel_id, "first")
+    second = post(runtime, org, channel_id, "second")
+    with runtime.sessions() as session, session.begin():
+        # The first one failed once and waits for its retry; the second waits behind it.
+        row = session.execute(select(Delivery).where(Delivery.message_id == first)).scalar_one()
+        row.attempts, row.not_before = 1, utcnow() + timedelta(hours=1)
+    fast_stale(runtime)
+    time.sleep(0.4)
+    with runtime.sessions() as session:
+        assert stale_pending_messages(session, runtime.settings) == {}
+    assert sweep(runtime)["requeued"] == 0
+
+    delays = []
+    for rounds in range(4):
+        start = utcnow()
+        result = fan_out_message(runtime, second, rounds=rounds)
+        assert result.next_at is not None and result.rounds == rounds + 1
+        delays.append(round((result.next_at - start).total_seconds()))
+    assert delays == [1, 2, 4, 8]
+    assert blocked_delay(30) == timedelta(seconds=BLOCKED_RETRY_MAX)
