@@ -2,8 +2,8 @@
 
 `/metrics` adds up the counters of every process that writes to `PROMETHEUS_MULTIPROC_DIR`
 (gunicorn's workers, and the RQ worker when it shares the folder), and computes what describes the
-stores when scraped: deliveries by state and inbound SMS by status from the database, queue depths
-from Redis.
+stores: deliveries by state and inbound SMS by status from the database (counted at most every
+STORE_COUNTS_TTL seconds per process), queue depths from Redis (at each scrape).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -36,6 +36,11 @@ from workers import queues
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("webhooks.access")
+
+# The database counts are GROUP BYs over every delivery and inbound SMS: a scrape every few seconds
+# from each Prometheus (and from each gunicorn worker it lands on) must not run them each time.
+STORE_COUNTS_TTL = 20.0
+_STORE_COUNTS = "bridge.store_counts"
 
 # Heroku's router sends X-Request-ID; accept it (or a client's) when it looks like an id.
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9_.:\-]{8,200}\Z")
@@ -84,7 +89,7 @@ def metrics() -> ResponseReturnValue:
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     stores = CollectorRegistry(auto_describe=False)
-    stores.register(StoreCollector(runtime()))
+    stores.register(StoreCollector(runtime(), current_app.extensions[_STORE_COUNTS]))
     body = generate_latest(process_registry()) + generate_latest(stores)
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
@@ -105,22 +110,57 @@ def process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-class StoreCollector(Collector):
-    """Gauges read from the database and Redis when scraped; a store that is down reads `up 0`."""
+Counts = tuple[dict[str, int], dict[str, int]]
 
-    def __init__(self, rt: Runtime) -> None:
+
+class StoreCounts:
+    """The database's counts (deliveries by state, inbound SMS by status), kept `ttl` seconds."""
+
+    def __init__(self, ttl: float = STORE_COUNTS_TTL) -> None:
+        self.ttl = ttl
+        self._read_at = -float("inf")
+        self._counts: Counts | None = None  # None: the database did not answer the last read
+
+    def get(self, rt: Runtime) -> Counts | None:
+        """The counts, read again when older than `ttl`; None when the database is down."""
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl:
+            # A failed read is kept too: a database that is down is not asked at every scrape.
+            self._counts = self._read(rt)
+            self._read_at = now
+        return self._counts
+
+    @staticmethod
+    def _read(rt: Runtime) -> Counts | None:
+        try:
+            with rt.sessions() as session:
+                deliveries = session.execute(
+                    select(Delivery.status, func.count()).group_by(Delivery.status)
+                ).all()
+                inbound = session.execute(
+                    select(InboundSms.status, func.count()).group_by(InboundSms.status)
+                ).all()
+        except Exception as exc:
+            log.warning("metrics: database does not answer", extra={"error": type(exc).__name__})
+            return None
+        return dict(deliveries), dict(inbound)  # type: ignore[arg-type]
+
+
+class StoreCollector(Collector):
+    """Gauges of the database (cached counts) and Redis; a store that is down reads `up 0`."""
+
+    def __init__(self, rt: Runtime, counts: StoreCounts) -> None:
         self.rt = rt
+        self.counts = counts
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
             "bridge_store_up", "Whether the store answered this scrape.", labels=["store"]
         )
-        try:
-            yield from self._database()
-            up.add_metric(["database"], 1)
-        except Exception as exc:
-            log.warning("metrics: database does not answer", extra={"error": type(exc).__name__})
-            up.add_metric(["database"], 0)
+        counts = self.counts.get(self.rt)
+        if counts is not None:
+            yield from self._database(*counts)
+        up.add_metric(["database"], 0 if counts is None else 1)
         try:
             yield from self._queues()
             up.add_metric(["redis"], 1)
@@ -129,18 +169,9 @@ class StoreCollector(Collector):
             up.add_metric(["redis"], 0)
         yield up
 
-    def _database(self) -> list[GaugeMetricFamily]:
-        with self.rt.sessions() as session:
-            deliveries = dict(
-                session.execute(
-                    select(Delivery.status, func.count()).group_by(Delivery.status)
-                ).all()
-            )
-            inbound = dict(
-                session.execute(
-                    select(InboundSms.status, func.count()).group_by(InboundSms.status)
-                ).all()
-            )
+    def _database(
+        self, deliveries: dict[str, int], inbound: dict[str, int]
+    ) -> list[GaugeMetricFamily]:
         by_state = GaugeMetricFamily(
             "bridge_deliveries", "Deliveries by state, counted in the database.", labels=["state"]
         )
@@ -172,7 +203,11 @@ class StoreCollector(Collector):
 
 
 def init_app(app: Flask) -> None:
-    """Give each request an id (in its log lines and X-Request-ID header) and an access line."""
+    """Give each request an id (in its log lines and X-Request-ID header) and an access line.
+
+    Also gives the app its cache of the database counts `/metrics` shows.
+    """
+    app.extensions[_STORE_COUNTS] = StoreCounts()
 
     @app.before_request
     def _start() -> None:

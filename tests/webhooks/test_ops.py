@@ -247,3 +247,33 @@ def test_metrics_add_up_the_counters_of_every_gunicorn_worker(
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         assert web.wait(20) == 0
+
+
+def test_the_database_counts_are_cached_for_a_while_per_app(
+    runtime: Runtime, session: Session, settings: Settings, redis_client: object
+) -> None:
+    from rq import Queue
+
+    app = create_app(runtime=runtime)
+    client = app.test_client()
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    ann = factories.contact(session, settings, org, name="Ann Ames")
+    thread, _ = create_thread(session, settings, actor, "order-2", subscribers=[ann.id])
+    post_message(session, settings, actor, thread.id, "First")
+    session.commit()
+    assert _sample(client.get("/metrics").text, "bridge_deliveries", state="pending") == 1
+
+    post_message(session, settings, actor, thread.id, "Second")
+    session.commit()
+    cached = client.get("/metrics").text
+    # Redis is still read at every scrape; only the GROUP BYs over the database wait.
+    Queue("notifications", connection=runtime.redis).enqueue("workers.jobs.nothing_to_see", 1)
+    fresh_queues = client.get("/metrics").text
+    app.extensions["bridge.store_counts"].ttl = 0.0
+    expired = client.get("/metrics").text
+
+    assert _sample(cached, "bridge_deliveries", state="pending") == 1
+    assert _sample(fresh_queues, "bridge_queue_jobs", queue="notifications", state="queued") == 1
+    assert _sample(expired, "bridge_deliveries", state="pending") == 2
+    assert _sample(expired, "bridge_store_up", store="database") == 1
