@@ -217,7 +217,7 @@ def test_a_scheduled_message_waits_in_the_channel_and_can_be_canceled(
     assert posted.status_code == 201
     assert posted.json["publish_to_channel_at"] == when
     assert posted.json["published_at"] is None
-    scheduled = Queue("maintenance", connection=redis_client).scheduled_job_registry
+    scheduled = Queue("text", connection=redis_client).scheduled_job_registry
     assert len(scheduled.get_job_ids()) == 1
 
     channel = api.get(f"/v1/channels/{posted.json['channel_id']}").json
