@@ -11,12 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import redis
 from rq import Queue
 from rq.worker import HerokuWorker
 
 from bridge.logs import configure_logging
-from bridge.runtime import Runtime
+from bridge.runtime import Runtime, connect_redis
 from bridge.settings import load_settings
 from workers import queues
 from workers.context import install
@@ -29,7 +28,7 @@ def build_worker(runtime: Runtime, names: Sequence[str] = queues.ALL) -> HerokuW
     """A HerokuWorker listening on `names` in order, on a Redis connection of its own."""
     # RQ raises the socket timeout of the connection it is given (blocking pops); keep the
     # runtime's short-timeout connection for everything else.
-    connection = redis.Redis.from_url(runtime.settings.redis_url)
+    connection = connect_redis(runtime.settings.redis_url)
     return HerokuWorker(
         [Queue(name, connection=connection) for name in names],
         connection=connection,
