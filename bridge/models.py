@@ -170,8 +170,6 @@ class Channel(Base):
     name: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # When the bridge last sent an SMS in this channel: inbound matching's second rule.
-    last_sms_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ChannelSubscriber(Base):

@@ -91,7 +91,6 @@ def upgrade() -> None:
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("created_at", bridge.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", bridge.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_sms_at", bridge.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
