@@ -143,10 +143,10 @@ def post_message(
     message = _new_message(actor, thread.id, channel_id, body, kind, media, when, now)
     session.add(message)
     thread.updated_at = now
-    session.flush()
     published = None
     if channel_id is not None and (when is None or when <= now):
         published = publish_message(session, settings, message, now)
+    session.flush()
     return Posted(message, published)
 
 
@@ -166,12 +166,12 @@ def post_channel_message(
     body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
     message = _new_message(actor, None, channel.id, body, kind, media, when, now)
     session.add(message)
-    session.flush()
     published = None
     if when is None or when <= now:
         published = publish_message(session, settings, message, now)
     else:
         channel.updated_at = now
+    session.flush()
     return Posted(message, published)
 
 
@@ -220,7 +220,7 @@ def record_contact_message(
     session.add(message)
     if thread is not None:
         thread.updated_at = now
-    session.flush()
+    # No flush here: publishing sets published_at first, so the message is inserted once, whole.
     return Posted(message, publish_message(session, settings, message, now))
 
 
