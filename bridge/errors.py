@@ -1,14 +1,14 @@
 """The bridge's error tree.
 
-    BridgeError
-    ├── ConfigurationError          settings that cannot run
-    ├── ValidationError             bad input, names the field (API: 422)
-    ├── NotFound                    no such object for this organization (API: 404)
-    ├── Conflict                    the request clashes with the state (API: 409)
-    ├── Forbidden                   the actor may not do this (API: 403)
-    └── SendError                   a send to Twilio did not succeed
-        ├── TransientSendError      retry later (429, 5xx, timeouts, retryable codes)
-        └── PermanentSendError      never retry (invalid number, blocked, ...)
+BridgeError
+├── ConfigurationError          settings that cannot run
+├── ValidationError             bad input, names the field (API: 422)
+├── NotFound                    no such object for this organization (API: 404)
+├── Conflict                    the request clashes with the state (API: 409)
+├── Forbidden                   the actor may not do this (API: 403)
+└── SendError                   a send to Twilio did not succeed
+    ├── TransientSendError      retry later (429, 5xx, timeouts, retryable codes)
+    └── PermanentSendError      never retry (invalid number, blocked, ...)
 """
 
 from __future__ import annotations
