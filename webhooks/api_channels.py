@@ -10,10 +10,11 @@ from bridge.db import transaction
 from bridge.errors import ValidationError
 from bridge.phones import normalize_phone, phone_hash
 from bridge.serialize import channel_json, delivery_json
+from webhooks.api_threads import message_page, post_and_enqueue
 from webhooks.auth import authenticate
 from webhooks.context import runtime
 from webhooks.http import json_body, operation, query_args, respond, respond_list
-from webhooks.present import message_data, messages_data
+from webhooks.present import message_data
 from webhooks.schemas import (
     Channel,
     ChannelList,
@@ -25,7 +26,6 @@ from webhooks.schemas import (
     MessageUpdate,
     PageQuery,
 )
-from workers.enqueue import enqueue_posted
 
 bp = Blueprint("channels", __name__)
 
@@ -85,19 +85,7 @@ def get_channel(channel_id: str) -> ResponseReturnValue:
     errors=(404,),
 )
 def list_channel_messages(channel_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(PageQuery)
-    with transaction(runtime().sessions) as session:
-        channel = channels.get_channel(session, actor.organization_id, channel_id)
-        rows, has_more = messages.page_messages(
-            session,
-            actor.organization_id,
-            channel_id=channel.id,
-            limit=args.limit,
-            before=args.before,
-        )
-        data = messages_data(session, rows)
-    return respond_list(MessageList, data, has_more)
+    return message_page(channel_id=channel_id)
 
 
 @operation(
@@ -110,23 +98,7 @@ def list_channel_messages(channel_id: str) -> ResponseReturnValue:
     errors=(404,),
 )
 def post_channel_message(channel_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(MessageCreate)
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        posted = messages.post_channel_message(
-            session,
-            rt.settings,
-            actor,
-            channel_id,
-            body.text,
-            body.type,
-            body.media_urls,
-            body.publish_to_channel_at,
-        )
-        data = message_data(session, posted.message)
-    enqueue_posted(rt.redis, posted)  # after commit; never fails the request
-    return respond(Message, data, 201)
+    return post_and_enqueue(messages.post_channel_message, channel_id)
 
 
 @operation(

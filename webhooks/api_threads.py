@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from bridge import messages, threads
+from bridge import channels, messages, threads
 from bridge.db import transaction
+from bridge.messages import Posted
 from bridge.serialize import thread_json
 from webhooks.auth import authenticate
 from webhooks.context import runtime
@@ -164,19 +166,7 @@ def mark_viewed(thread_id: str) -> ResponseReturnValue:
     errors=(404,),
 )
 def list_messages(thread_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(PageQuery)
-    with transaction(runtime().sessions) as session:
-        thread = threads.get_thread(session, actor.organization_id, thread_id)
-        rows, has_more = messages.page_messages(
-            session,
-            actor.organization_id,
-            thread_id=thread.id,
-            limit=args.limit,
-            before=args.before,
-        )
-        data = messages_data(session, rows)
-    return respond_list(MessageList, data, has_more)
+    return message_page(thread_id=thread_id)
 
 
 @operation(
@@ -189,15 +179,43 @@ def list_messages(thread_id: str) -> ResponseReturnValue:
     errors=(404,),
 )
 def post_message(thread_id: str) -> ResponseReturnValue:
+    return post_and_enqueue(messages.post_message, thread_id)
+
+
+def message_page(
+    *, thread_id: str | None = None, channel_id: str | None = None
+) -> ResponseReturnValue:
+    """A page of the organization's thread's or channel's messages, newest first."""
+    actor = authenticate()
+    args = query_args(PageQuery)
+    with transaction(runtime().sessions) as session:
+        if thread_id is not None:
+            thread_id = threads.get_thread(session, actor.organization_id, thread_id).id
+        if channel_id is not None:
+            channel_id = channels.get_channel(session, actor.organization_id, channel_id).id
+        rows, has_more = messages.page_messages(
+            session,
+            actor.organization_id,
+            thread_id=thread_id,
+            channel_id=channel_id,
+            limit=args.limit,
+            before=args.before,
+        )
+        data = messages_data(session, rows)
+    return respond_list(MessageList, data, has_more)
+
+
+def post_and_enqueue(post: Callable[..., Posted], target_id: str) -> ResponseReturnValue:
+    """Post a message to a thread or a channel, commit, then enqueue what it made; answer 201."""
     actor = authenticate()
     body = json_body(MessageCreate)
     rt = runtime()
     with transaction(rt.sessions) as session:
-        posted = messages.post_message(
+        posted = post(
             session,
             rt.settings,
             actor,
-            thread_id,
+            target_id,
             body.text,
             body.type,
             body.media_urls,
