@@ -16,12 +16,16 @@ PostgreSQL database: it is migrated and rows are left there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import resource
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import redis
 from rq import Queue, SimpleWorker, Worker
@@ -40,7 +44,6 @@ from bridge.runtime import Runtime
 from bridge.sending import send_claimed
 from bridge.settings import Settings, load_settings
 from tests.services import RedisServer
-from tests.standin.twilio import TwilioStandIn
 from workers import context, queues
 from workers.enqueue import enqueue_posted
 from workers.fanout import fan_out_message
@@ -124,8 +127,35 @@ def _all_sent(runtime: Runtime, message_id: str) -> bool:
     return statuses == {"sent"}
 
 
+@contextlib.contextmanager
+def _standin_process() -> Iterator[SimpleNamespace]:
+    """The Twilio stand-in in a process of its own, so that it does not share the GIL with the
+    worker being measured; it answers every request after LATENCY seconds."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.standin.twilio",
+            "--account-sid",
+            ACCOUNT_SID,
+            "--auth-token",
+            AUTH_TOKEN,
+            "--latency",
+            str(LATENCY),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield SimpleNamespace(base_url=process.stdout.readline().strip())
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def _settings(
-    database_url: str, redis_url: str, twilio: TwilioStandIn | None, tmp: str
+    database_url: str, redis_url: str, twilio: SimpleNamespace | None, tmp: str
 ) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
@@ -156,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade(engine)
         engine.dispose()
         connection = redis.Redis.from_url(server.url)
-        with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN).start() as twilio:
-            twilio.set_latency(LATENCY)
+        with _standin_process() as twilio:
             runtime = context.install(Runtime(_settings(url, server.url, twilio, tmp)))
             with transaction(runtime.sessions) as session:
                 org = create_organization(
