@@ -321,8 +321,10 @@ def _delivery_rows(
     )
     text = message.text or ""
     if message.author_type == SubscriberType.CONTACT.value:
-        author = load_profiles(session, [message.subscriber_id]).get(message.subscriber_id)
-        text = relay_prefix(_name(author) or "Contact", text)
+        # The inbound path has just loaded this contact: the identity map answers, no query.
+        author = session.get(Contact, message.subscriber_id)
+        name = author.name or f"…{author.phone[-4:]}" if author else None
+        text = relay_prefix(name or "Contact", text)
     parts = split_text(text) if text else [""]
     segments = [segment_count(p) for p in parts]
     window = settings.quiet_window if message.type in NOTIFICATION_TYPES else None
