@@ -1,7 +1,7 @@
 """The worker process (`worker: python -m workers` in the Procfile).
 
 An RQ `HerokuWorker` on every queue in priority order (`workers.queues.ALL`), with RQ's scheduler
-(scheduled publishing, retries and deferred fan-outs), plus the sweeper in a thread.
+(scheduled publishing, retries and deferred fan-outs), plus the sweeper in a process of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bridge.runtime import Runtime, connect_redis
 from bridge.settings import load_settings
 from workers import queues
 from workers.context import install
-from workers.sweeper import SweeperThread
+from workers.sweeper import start_sweeper_process
 
 log = logging.getLogger("workers")
 
@@ -44,16 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings)
     runtime = install(Runtime(settings))
-    sweeper = None if args.no_sweeper else SweeperThread(runtime)
-    if sweeper is not None:
-        sweeper.start()
+    sweeper = None if args.no_sweeper else start_sweeper_process()
     worker = build_worker(runtime)
     log.info("worker starting", extra={"queues": list(queues.ALL)})
     try:
         worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     finally:
         if sweeper is not None:
-            sweeper.stop()
+            sweeper.terminate()
+            sweeper.join(10)
         runtime.close()
     return 0
 

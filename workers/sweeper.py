@@ -14,6 +14,9 @@ sweep per interval however many run; the sweep itself is safe to run twice at on
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
 import threading
 from datetime import datetime
 
@@ -104,3 +107,33 @@ class SweeperThread(threading.Thread):
     def stop(self) -> None:
         """Ask the loop to end after the current sweep."""
         self.stopping.set()
+
+
+def run_sweeper_process(parent_pid: int) -> None:
+    """The sweeper's own process: sweep every SWEEP_INTERVAL until the worker that started it ends.
+
+    The worker process forks a work horse for every job. A thread of its own that holds a lock
+    (a connection pool's, logging's) at the moment of a fork leaves that lock held forever in the
+    horse, which then hangs; so the sweeper runs in a process apart, started with `spawn`.
+    """
+    from bridge.logs import configure_logging
+    from bridge.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings)
+    runtime = Runtime(settings)
+    sweeper = SweeperThread(runtime)
+    try:
+        while os.getppid() == parent_pid and not sweeper.stopping.wait(sweeper.interval):
+            sweeper.sweep_once()
+    finally:
+        runtime.close()
+
+
+def start_sweeper_process() -> multiprocessing.process.BaseProcess:
+    """Start the sweeper in a process of its own (see `run_sweeper_process`)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_sweeper_process, args=(os.getpid(),), name="sweeper", daemon=True
+    )
+    process.start()
+    return process
