@@ -4,7 +4,8 @@ Exactly one SMS per (message, recipient, part) rests on three steps, each its ow
 
 1. claim: `pending -> sending` by a conditional UPDATE, so one worker alone owns a delivery;
 2. send: one request to Twilio;
-3. record: the SID saved at once (`sent`), or the error classified (retry later, or `failed`).
+3. record: the SID saved at once (`sent`; a fan-out saves those of the sends that finished within
+   a few milliseconds in one transaction), or the error classified (retry later, or `failed`).
 
 A worker killed between 1 and 3 leaves the delivery `sending`. A request whose answer was lost (a
 read timeout) may have reached Twilio, so it becomes `unknown` rather than being retried blindly.
@@ -23,9 +24,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bridge.channels import QUEUE_NOTIFICATIONS
@@ -100,6 +115,42 @@ def _status_in(column: Any, *statuses: str) -> ColumnElement[bool]:
     and `ix_deliveries_open_to_order` word for word.
     """
     return column.in_([literal_column(f"'{s}'") for s in statuses])
+
+
+# The two statements every delivery runs, built once as Core statements on the table: per SMS
+# they cost a cached compile and one round trip, not an ORM load (the GIL serializes that work
+# across the send threads, so it bounds how fast one worker sends).
+_deliveries = cast(Table, Delivery.__table__)
+_col = _deliveries.c
+_TIME = _col.updated_at.type
+
+_RENEW = (
+    update(_deliveries)
+    .where(
+        _col.id == bindparam("d_id"),
+        _col.status == SENDING,
+        _col.claimed_at == bindparam("d_claimed_at", type_=_TIME),
+    )
+    .values(claimed_at=bindparam("d_now", type_=_TIME), updated_at=bindparam("d_now", type_=_TIME))
+)
+
+# The monotonic rule of `bridge.deliveries.apply_status`, in SQL: only a state ranked below
+# `sent` becomes `sent`, so a status callback that came before the SID is not moved back. One
+# UPDATE evaluates it on the row as it is when locked, with no SELECT ... FOR UPDATE first.
+_BEFORE_SENT = _status_in(_col.status, *(s for s, rank in RANK.items() if rank < RANK[SENT]))
+_RECORD = (
+    update(_deliveries)
+    .where(_col.id == bindparam("d_id"))
+    .values(
+        twilio_sid=func.coalesce(_col.twilio_sid, bindparam("d_sid", type_=_col.twilio_sid.type)),
+        sent_at=func.coalesce(_col.sent_at, bindparam("d_now", type_=_TIME)),
+        status=case((_BEFORE_SENT, SENT), else_=_col.status),
+        error_code=case((_BEFORE_SENT, None), else_=_col.error_code),
+        error_message=case((_BEFORE_SENT, None), else_=_col.error_message),
+        segments=func.coalesce(bindparam("d_segments", type_=_col.segments.type), _col.segments),
+        updated_at=bindparam("d_now", type_=_TIME),
+    )
+)
 
 
 def _blocked_by_earlier(now: datetime) -> Any:
@@ -208,24 +259,39 @@ def next_attempt_at(
     return now if due_now else earliest
 
 
+def _record_params(delivery_id: str, result: SendResult, now: datetime) -> dict[str, object]:
+    return {
+        "d_id": delivery_id,
+        "d_sid": result.sid,
+        "d_now": now,
+        "d_segments": result.num_segments or None,
+    }
+
+
 def record_sent(
     session: Session, delivery_id: str, result: SendResult, now: datetime | None = None
-) -> Delivery | None:
-    """Save the SID of an accepted send; a status callback that came first is not moved back."""
-    now = now or utcnow()
-    delivery = session.get(Delivery, delivery_id, with_for_update=True)
-    if delivery is None:
-        return None
-    delivery.twilio_sid = delivery.twilio_sid or result.sid
-    delivery.sent_at = delivery.sent_at or now
-    if RANK.get(delivery.status, 0) < RANK[SENT]:
-        delivery.status = SENT
-        delivery.error_code = None
-        delivery.error_message = None
-    if result.num_segments:
-        delivery.segments = result.num_segments
-    delivery.updated_at = now
-    return delivery
+) -> str | None:
+    """Save the SID of an accepted send; returns the delivery's status (None: no such delivery).
+
+    A status callback that came first is not moved back.
+    """
+    row = (
+        session.connection()
+        .execute(
+            _RECORD.returning(_col.status), _record_params(delivery_id, result, now or utcnow())
+        )
+        .first()
+    )
+    return None if row is None else str(row.status)
+
+
+def record_sends(
+    connection: Connection, sent: list[tuple[str, SendResult]], now: datetime | None = None
+) -> None:
+    """Save the SIDs of several accepted sends in one statement batch (see `record_sent`)."""
+    if sent:
+        now = now or utcnow()
+        connection.execute(_RECORD, [_record_params(d, result, now) for d, result in sent])
 
 
 def record_failure(
@@ -295,41 +361,46 @@ def _opt_out_recipient(session: Session, delivery: Delivery) -> None:
         opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
 
 
-def still_owned(sessions: sessionmaker[Session], delivery: Delivery) -> bool:
+def still_owned(db: Engine | Connection, delivery: Delivery) -> bool:
     """Renew the claim after waiting for a rate slot; False if the sweeper took it back meanwhile.
 
     A send can wait on the rate limit longer than SEND_STALE_AFTER; by then `resolve_stale` may
     have put the delivery back to `pending` for another worker. Only the claim it still matches
     (same `claimed_at`) may send; the renewed `claimed_at` keeps the sweeper off during the send.
+    The renewal is committed on `db` at once; a connection in autocommit mode saves the
+    BEGIN and COMMIT round trips (the one UPDATE is its own transaction).
     """
+    if isinstance(db, Engine):
+        with db.connect() as connection:
+            return still_owned(connection.execution_options(isolation_level="AUTOCOMMIT"), delivery)
     now = utcnow()
-    with transaction(sessions) as session:
-        result = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery.id,
-                Delivery.status == SENDING,
-                Delivery.claimed_at == delivery.claimed_at,
-            )
-            .values(claimed_at=now, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        owned = bool(result.rowcount)  # type: ignore[attr-defined]
+    result = db.execute(
+        _RENEW, {"d_id": delivery.id, "d_claimed_at": delivery.claimed_at, "d_now": now}
+    )
+    # Under autocommit a no-op; SQLite's engine begins a transaction for every statement anyway.
+    db.commit()
+    owned = bool(result.rowcount)
     if owned:
         delivery.claimed_at = now
     return owned
 
 
-def send_claimed(
+def send_unrecorded(
+    db: Engine | Connection,
     sessions: sessionmaker[Session],
     settings: Settings,
     sender: Sender,
     delivery: Delivery,
     pace: Pace = _no_pace,
-) -> str:
-    """Send one claimed delivery and record the outcome; returns the delivery's new status."""
+) -> SendResult | str:
+    """Send one claimed delivery; a failure is recorded here and its new status returned.
+
+    An accepted send returns its `SendResult`, which the caller must save at once with
+    `record_sent` or `record_sends` (until then the delivery stays `sending`, which the sweeper
+    settles through Twilio should the worker die). `db` renews the claim (see `still_owned`).
+    """
     pace(sender_key(delivery), max(1, delivery.segments))
-    if not still_owned(sessions, delivery):
+    if not still_owned(db, delivery):
         log.info(
             "claim taken back while waiting for a rate slot", extra={"delivery_id": delivery.id}
         )
@@ -362,10 +433,23 @@ def send_claimed(
         return status
     SEND_LATENCY.observe(time.perf_counter() - started)
     SENDS.labels(result="sent").inc()
+    return result
+
+
+def send_claimed(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    sender: Sender,
+    delivery: Delivery,
+    pace: Pace = _no_pace,
+) -> str:
+    """Send one claimed delivery and record the outcome; returns the delivery's new status."""
+    engine: Engine = sessions.kw["bind"]
+    outcome = send_unrecorded(engine, sessions, settings, sender, delivery, pace)
+    if isinstance(outcome, str):
+        return outcome
     with transaction(sessions) as session:
-        recorded = record_sent(session, delivery.id, result)
-        status = recorded.status if recorded else SENT
-    return status
+        return record_sent(session, delivery.id, outcome) or SENT
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event, text
 
 from bridge.db import utcnow
+from bridge.deliveries import apply_status, find_delivery
 from bridge.errors import TransientSendError
 from bridge.models import Delivery
 from bridge.runtime import Runtime
@@ -19,6 +20,7 @@ from bridge.sending import (
     RELEASED,
     claim_deliveries,
     next_attempt_at,
+    record_sends,
     resolve_stale,
     send_claimed,
 )
@@ -61,6 +63,37 @@ def test_a_claim_the_sweeper_took_back_during_pacing_is_not_sent(
     again = claim_one(runtime, message_id)
     assert send_claimed(runtime.sessions, runtime.settings, runtime.sender, again) == "sent"
     assert len(twilio.sent_to(contact.phone)) == 1
+
+
+def test_sids_recorded_in_one_batch_never_move_a_callback_state_back(runtime: Runtime) -> None:
+    org = make_org(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, _ = channel_of(session, runtime.settings, org, phones(3))
+    message_id = post(runtime, org, channel_id, "Hello")
+    with runtime.sessions() as session, session.begin():
+        early, plain, failed = claim_deliveries(session, message_id, 10)
+    with runtime.sessions() as session, session.begin():
+        # Twilio's callbacks came before the worker saved the SIDs.
+        for delivery, status, code in ((early, "delivered", None), (failed, "failed", 30003)):
+            row = find_delivery(session, delivery.id, None)
+            assert row is not None
+            apply_status(session, row, status, f"SM{delivery.id}", error_code=code)
+    sent = [
+        (early.id, SendResult(sid=f"SM{early.id}", status="queued", num_segments=1)),
+        (plain.id, SendResult(sid=f"SM{plain.id}", status="queued", num_segments=2)),
+        (failed.id, SendResult(sid=f"SM{failed.id}", status="queued", num_segments=None)),
+    ]
+    with runtime.engine.begin() as connection:
+        record_sends(connection, sent)
+    rows = {row.id: row for row in deliveries(runtime, message_id)}
+    assert {d: (rows[d].status, rows[d].twilio_sid) for d, _ in sent} == {
+        early.id: ("delivered", f"SM{early.id}"),
+        plain.id: ("sent", f"SM{plain.id}"),
+        failed.id: ("failed", f"SM{failed.id}"),
+    }
+    assert rows[plain.id].segments == 2 and rows[failed.id].segments == 1
+    assert rows[failed.id].error_code == 30003  # the callback's error is kept
+    assert all(rows[d].sent_at is not None for d, _ in sent)
 
 
 def test_a_claim_still_owned_after_pacing_is_sent_and_renewed(
