@@ -241,11 +241,12 @@ def test_a_held_back_message_is_neither_stale_nor_looked_at_every_second(
         assert stale_pending_messages(session, runtime.settings) == {}
     assert sweep(runtime)["requeued"] == 0
 
-    delays = []
-    for rounds in range(4):
+    for rounds, seconds in enumerate([1, 2, 4, 8]):
         start = utcnow()
         result = fan_out_message(runtime, second, rounds=rounds)
+        end = utcnow()
         assert result.next_at is not None and result.rounds == rounds + 1
-        delays.append(round((result.next_at - start).total_seconds()))
-    assert delays == [1, 2, 4, 8]
+        # next_at is "now + delay" taken during the call: between start + delay and end + delay.
+        delay = timedelta(seconds=seconds)
+        assert start + delay <= result.next_at <= end + delay
     assert blocked_delay(30) == timedelta(seconds=BLOCKED_RETRY_MAX)
