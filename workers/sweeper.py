@@ -6,8 +6,9 @@ One sweep (also `bridge sweep`):
 - settles deliveries left `sending`/`unknown` past SEND_STALE_AFTER by asking Twilio first;
 - re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER.
 
-The worker process runs it every SWEEP_INTERVAL in a thread (`SweeperThread`), not through Redis,
-so it keeps going after Redis is flushed or the worker restarts. A short Redis lock lets one worker
+Each worker starts it in a process of its own (`start_sweeper_process`; the loop is
+`SweeperThread`'s), every SWEEP_INTERVAL, not through Redis, so it keeps going after Redis is
+flushed or the worker restarts. A short Redis lock lets one worker
 sweep per interval however many run; the sweep itself is safe to run twice at once.
 """
 
