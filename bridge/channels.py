@@ -214,6 +214,11 @@ class PublishResult:
     skipped: int
 
 
+def next_publish_seq() -> int:
+    """The order of a message published now: microseconds since the epoch, across processes."""
+    return time.time_ns() // 1000
+
+
 def publish_message(
     session: Session, settings: Settings, message: Message, now: datetime | None = None
 ) -> PublishResult:
@@ -228,8 +233,7 @@ def publish_message(
     channel = session.get(Channel, message.channel_id)
     assert channel is not None
     message.published_at = now
-    # Microseconds since the epoch order publishing across processes, for per-contact SMS order.
-    message.publish_seq = time.time_ns() // 1000
+    message.publish_seq = next_publish_seq()
     channel.updated_at = now
     if message.thread_id is not None:
         _record_publisher(session, channel.id, message, now)

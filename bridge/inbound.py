@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bridge.channels import last_publisher_thread
+from bridge.channels import last_publisher_thread, next_publish_seq
 from bridge.db import utcnow
 from bridge.deliveries import apply_status, find_delivery
 from bridge.errors import ValidationError
 from bridge.ids import new_id
-from bridge.messages import MAX_PAGE, Posted, record_contact_message
+from bridge.messages import Posted, record_contact_message
 from bridge.models import (
     Channel,
     ChannelPhoneHash,
@@ -40,6 +40,7 @@ from bridge.models import (
     SubscriberType,
 )
 from bridge.organizations import help_text_for, opt_in, opt_out, organization_for_number
+from bridge.pages import page
 from bridge.phones import classify_sender, mask_phone, normalize_phone, phone_hash
 from bridge.settings import DEVELOPMENT_SECRET_KEY, Settings
 
@@ -483,7 +484,7 @@ def _meta_in_channel(
         reactions=[],
         created_at=now,
         published_at=now,
-        publish_seq=int(now.timestamp() * 1_000_000),
+        publish_seq=next_publish_seq(),
     )
     session.add(message)
     channel.updated_at = now
@@ -505,22 +506,10 @@ def list_inbound(
         raise ValidationError(
             "status must be one of matched, unmatched, keyword, received", "status"
         )
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", "limit")
-    query = select(InboundSms).where(InboundSms.organization_id == organization_id)
+    scope = [InboundSms.organization_id == organization_id]
     if status is not None:
-        query = query.where(InboundSms.status == status)
-    if before is not None:
-        cursor = session.execute(
-            select(InboundSms.seq).where(
-                InboundSms.id == before, InboundSms.organization_id == organization_id
-            )
-        ).scalar_one_or_none()
-        if cursor is None:
-            raise ValidationError("before must be the id of an inbound SMS in this list", "before")
-        query = query.where(InboundSms.seq < cursor)
-    rows = list(session.execute(query.order_by(InboundSms.seq.desc()).limit(limit + 1)).scalars())
-    return rows[:limit], len(rows) > limit
+        scope.append(InboundSms.status == status)
+    return page(session, InboundSms, scope, limit, before, "an inbound SMS")
 
 
 def record_status_callback(session: Session, delivery_id: str | None, params: Params) -> str:

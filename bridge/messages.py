@@ -22,6 +22,7 @@ from bridge.db import utcnow
 from bridge.errors import Conflict, Forbidden, NotFound, ValidationError
 from bridge.ids import new_id
 from bridge.models import Message, MessageType, SubscriberType, Thread
+from bridge.pages import page
 from bridge.settings import Settings
 from bridge.threads import active_contact_ids, ensure_subscribed, get_thread
 
@@ -29,7 +30,6 @@ MAX_TEXT_LENGTH = 16_000  # ten SMS parts of 1,600 characters
 MAX_MEDIA = 10
 MAX_URL_LENGTH = 2048
 SCHEDULE_GRACE = timedelta(seconds=60)  # clocks differ: a time just past still publishes at once
-MAX_PAGE = 150
 
 
 @dataclass(frozen=True)
@@ -293,21 +293,9 @@ def page_messages(
     before: str | None = None,
 ) -> tuple[list[Message], bool]:
     """A page of a thread's (or channel's published) messages, newest first, older than `before`."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}", "limit")
     scope = [Message.organization_id == organization_id]
     if thread_id is not None:
         scope += [Message.thread_id == thread_id, Message.canceled_at.is_(None)]
     if channel_id is not None:
         scope += [Message.channel_id == channel_id, Message.published_at.is_not(None)]
-    query = select(Message).where(*scope)
-    if before is not None:
-        # The cursor must be in the same list: another thread's message would cut it arbitrarily.
-        cursor = session.execute(
-            select(Message.seq).where(Message.id == before, *scope)
-        ).scalar_one_or_none()
-        if cursor is None:
-            raise ValidationError("before must be the id of a message in this list", "before")
-        query = query.where(Message.seq < cursor)
-    rows = list(session.execute(query.order_by(Message.seq.desc()).limit(limit + 1)).scalars())
-    return rows[:limit], len(rows) > limit
+    return page(session, Message, scope, limit, before, "a message")

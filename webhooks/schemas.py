@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.messages import MAX_MEDIA, MAX_PAGE, MAX_TEXT_LENGTH, MAX_URL_LENGTH
+from bridge.messages import MAX_MEDIA, MAX_TEXT_LENGTH, MAX_URL_LENGTH
+from bridge.pages import MAX_PAGE
 
 MessageKind = Literal["text", "meta", "tracking_update", "pickup_reminder"]
 PostableKind = Literal["text", "tracking_update", "pickup_reminder"]
