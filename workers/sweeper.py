@@ -6,10 +6,9 @@ One sweep (also `bridge sweep`):
 - settles deliveries left `sending`/`unknown` past SEND_STALE_AFTER by asking Twilio first;
 - re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER.
 
-Each worker starts it in a process of its own (`start_sweeper_process`; the loop is
-`SweeperThread`'s), every SWEEP_INTERVAL, not through Redis, so it keeps going after Redis is
-flushed or the worker restarts. A short Redis lock lets one worker
-sweep per interval however many run; the sweep itself is safe to run twice at once.
+Each worker starts it in a process of its own (`start_sweeper_process`), every SWEEP_INTERVAL,
+not through Redis, so it keeps going after Redis is flushed or the worker restarts. A short Redis
+lock lets one worker sweep per interval however many run; the sweep itself is safe to run twice.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import logging
 import multiprocessing
 import multiprocessing.process
 import os
-import threading
+import time
 from datetime import datetime
 
 import redis
@@ -76,38 +75,21 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-class SweeperThread(threading.Thread):
-    """Runs `sweep` every `interval` seconds until stopped; one worker sweeps per interval."""
-
-    def __init__(self, runtime: Runtime, interval: float | None = None) -> None:
-        super().__init__(name="sweeper", daemon=True)
-        self.runtime = runtime
-        self.interval = interval or runtime.settings.sweep_interval
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            self.sweep_once()
-
-    def sweep_once(self) -> dict[str, int] | None:
-        """Sweep unless another worker swept in this interval; a failure never ends the loop."""
-        try:
-            lock_ms = max(100, int(self.interval * 900))
-            if not self.runtime.redis.set(LOCK_KEY, 1, nx=True, px=lock_ms):
-                return None
-        except redis.RedisError:
-            pass  # Redis is down: sweep anyway, the database is what matters
-        try:
-            return sweep(self.runtime)
-        except Exception:
-            # The loop is the process's safety net: the database or Redis may be away for a while,
-            # and the next interval tries again. Jobs never do this; this thread must not die.
-            log.exception("sweep failed; trying again next interval")
+def sweep_once(runtime: Runtime, interval: float) -> dict[str, int] | None:
+    """Sweep unless another worker swept in this interval; a failure is logged, never raised."""
+    try:
+        lock_ms = max(100, int(interval * 900))
+        if not runtime.redis.set(LOCK_KEY, 1, nx=True, px=lock_ms):
             return None
-
-    def stop(self) -> None:
-        """Ask the loop to end after the current sweep."""
-        self.stopping.set()
+    except redis.RedisError:
+        pass  # Redis is down: sweep anyway, the database is what matters
+    try:
+        return sweep(runtime)
+    except Exception:
+        # The loop is the process's safety net: the database or Redis may be away for a while,
+        # and the next interval tries again. Jobs never do this; this loop must not die.
+        log.exception("sweep failed; trying again next interval")
+        return None
 
 
 def run_sweeper_process(parent_pid: int) -> None:
@@ -123,10 +105,11 @@ def run_sweeper_process(parent_pid: int) -> None:
     settings = load_settings()
     configure_logging(settings)
     runtime = Runtime(settings)
-    sweeper = SweeperThread(runtime)
+    interval = settings.sweep_interval
     try:
-        while os.getppid() == parent_pid and not sweeper.stopping.wait(sweeper.interval):
-            sweeper.sweep_once()
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+            sweep_once(runtime, interval)
     finally:
         runtime.close()
 

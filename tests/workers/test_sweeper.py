@@ -21,7 +21,7 @@ from workers import context, jobs, queues
 from workers.enqueue import enqueue_fan_out
 from workers.fanout import BLOCKED_RETRY_MAX, blocked_delay, fan_out_message
 from workers.ratelimit import SendRateLimiter
-from workers.sweeper import sweep
+from workers.sweeper import sweep, sweep_once
 
 
 def fast_stale(runtime: Runtime) -> Runtime:
@@ -250,3 +250,22 @@ def test_a_held_back_message_is_neither_stale_nor_looked_at_every_second(
         delay = timedelta(seconds=seconds)
         assert start + delay <= result.next_at <= end + delay
     assert blocked_delay(30) == timedelta(seconds=BLOCKED_RETRY_MAX)
+
+
+def test_one_worker_sweeps_per_interval_and_a_failed_sweep_is_survived(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    first = sweep_once(runtime, interval=5)
+    assert first is not None and set(first) >= {"published", "requeued"}
+    assert sweep_once(runtime, interval=5) is None  # another worker swept in this interval
+    redis_client.delete("bridge:sweeper:lock")
+    runtime.engine.dispose()
+    broken = Runtime(
+        runtime.settings.model_copy(
+            update={"database_url": "postgresql://postgres@127.0.0.1:1/none"}
+        )
+    )
+    try:
+        assert sweep_once(broken, interval=5) is None  # logged, not raised: the loop goes on
+    finally:
+        broken.close()
