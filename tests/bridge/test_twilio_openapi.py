@@ -1,7 +1,7 @@
 """Every request the adapter sends is one Twilio's own OpenAPI description (API v2010) defines.
 
-The description is data beside the repository (`../shared/twilio/twilio_api_v2010.json`, or
-`$BRIDGE_SHARED_DIR/twilio/...` in CI); it is read, never copied. The stand-in's answers are checked
+The description is Twilio's own file, kept unchanged as a test fixture with its MIT licence beside it
+(`tests/fixtures/twilio_openapi/`). The stand-in's answers are checked
 against it too, so the adapter is tested against answers shaped like Twilio's.
 """
 
@@ -24,7 +24,7 @@ from bridge.settings import load_settings
 from bridge.twilio_client import OutgoingSms, TwilioSender, build_sender
 from tests.standin.twilio import RecordedRequest, TwilioStandIn
 
-SPEC_NAME = Path("twilio") / "twilio_api_v2010.json"
+SPEC_NAME = "twilio_api_v2010.json"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 FORM = "application/x-www-form-urlencoded"
 
@@ -41,18 +41,13 @@ E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
 def spec_path() -> Path:
-    """Where Twilio's description is: $BRIDGE_SHARED_DIR, else `shared/` beside the repository."""
-    if os.environ.get("BRIDGE_SHARED_DIR"):
-        return Path(os.environ["BRIDGE_SHARED_DIR"]) / SPEC_NAME
-    return Path(__file__).resolve().parents[2].parent / "shared" / SPEC_NAME
+    """Twilio's description, kept as a test fixture with its MIT licence beside it."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "twilio_openapi" / SPEC_NAME
 
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    path = spec_path()
-    if not path.is_file():
-        pytest.skip(f"Twilio's OpenAPI description is not at {path} (set BRIDGE_SHARED_DIR)")
-    with path.open(encoding="utf-8") as file:
+    with spec_path().open(encoding="utf-8") as file:
         loaded: dict[str, Any] = json.load(file)
     return loaded
 
