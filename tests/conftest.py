@@ -73,7 +73,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A redis-server of the run's own on a free port: the suite never touches anyone else's Redis."""
+    """A redis-server of the run's own on a free port; another Redis is never touched."""
     with RedisServer() as server:
         yield server.url
 

@@ -1,19 +1,17 @@
 """The JSON of each model has exactly the fields of DESIGN section 4, typed as the seed says.
 
-The field names are read from the seed (`docs/seed/threads-and-channels.txt`) and from docs/DESIGN.md
-themselves, so renaming a field in the code, or dropping one, fails here.
+The field names are read from the seed (`docs/seed/threads-and-channels.txt`) and from
+docs/DESIGN.md themselves, so renaming a field in the code, or dropping one, fails here.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 

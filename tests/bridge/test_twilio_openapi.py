@@ -1,14 +1,13 @@
 """Every request the adapter sends is one Twilio's own OpenAPI description (API v2010) defines.
 
-The description is Twilio's own file, kept unchanged as a test fixture with its MIT licence beside it
-(`tests/fixtures/twilio_openapi/`). The stand-in's answers are checked
-against it too, so the adapter is tested against answers shaped like Twilio's.
+The description is Twilio's own file, kept unchanged as a test fixture with its MIT licence beside
+it (`tests/fixtures/twilio_openapi/`). The stand-in's answers are checked against it too, so the
+adapter is tested against answers shaped like Twilio's.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
