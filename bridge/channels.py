@@ -31,13 +31,13 @@ from bridge.models import (
     Thread,
 )
 from bridge.organizations import opted_out_hashes, sender_numbers
+from bridge.pages import RECENT_LIMIT
 from bridge.phones import phone_time_zones
 from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
 from bridge.sms_text import relay_prefix, segment_count, split_text
 from bridge.subscribers import Profile, load_profiles
 
-RECENT_LIMIT = 150
 NOTIFICATION_TYPES = frozenset(
     {MessageType.TRACKING_UPDATE.value, MessageType.PICKUP_REMINDER.value}
 )

@@ -11,9 +11,7 @@ from bridge.db import utcnow
 from bridge.messages import get_message
 from bridge.models import Contact, Delivery, DeliveryStatus
 from bridge.organizations import opt_out
-
-# Twilio's error code for "the recipient replied STOP": such a contact is opted out.
-UNSUBSCRIBED_CODE = 21610
+from bridge.twilio_client import UNSUBSCRIBED_CODE
 
 # How far along each state is; a callback only ever moves a delivery forward.
 RANK = {
@@ -27,7 +25,6 @@ RANK = {
     DeliveryStatus.SKIPPED.value: 5,
     DeliveryStatus.CANCELED.value: 5,
 }
-FINAL = frozenset(s for s, rank in RANK.items() if rank >= 4)
 
 # Twilio's MessageStatus values and the delivery state each means.
 TWILIO_STATUS = {

@@ -2,10 +2,11 @@
 
 BridgeError
 ├── ConfigurationError          settings that cannot run
-├── ValidationError             bad input, names the field (API: 422)
-├── NotFound                    no such object for this organization (API: 404)
-├── Conflict                    the request clashes with the state (API: 409)
-├── Forbidden                   the actor may not do this (API: 403)
+├── RequestError                cannot do what was asked; `param` names the field at fault
+│   ├── ValidationError         bad input (API: 422)
+│   ├── NotFound                no such object for this organization (API: 404)
+│   ├── Conflict                the request clashes with the state (API: 409)
+│   └── Forbidden               the actor may not do this (API: 403)
 └── SendError                   a send to Twilio did not succeed
     ├── TransientSendError      retry later (429, 5xx, timeouts, retryable codes)
     └── PermanentSendError      never retry (invalid number, blocked, ...)
@@ -22,8 +23,8 @@ class ConfigurationError(BridgeError):
     """The settings cannot run."""
 
 
-class ValidationError(BridgeError):
-    """Input that breaks a rule; `param` names the field."""
+class RequestError(BridgeError):
+    """What was asked cannot be done; `message` says why and `param` names the field at fault."""
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -31,31 +32,20 @@ class ValidationError(BridgeError):
         self.param = param
 
 
-class NotFound(BridgeError):
+class ValidationError(RequestError):
+    """Input that breaks a rule."""
+
+
+class NotFound(RequestError):
     """No such object, or it belongs to another organization."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
-
-class Conflict(BridgeError):
+class Conflict(RequestError):
     """The request clashes with the current state."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
-
-class Forbidden(BridgeError):
+class Forbidden(RequestError):
     """The acting subscriber may not do this."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 class SendError(BridgeError):

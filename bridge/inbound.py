@@ -43,6 +43,7 @@ from bridge.organizations import help_text_for, opt_in, opt_out, organization_fo
 from bridge.pages import page
 from bridge.phones import classify_sender, mask_phone, normalize_phone, phone_hash
 from bridge.settings import DEVELOPMENT_SECRET_KEY, Settings
+from bridge.twilio_client import MAX_MEDIA
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ STOP_WORDS = frozenset(
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 
-# Twilio sends at most 10 media per MMS; NumMedia beyond that is not trusted to size a loop.
-MAX_MEDIA = 10
 _COLUMN = 64  # from_phone / to_phone / message_sid width; an odd sender id is cut, never rejected
 
 # A send Twilio accepted (or may have): the contact has received, or is receiving, this SMS.
@@ -66,9 +65,6 @@ _SENT_STATES = (
     DeliveryStatus.UNDELIVERED.value,
     DeliveryStatus.UNKNOWN.value,
 )
-
-# Twilio sends all three with the same value; older integrations only had the Sms* names.
-_SID_NAMES = ("MessageSid", "SmsMessageSid", "SmsSid")
 
 # PostgreSQL refuses NUL in text and nothing can encode a lone surrogate as UTF-8: either would
 # make the SMS unstorable, and Twilio's retries would fail the same way, so the SMS would be lost.
@@ -184,6 +180,7 @@ def media_urls_from(params: Params) -> list[str]:
         count = int(_first(params, "NumMedia") or 0)
     except ValueError:
         count = 0
+    # NumMedia beyond Twilio's limit is not trusted to size a loop.
     urls = (_first(params, f"MediaUrl{i}") for i in range(max(0, min(count, MAX_MEDIA))))
     return [url for url in urls if url]
 

@@ -25,9 +25,9 @@ from bridge.models import Message, MessageType, SubscriberType, Thread
 from bridge.pages import page
 from bridge.settings import Settings
 from bridge.threads import active_contact_ids, ensure_subscribed, get_thread
+from bridge.twilio_client import MAX_MEDIA
 
 MAX_TEXT_LENGTH = 16_000  # ten SMS parts of 1,600 characters
-MAX_MEDIA = 10
 MAX_URL_LENGTH = 2048
 SCHEDULE_GRACE = timedelta(seconds=60)  # clocks differ: a time just past still publishes at once
 

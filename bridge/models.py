@@ -54,11 +54,6 @@ class DeliveryStatus(enum.StrEnum):
 
 
 # Deliveries that may still send an SMS; the index on them must match the query's filter exactly.
-OPEN_STATUSES = (
-    DeliveryStatus.PENDING.value,
-    DeliveryStatus.SENDING.value,
-    DeliveryStatus.UNKNOWN.value,
-)
 OPEN_STATUSES_SQL = "status IN ('pending', 'sending', 'unknown')"
 
 

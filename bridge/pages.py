@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from bridge.errors import ValidationError
 
 MAX_PAGE = 150
+# A thread or channel shows at most this many recent messages (DESIGN 4).
+RECENT_LIMIT = 150
 
 Row = TypeVar("Row")
 

@@ -77,14 +77,6 @@ def normalize_phone(raw: str, region: str = "US", param: str = "phone") -> str:
     )
 
 
-def try_normalize_phone(raw: str, region: str = "US") -> str | None:
-    """Return the E.164 form of `raw`, or None when it is not a valid phone number."""
-    try:
-        return normalize_phone(raw, region)
-    except ValidationError:
-        return None
-
-
 def classify_sender(raw: str, region: str = "US") -> SenderKind:
     """Say what an inbound `From` is: "e164", "short_code", "alphanumeric" or "invalid"."""
     if not isinstance(raw, str):

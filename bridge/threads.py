@@ -16,10 +16,10 @@ from bridge.db import utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.ids import RESOURCE_ID, new_id, thread_id_for
 from bridge.models import Message, MessageType, SubscriberType, Thread, ThreadSubscriber
+from bridge.pages import RECENT_LIMIT
 from bridge.settings import Settings
 from bridge.subscribers import Profile, load_profiles, resolve_subscriber
 
-RECENT_LIMIT = 150
 MAX_LABEL = 200
 MAX_LOCATION = 128  # the width of threads.location_id
 

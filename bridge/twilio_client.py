@@ -83,6 +83,9 @@ PERMANENT_CODES: dict[int, str] = {
 # Code 21610 means the recipient sent STOP: the caller also opts the contact out.
 UNSUBSCRIBED_CODE = 21610
 
+# Twilio takes at most ten media per MMS, and sends us at most ten on an inbound one.
+MAX_MEDIA = 10
+
 # HTTP statuses worth retrying when the code is in neither table; every 5xx is too.
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 

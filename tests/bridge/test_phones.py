@@ -11,7 +11,6 @@ from bridge.phones import (
     normalize_phone,
     phone_hash,
     phone_time_zones,
-    try_normalize_phone,
 )
 
 KEY = "test-phone-hash-key"
@@ -63,7 +62,6 @@ INVALID = [
 @pytest.mark.parametrize(("raw", "region", "expected"), VALID)
 def test_normalize_phone_accepts(raw: str, region: str, expected: str) -> None:
     assert normalize_phone(raw, region) == expected
-    assert try_normalize_phone(raw, region) == expected
     assert classify_sender(raw, region) == "e164"
 
 
@@ -73,7 +71,6 @@ def test_normalize_phone_rejects(raw: str, region: str, words: str) -> None:
         normalize_phone(raw, region, param="to")
     assert caught.value.param == "to"
     assert words.lower() in caught.value.message.lower()
-    assert try_normalize_phone(raw, region) is None
 
 
 @pytest.mark.parametrize(("raw", "region", "_words"), INVALID)
