@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
@@ -53,3 +56,9 @@ def contact(
 def org_actor(org: Organization) -> Actor:
     """The organization acting through its API key."""
     return Actor.organization(org.id)
+
+
+def as_json(response: BaseModel) -> dict[str, Any]:
+    """A response model as the API sends it: its JSON, read back."""
+    body: dict[str, Any] = json.loads(response.model_dump_json(by_alias=True))
+    return body

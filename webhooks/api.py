@@ -1,40 +1,33 @@
 """The REST API under /v1 (DESIGN section 6): the organization, users, contacts and inbound SMS.
 
-Threads and their messages live in `webhooks.api_threads`, channels and messages by id in
-`webhooks.api_channels`; both are nested in `bp`. Every view keeps one order: authenticate, read
-and validate the request, call one domain function in a transaction, enqueue after commit, answer.
+Threads live in `webhooks.api_threads`, channels in `webhooks.api_channels`, and the message routes
+both share in `webhooks.api_messages`; all are nested in `bp`. The blueprint authenticates every
+request (`g.actor`) and `operation()` parses what a view declares, so each view keeps one order:
+call one domain function in a transaction, enqueue after commit, answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint
+from flask import Blueprint, g
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 
-from bridge import inbound, models, organizations
+from bridge import inbound, organizations
 from bridge.db import transaction
-from bridge.serialize import inbound_json, organization_json, user_json
-from webhooks import api_channels, api_threads, openapi
+from bridge.serialize import (
+    Contact,
+    ContactList,
+    InboundSms,
+    InboundSmsList,
+    Organization,
+    User,
+)
+from webhooks import api_channels, api_messages, api_threads, openapi
 from webhooks.auth import authenticate
 from webhooks.context import runtime
 from webhooks.errors import register_database_errors
-from webhooks.http import IdConverter, json_body, operation, query_args, respond, respond_list
-from webhooks.present import contact_data
-from webhooks.schemas import (
-    Contact,
-    ContactCreate,
-    ContactList,
-    InboundQuery,
-    InboundSmsList,
-    Organization,
-    OrganizationUpdate,
-    PhoneQuery,
-    User,
-    UserCreate,
-)
+from webhooks.http import IdConverter, operation, respond
+from webhooks.schemas import ContactCreate, InboundQuery, OrganizationUpdate, PhoneQuery, UserCreate
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -49,11 +42,13 @@ def _install(state: BlueprintSetupState) -> None:
 register_database_errors(bp)
 bp.register_blueprint(api_threads.bp)
 bp.register_blueprint(api_channels.bp)
+bp.register_blueprint(api_messages.bp)
 
 
-def _organization_data(session: Session, org: models.Organization) -> dict[str, Any]:
-    senders = organizations.sender_numbers(session, org.id)
-    return organization_json(org, senders, organizations.help_text_for(org))
+@bp.before_request
+def _authenticate() -> None:
+    # Every /v1 route (nested blueprints included) acts for someone: 401, 403 or 429 otherwise.
+    g.actor = authenticate()
 
 
 @operation(
@@ -64,11 +59,9 @@ def _organization_data(session: Session, org: models.Organization) -> dict[str, 
     responses={200: Organization},
 )
 def get_organization() -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        org = organizations.get_organization(session, actor.organization_id)
-        data = _organization_data(session, org)
-    return respond(Organization, data)
+        org = organizations.get_organization(session, g.actor.organization_id)
+        return respond(Organization.load(session, org))
 
 
 @operation(
@@ -79,15 +72,13 @@ def get_organization() -> ResponseReturnValue:
     body=OrganizationUpdate,
     responses={200: Organization},
 )
-def update_organization() -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(OrganizationUpdate)
+def update_organization(body: OrganizationUpdate) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         org = organizations.update_organization(
-            session, actor.organization_id, name=body.name, help_text=body.help_text
+            session, g.actor.organization_id, name=body.name, help_text=body.help_text
         )
-        data = _organization_data(session, org)
-    return respond(Organization, data)
+        answer = Organization.load(session, org)
+    return respond(answer)
 
 
 @operation(
@@ -98,16 +89,14 @@ def update_organization() -> ResponseReturnValue:
     body=UserCreate,
     responses={201: User},
 )
-def create_user() -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(UserCreate)
+def create_user(body: UserCreate) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
         user = organizations.create_user(
-            session, rt.settings, actor.organization_id, body.name, body.email, body.phone
+            session, rt.settings, g.actor.organization_id, body.name, body.email, body.phone
         )
-        data = user_json(user)
-    return respond(User, data, 201)
+        answer = User.of(user)
+    return respond(answer, 201)
 
 
 @operation(
@@ -119,10 +108,8 @@ def create_user() -> ResponseReturnValue:
     errors=(404,),
 )
 def get_user(user_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        data = user_json(organizations.get_user(session, actor.organization_id, user_id))
-    return respond(User, data)
+        return respond(User.of(organizations.get_user(session, g.actor.organization_id, user_id)))
 
 
 @operation(
@@ -133,16 +120,14 @@ def get_user(user_id: str) -> ResponseReturnValue:
     body=ContactCreate,
     responses={201: Contact, 200: Contact},
 )
-def create_contact() -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(ContactCreate)
+def create_contact(body: ContactCreate) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
         contact, created = organizations.find_or_create_contact(
-            session, rt.settings, actor.organization_id, body.phone, body.name, body.email
+            session, rt.settings, g.actor.organization_id, body.phone, body.name, body.email
         )
-        data = contact_data(session, contact)
-    return respond(Contact, data, 201 if created else 200)
+        answer = Contact.load(session, contact)
+    return respond(answer, 201 if created else 200)
 
 
 @operation(
@@ -154,11 +139,9 @@ def create_contact() -> ResponseReturnValue:
     errors=(404,),
 )
 def get_contact(contact_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        contact = organizations.get_contact(session, actor.organization_id, contact_id)
-        data = contact_data(session, contact)
-    return respond(Contact, data)
+        contact = organizations.get_contact(session, g.actor.organization_id, contact_id)
+        return respond(Contact.load(session, contact))
 
 
 @operation(
@@ -169,16 +152,13 @@ def get_contact(contact_id: str) -> ResponseReturnValue:
     query=PhoneQuery,
     responses={200: ContactList},
 )
-def find_contacts() -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(PhoneQuery)
+def find_contacts(query: PhoneQuery) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
         contact = organizations.find_contact_by_phone(
-            session, rt.settings, actor.organization_id, args.phone
+            session, rt.settings, g.actor.organization_id, query.phone
         )
-        data = [contact_data(session, contact)] if contact else []
-    return respond_list(ContactList, data, False)
+        return respond(ContactList.of([Contact.load(session, contact)] if contact else []))
 
 
 @operation(
@@ -189,12 +169,9 @@ def find_contacts() -> ResponseReturnValue:
     query=InboundQuery,
     responses={200: InboundSmsList},
 )
-def list_inbound() -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(InboundQuery)
+def list_inbound(query: InboundQuery) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         rows, has_more = inbound.list_inbound(
-            session, actor.organization_id, args.status, args.limit, args.before
+            session, g.actor.organization_id, query.status, query.limit, query.before
         )
-        data = [inbound_json(r) for r in rows]
-    return respond_list(InboundSmsList, data, has_more)
+    return respond(InboundSmsList.of([InboundSms.of(r) for r in rows], has_more))

@@ -1,41 +1,25 @@
-"""Threads, their subscribers, and the messages posted to them (nested in the /v1 blueprint)."""
+"""Threads and their subscribers (nested in /v1; their messages are in `webhooks.api_messages`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, g
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from bridge import channels, messages, threads
+from bridge import threads
 from bridge.db import transaction
-from bridge.messages import Posted
-from bridge.serialize import thread_json
-from webhooks.auth import authenticate
+from bridge.serialize import Thread
 from webhooks.context import runtime
-from webhooks.http import json_body, operation, query_args, respond, respond_list
-from webhooks.present import message_data, messages_data
-from webhooks.schemas import (
-    Empty,
-    Message,
-    MessageCreate,
-    MessageList,
-    PageQuery,
-    SubscriberAdd,
-    SubscriberSpec,
-    Thread,
-    ThreadCreate,
-    ThreadUpdate,
-)
-from workers.enqueue import enqueue_posted
+from webhooks.http import operation, respond
+from webhooks.schemas import Empty, SubscriberAdd, SubscriberSpec, ThreadCreate, ThreadUpdate
 
 bp = Blueprint("threads", __name__)
 
 
-def _thread_data(session: Session, organization_id: str, thread_id: str) -> dict[str, Any]:
-    return thread_json(threads.load_thread_view(session, organization_id, thread_id))
+def _thread(session: Session, thread_id: str) -> Thread:
+    return Thread.of(threads.load_thread_view(session, g.actor.organization_id, thread_id))
 
 
 def _spec(spec: SubscriberSpec) -> str | dict[str, Any]:
@@ -51,22 +35,20 @@ def _spec(spec: SubscriberSpec) -> str | dict[str, Any]:
     responses={201: Thread, 200: Thread},
     errors=(404, 409),
 )
-def create_thread() -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(ThreadCreate)
+def create_thread(body: ThreadCreate) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
         thread, created = threads.create_thread(
             session,
             rt.settings,
-            actor,
+            g.actor,
             body.resource_id,
             name=body.name,
             location_id=body.location_id,
             subscribers=[_spec(s) for s in body.subscribers],
         )
-        data = _thread_data(session, actor.organization_id, thread.id)
-    return respond(Thread, data, 201 if created else 200)
+        answer = _thread(session, thread.id)
+    return respond(answer, 201 if created else 200)
 
 
 @operation(
@@ -78,10 +60,9 @@ def create_thread() -> ResponseReturnValue:
     errors=(404,),
 )
 def get_thread(thread_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        data = _thread_data(session, actor.organization_id, thread_id)
-    return respond(Thread, data)
+        answer = _thread(session, thread_id)
+    return respond(answer)
 
 
 @operation(
@@ -93,13 +74,11 @@ def get_thread(thread_id: str) -> ResponseReturnValue:
     responses={200: Thread},
     errors=(404,),
 )
-def update_thread(thread_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(ThreadUpdate)
+def update_thread(thread_id: str, body: ThreadUpdate) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
-        threads.update_thread(session, actor, thread_id, body.model_dump(exclude_unset=True))
-        data = _thread_data(session, actor.organization_id, thread_id)
-    return respond(Thread, data)
+        threads.update_thread(session, g.actor, thread_id, body.model_dump(exclude_unset=True))
+        answer = _thread(session, thread_id)
+    return respond(answer)
 
 
 @operation(
@@ -111,14 +90,12 @@ def update_thread(thread_id: str) -> ResponseReturnValue:
     responses={200: Thread},
     errors=(404,),
 )
-def add_subscriber(thread_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(SubscriberAdd)
+def add_subscriber(thread_id: str, body: SubscriberAdd) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
-        threads.add_subscriber(session, rt.settings, actor, thread_id, _spec(body.subscriber))
-        data = _thread_data(session, actor.organization_id, thread_id)
-    return respond(Thread, data)
+        threads.add_subscriber(session, rt.settings, g.actor, thread_id, _spec(body.subscriber))
+        answer = _thread(session, thread_id)
+    return respond(answer)
 
 
 @operation(
@@ -130,11 +107,10 @@ def add_subscriber(thread_id: str) -> ResponseReturnValue:
     errors=(404, 409),
 )
 def archive_subscriber(thread_id: str, subscriber_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        threads.archive_subscriber(session, actor, thread_id, subscriber_id)
-        data = _thread_data(session, actor.organization_id, thread_id)
-    return respond(Thread, data)
+        threads.archive_subscriber(session, g.actor, thread_id, subscriber_id)
+        answer = _thread(session, thread_id)
+    return respond(answer)
 
 
 @operation(
@@ -147,80 +123,8 @@ def archive_subscriber(thread_id: str, subscriber_id: str) -> ResponseReturnValu
     responses={200: Thread},
     errors=(404,),
 )
-def mark_viewed(thread_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    json_body(Empty, required=False)
+def mark_viewed(thread_id: str, body: Empty) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
-        threads.mark_viewed(session, actor, thread_id)
-        data = _thread_data(session, actor.organization_id, thread_id)
-    return respond(Thread, data)
-
-
-@operation(
-    bp,
-    "GET",
-    "/threads/<id:thread_id>/messages",
-    summary="Page through a thread's messages, newest first",
-    query=PageQuery,
-    responses={200: MessageList},
-    errors=(404,),
-)
-def list_messages(thread_id: str) -> ResponseReturnValue:
-    return message_page(thread_id=thread_id)
-
-
-@operation(
-    bp,
-    "POST",
-    "/threads/<id:thread_id>/messages",
-    summary="Post a message; it goes to the channel of the thread's contacts now or when due",
-    body=MessageCreate,
-    responses={201: Message},
-    errors=(404,),
-)
-def post_message(thread_id: str) -> ResponseReturnValue:
-    return post_and_enqueue(messages.post_message, thread_id)
-
-
-def message_page(
-    *, thread_id: str | None = None, channel_id: str | None = None
-) -> ResponseReturnValue:
-    """A page of the organization's thread's or channel's messages, newest first."""
-    actor = authenticate()
-    args = query_args(PageQuery)
-    with transaction(runtime().sessions) as session:
-        if thread_id is not None:
-            thread_id = threads.get_thread(session, actor.organization_id, thread_id).id
-        if channel_id is not None:
-            channel_id = channels.get_channel(session, actor.organization_id, channel_id).id
-        rows, has_more = messages.page_messages(
-            session,
-            actor.organization_id,
-            thread_id=thread_id,
-            channel_id=channel_id,
-            limit=args.limit,
-            before=args.before,
-        )
-        data = messages_data(session, rows)
-    return respond_list(MessageList, data, has_more)
-
-
-def post_and_enqueue(post: Callable[..., Posted], target_id: str) -> ResponseReturnValue:
-    """Post a message to a thread or a channel, commit, then enqueue what it made; answer 201."""
-    actor = authenticate()
-    body = json_body(MessageCreate)
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        posted = post(
-            session,
-            rt.settings,
-            actor,
-            target_id,
-            body.text,
-            body.type,
-            body.media_urls,
-            body.publish_to_channel_at,
-        )
-        data = message_data(session, posted.message)
-    enqueue_posted(rt.redis, posted)  # after commit; never fails the request
-    return respond(Message, data, 201)
+        threads.mark_viewed(session, g.actor, thread_id)
+        answer = _thread(session, thread_id)
+    return respond(answer)

@@ -2,18 +2,22 @@
 
 Each view is declared with `operation(...)`, which adds the Flask route and records what it takes
 and answers; `webhooks.openapi` builds the description from those records, so the routes and the
-description cannot drift apart.
+description cannot drift apart. The operation also reads what it declares: a view that declares a
+`body` or a `query` model is called with `body=` or `query=`, parsed and validated, beside its
+path parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pydantic
 from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
 from werkzeug.routing import BaseConverter
 
 from webhooks.errors import ApiError
@@ -63,7 +67,17 @@ def operation(
     """Add a route to `bp` and record it for the OpenAPI description (`rule` is relative to /v1)."""
 
     def decorate(view: F) -> F:
-        bp.add_url_rule(rule, view_func=view, methods=[method])
+        @functools.wraps(view)
+        def parsed(**path: str) -> ResponseReturnValue:
+            # The blueprint has authenticated the request by now; parsing comes next (DESIGN 6).
+            given: dict[str, Any] = dict(path)
+            if body is not None:
+                given["body"] = json_body(body, body_required)
+            if query is not None:
+                given["query"] = query_args(query)
+            return cast(ResponseReturnValue, view(**given))
+
+        bp.add_url_rule(rule, view_func=parsed, methods=[method])
         OPERATIONS.append(
             Operation(
                 method=method.lower(),
@@ -112,19 +126,10 @@ def query_args(model: type[M]) -> M:
         raise invalid(exc) from None
 
 
-def respond(
-    model: type[pydantic.BaseModel], data: Mapping[str, Any], status: int = 200
-) -> Response:
-    """Answer with `data` checked against and shaped by its response model."""
-    body = model.model_validate(data).model_dump_json(by_alias=True)
+def respond(model: pydantic.BaseModel, status: int = 200) -> Response:
+    """Answer with a response model, built (and so checked) by the view."""
+    body = model.model_dump_json(by_alias=True)
     return Response(body, status=status, mimetype="application/json")
-
-
-def respond_list(
-    model: type[pydantic.BaseModel], items: list[dict[str, Any]], has_more: bool
-) -> Response:
-    """Answer with a list page: `{"object": "list", "data", "has_more"}`."""
-    return respond(model, {"object": "list", "data": items, "has_more": has_more})
 
 
 def invalid(exc: pydantic.ValidationError) -> ApiError:

@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from bridge import serialize
 from webhooks import schemas
 from webhooks.http import ID_PATTERN, OPERATIONS, Operation
 
@@ -23,15 +24,15 @@ _PATH_PARAM = re.compile(r"<(?:\w+:)?(\w+)>")
 
 # Named components even where no operation answers with them alone (DESIGN section 4).
 COMPONENTS: tuple[type[pydantic.BaseModel], ...] = (
-    schemas.Thread,
-    schemas.Message,
-    schemas.Subscriber,
-    schemas.Channel,
-    schemas.Delivery,
-    schemas.InboundSms,
-    schemas.User,
-    schemas.Contact,
-    schemas.Organization,
+    serialize.Thread,
+    serialize.Message,
+    serialize.Subscriber,
+    serialize.Channel,
+    serialize.Delivery,
+    serialize.InboundSms,
+    serialize.User,
+    serialize.Contact,
+    serialize.Organization,
     schemas.Error,
 )
 

@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bridge import serialize
 from bridge.actors import Actor
+from bridge.channel_views import channels_for_phone, load_channel_view
 from bridge.channels import (
     QUEUE_NOTIFICATIONS,
     QUEUE_TEXT,
-    channels_for_phone_hash,
     get_or_create_channel,
     last_publisher_thread,
-    load_channel_view,
     publish_due_messages,
     subscriber_hash,
 )
@@ -33,7 +33,6 @@ from bridge.messages import (
 from bridge.models import ChannelSubscriber, Contact, Delivery, Organization
 from bridge.organizations import find_or_create_contact, opt_out
 from bridge.runtime import Runtime
-from bridge.serialize import channel_json
 from bridge.settings import Settings
 from bridge.sms_text import segment_count
 from bridge.threads import add_subscriber, archive_subscriber, create_thread
@@ -41,7 +40,7 @@ from tests import factories
 
 
 def _channel(session: Session, org: Organization, channel_id: str) -> dict[str, Any]:
-    return channel_json(load_channel_view(session, org.id, channel_id))
+    return factories.as_json(serialize.Channel.of(load_channel_view(session, org.id, channel_id)))
 
 
 def _deliveries(session: Session, message_id: str) -> list[Delivery]:
@@ -281,8 +280,8 @@ def test_one_sender_is_shared_by_every_channel(session: Session, settings: Setti
         for c in channels
     }
     assert len(phones) == 1
-    found = channels_for_phone_hash(session, org.id, cora.phone_hash)
-    assert {c.id for c in found} == {c.id for c in channels}
+    found, _ = channels_for_phone(session, settings, org.id, cora.phone, 150, None)
+    assert {v.channel.id for v in found} == {c.id for c in channels}
 
 
 def test_a_contacts_message_is_relayed_to_the_others_with_its_name(
@@ -356,9 +355,8 @@ def test_channels_for_a_phone_hash_stay_within_the_organization(
     theirs, _ = find_or_create_contact(session, settings, other.id, mine.phone)
     get_or_create_channel(session, org.id, [mine.id])
     get_or_create_channel(session, other.id, [theirs.id])
-    assert [
-        c.organization_id for c in channels_for_phone_hash(session, org.id, mine.phone_hash)
-    ] == [org.id]
+    found, _ = channels_for_phone(session, settings, org.id, mine.phone, 150, None)
+    assert [v.channel.organization_id for v in found] == [org.id]
     assert session.get(Contact, theirs.id) is not None
 
 

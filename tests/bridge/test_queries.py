@@ -1,23 +1,27 @@
-"""Reading a thread or a channel takes a fixed number of SQL queries, whatever it holds."""
+"""Reading a thread, a channel or a phone's channels takes a fixed number of SQL queries."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
-from bridge.channels import load_channel_view
+from bridge.channel_views import channels_for_phone, load_channel_view
+from bridge.channels import get_or_create_channel
 from bridge.db import utcnow
 from bridge.ids import kind_of, new_id
-from bridge.messages import post_message
+from bridge.messages import post_channel_message, post_message
 from bridge.models import Message
 from bridge.runtime import Runtime
-from bridge.serialize import channel_json, thread_json
+from bridge.serialize import Channel, ChannelList, Thread
 from bridge.settings import Settings
 from bridge.threads import create_thread, load_thread_view, mark_viewed
 from tests import factories
@@ -38,7 +42,16 @@ def counting(runtime: Runtime) -> Iterator[list[str]]:
         event.remove(runtime.engine, "before_cursor_execute", count)
 
 
-def _build(runtime: Runtime, settings: Settings, messages: int, subscribers: int) -> dict[str, str]:
+@dataclass(frozen=True)
+class Built:
+    """The ids of what `_build` made."""
+
+    org: str
+    thread: str
+    channel: str
+
+
+def _build(runtime: Runtime, settings: Settings, messages: int, subscribers: int) -> Built:
     """A thread (and its channel) with `subscribers` users and contacts and `messages` messages."""
     with runtime.sessions() as s:
         org, _ = factories.organization(s, settings, senders=2)
@@ -80,13 +93,13 @@ def _build(runtime: Runtime, settings: Settings, messages: int, subscribers: int
             )
         mark_viewed(s, Actor.user(org.id, users[0].id), thread.id)
         s.commit()
-        return {"org": org.id, "thread": thread.id, "channel": first.channel_id}
+        return Built(org.id, thread.id, first.channel_id)
 
 
-def _queries(runtime: Runtime, read: Callable[[Any], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+def _queries(runtime: Runtime, read: Callable[[Session], BaseModel]) -> tuple[int, dict[str, Any]]:
     with runtime.sessions() as s, counting(runtime) as statements:
         body = read(s)
-    return len(statements), body
+    return len(statements), factories.as_json(body)
 
 
 def test_reading_a_thread_takes_a_fixed_number_of_queries(
@@ -97,7 +110,7 @@ def test_reading_a_thread_takes_a_fixed_number_of_queries(
     counts = []
     for made in (small, large):
         n, body = _queries(
-            runtime, lambda s, m=made: thread_json(load_thread_view(s, m["org"], m["thread"]))
+            runtime, lambda s, m=made: Thread.of(load_thread_view(s, m.org, m.thread))
         )
         counts.append(n)
         assert len(body["subscribers"]) in {3, 50}
@@ -114,10 +127,42 @@ def test_reading_a_channel_takes_a_fixed_number_of_queries(
     counts = []
     for made in (small, large):
         n, body = _queries(
-            runtime, lambda s, m=made: channel_json(load_channel_view(s, m["org"], m["channel"]))
+            runtime, lambda s, m=made: Channel.of(load_channel_view(s, m.org, m.channel))
         )
         counts.append(n)
         assert len(body["pending_messages"]) == 1
         assert len(body["recent_messages"]) in {9, 149}
+    assert counts[0] == counts[1]
+    assert 5 <= counts[0] <= 12
+
+
+def _channels_with(runtime: Runtime, settings: Settings, channels: int) -> tuple[str, str]:
+    """An organization and a phone in `channels` channels, each with a message of its own."""
+    with runtime.sessions() as s:
+        org, _ = factories.organization(s, settings)
+        cora = factories.contact(s, settings, org, "Cora")
+        for i in range(channels):
+            other = factories.contact(s, settings, org, f"Contact {i}")
+            channel, _ = get_or_create_channel(s, org.id, [cora.id, other.id])
+            post_channel_message(s, settings, factories.org_actor(org), channel.id, f"hi {i}")
+        s.commit()
+        return org.id, cora.phone
+
+
+def test_listing_a_phones_channels_takes_a_fixed_number_of_queries(
+    runtime: Runtime, settings: Settings
+) -> None:
+    counts = []
+    for size in (1, 30):
+        org_id, phone = _channels_with(runtime, settings, size)
+
+        def read(s: Session, org_id: str = org_id, phone: str = phone) -> BaseModel:
+            views, has_more = channels_for_phone(s, settings, org_id, phone, 150, None)
+            return ChannelList.of([Channel.of(v) for v in views], has_more)
+
+        n, body = _queries(runtime, read)
+        counts.append(n)
+        assert len(body["data"]) == size and body["has_more"] is False
+        assert all(len(c["recent_messages"]) == 1 for c in body["data"])
     assert counts[0] == counts[1]
     assert 5 <= counts[0] <= 12

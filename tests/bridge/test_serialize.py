@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bridge import models
 from bridge.actors import Actor
-from bridge.channels import load_channel_view
+from bridge.channel_views import load_channel_view
 from bridge.db import utcnow
 from bridge.ids import new_id
 from bridge.messages import edit_message, post_message
-from bridge.models import Delivery, InboundSms
-from bridge.serialize import channel_json, delivery_json, inbound_json, thread_json
+from bridge.serialize import Channel, Delivery, InboundSms, Thread
 from bridge.settings import Settings
 from bridge.threads import (
     add_subscriber,
@@ -143,8 +143,10 @@ def _world(session: Session, settings: Settings) -> tuple[dict[str, Any], dict[s
     mark_viewed(session, as_org, thread.id)
     session.commit()
     assert sent.channel_id is not None
-    thread_body = thread_json(load_thread_view(session, org.id, thread.id))
-    channel_body = channel_json(load_channel_view(session, org.id, sent.channel_id))
+    thread_body = factories.as_json(Thread.of(load_thread_view(session, org.id, thread.id)))
+    channel_body = factories.as_json(
+        Channel.of(load_channel_view(session, org.id, sent.channel_id))
+    )
     return thread_body, channel_body
 
 
@@ -182,9 +184,9 @@ def test_channel_json(session: Session, settings: Settings) -> None:
 
 def test_delivery_json(session: Session, settings: Settings) -> None:
     _world(session, settings)
-    delivery = session.execute(select(Delivery)).scalars().first()
+    delivery = session.execute(select(models.Delivery)).scalars().first()
     assert delivery is not None
-    body = delivery_json(delivery)
+    body = factories.as_json(Delivery.of(delivery))
     assert set(body) == design_fields()["Delivery"]
     assert body["object"] == "delivery" and body["id"].startswith("dlv_")
     assert body["to"].startswith("+") and body["from"].startswith("+")
@@ -193,7 +195,7 @@ def test_delivery_json(session: Session, settings: Settings) -> None:
 
 
 def test_inbound_json(session: Session, settings: Settings) -> None:
-    row = InboundSms(
+    row = models.InboundSms(
         id=new_id("in"),
         message_sid="SM" + "0" * 32,
         from_phone="+14155550123",
@@ -205,7 +207,7 @@ def test_inbound_json(session: Session, settings: Settings) -> None:
     )
     session.add(row)
     session.commit()
-    body = inbound_json(row)
+    body = factories.as_json(InboundSms.of(row))
     assert set(body) == design_fields()["Inbound SMS"]
     assert body["object"] == "inbound_sms" and body["id"].startswith("in_")
     assert (body["from"], body["to"], body["status"]) == (

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bridge import serialize
 from bridge.actors import Actor
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.messages import post_message
 from bridge.models import Message, MessageType, Organization
-from bridge.serialize import thread_json
 from bridge.settings import Settings
 from bridge.threads import (
     add_subscriber,
@@ -27,7 +27,7 @@ from tests import factories
 
 
 def _json(session: Session, org: Organization, thread_id: str) -> dict[str, Any]:
-    return thread_json(load_thread_view(session, org.id, thread_id))
+    return factories.as_json(serialize.Thread.of(load_thread_view(session, org.id, thread_id)))
 
 
 def test_create_is_idempotent_and_the_id_is_predictable(

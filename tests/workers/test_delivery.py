@@ -11,6 +11,7 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import select, update
 
+from bridge import serialize
 from bridge.db import utcnow
 from bridge.deliveries import list_deliveries
 from bridge.messages import post_channel_message
@@ -18,7 +19,6 @@ from bridge.models import Delivery
 from bridge.organizations import is_opted_out, opt_out
 from bridge.runtime import Runtime
 from bridge.sending import claim_deliveries, outgoing_sms
-from bridge.serialize import delivery_json
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
 from tests.workers.conftest import channel_of, phones
@@ -288,7 +288,7 @@ def test_deliveries_domain_function_returns_the_delivery_record(
     work()
     with runtime.sessions() as session:
         [row] = list_deliveries(session, org.id, message_id)
-        body = delivery_json(row)
+        body = factories.as_json(serialize.Delivery.of(row))
     assert body["object"] == "delivery" and body["id"].startswith("dlv_")
     assert (body["message_id"], body["subscriber_id"]) == (message_id, contact.id)
     assert (body["to"], body["status"], body["attempts"]) == (contact.phone, "sent", 1)
