@@ -1,4 +1,7 @@
-"""Channels: one per (organization, contact set), publishing, deliveries (DESIGN 5.3-5.6)."""
+"""Channels: one per (organization, contact set), publishing, deliveries (DESIGN 5.3-5.6).
+
+Reading channels is `bridge.channel_views`.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,6 @@ from bridge.models import (
     Thread,
 )
 from bridge.organizations import opted_out_hashes, sender_numbers
-from bridge.pages import RECENT_LIMIT
 from bridge.phones import phone_time_zones
 from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
@@ -184,21 +186,6 @@ def channel_subscribers(session: Session, channel_id: str) -> list[ChannelSubscr
             select(ChannelSubscriber)
             .where(ChannelSubscriber.channel_id == channel_id)
             .order_by(ChannelSubscriber.position, ChannelSubscriber.added_at)
-        ).scalars()
-    )
-
-
-def channels_for_phone_hash(session: Session, organization_id: str, digest: str) -> list[Channel]:
-    """The organization's channels that include the phone with this hash, latest updated first."""
-    return list(
-        session.execute(
-            select(Channel)
-            .join(ChannelPhoneHash, ChannelPhoneHash.channel_id == Channel.id)
-            .where(
-                ChannelPhoneHash.organization_id == organization_id,
-                ChannelPhoneHash.phone_hash == digest,
-            )
-            .order_by(Channel.updated_at.desc(), Channel.id)
         ).scalars()
     )
 
@@ -427,84 +414,6 @@ def publish_due_messages(
         ).scalars()
     )
     return [publish_message(session, settings, m, now) for m in due]
-
-
-@dataclass
-class ChannelView:
-    """Everything a channel's JSON needs, loaded in a fixed number of queries."""
-
-    channel: Channel
-    subscribers: list[ChannelSubscriber]
-    profiles: dict[str, Profile]
-    phone_hashes: list[str]
-    publisher_ids: list[str]
-    recent_messages: list[Message]
-    has_more: bool
-    pending_messages: list[Message]
-    thread_names: dict[str, str | None]
-    thread_resources: dict[str, str]
-
-
-def load_channel_view(session: Session, organization_id: str, channel_id: str) -> ChannelView:
-    """Load a channel with its subscribers, hashes, publishers, recent and pending messages."""
-    channel = get_channel(session, organization_id, channel_id)
-    rows = channel_subscribers(session, channel.id)
-    profiles = load_profiles(session, [r.subscriber_id for r in rows])
-    hashes = list(
-        session.execute(
-            select(ChannelPhoneHash.phone_hash)
-            .where(ChannelPhoneHash.channel_id == channel.id)
-            .order_by(ChannelPhoneHash.phone_hash)
-        ).scalars()
-    )
-    publishers = list(
-        session.execute(
-            select(ChannelPublisher.resource_id)
-            .where(ChannelPublisher.channel_id == channel.id)
-            .order_by(ChannelPublisher.first_seq, ChannelPublisher.resource_id)
-        ).scalars()
-    )
-    newest = list(
-        session.execute(
-            select(Message)
-            .where(Message.channel_id == channel.id, Message.published_at.is_not(None))
-            .order_by(Message.publish_seq.desc(), Message.seq.desc())
-            .limit(RECENT_LIMIT + 1)
-        ).scalars()
-    )
-    pending = list(
-        session.execute(
-            select(Message)
-            .where(
-                Message.channel_id == channel.id,
-                Message.published_at.is_(None),
-                Message.canceled_at.is_(None),
-            )
-            .order_by(Message.publish_to_channel_at, Message.seq)
-        ).scalars()
-    )
-    recent = list(reversed(newest[:RECENT_LIMIT]))
-    thread_ids = {m.thread_id for m in recent + pending if m.thread_id}
-    names: dict[str, str | None] = {}
-    resources: dict[str, str] = {}
-    if thread_ids:
-        for tid, name, rid in session.execute(
-            select(Thread.id, Thread.name, Thread.resource_id).where(Thread.id.in_(thread_ids))
-        ):
-            names[tid] = name
-            resources[tid] = rid
-    return ChannelView(
-        channel,
-        rows,
-        profiles,
-        hashes,
-        publishers,
-        recent,
-        len(newest) > RECENT_LIMIT,
-        pending,
-        names,
-        resources,
-    )
 
 
 def last_publisher_thread(session: Session, channel_id: str) -> Thread | None:
