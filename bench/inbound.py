@@ -40,7 +40,7 @@ from twilio.request_validator import RequestValidator
 
 from bridge.actors import Actor
 from bridge.db import make_engine, transaction, utcnow
-from bridge.inbound import choose_channel, match_contact, twiml
+from bridge.inbound import choose_channel, match_contact
 from bridge.messages import post_message
 from bridge.migrate import upgrade
 from bridge.models import Channel, ChannelPhoneHash, Contact
@@ -48,6 +48,7 @@ from bridge.organizations import create_organization, find_or_create_contact
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.threads import create_thread
+from bridge.twilio_webhooks import twiml
 from tests.services import (
     RedisServer,
     create_postgres_database,

@@ -1,15 +1,24 @@
-"""SQLAlchemy plumbing: the declarative base, a UTC datetime type, engines and sessions."""
+"""SQLAlchemy plumbing: the declarative base, a UTC datetime type, engines, sessions, row idioms."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, inspect, select
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from bridge.errors import NotFound
+
+Row = TypeVar("Row")
+
+# What a database that is down (or unreachable, or too busy to answer) raises through SQLAlchemy.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -98,3 +107,48 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def insert_or_get(
+    session: Session,
+    row: Row,
+    find: Callable[[], Row | None],
+    and_then: Callable[[], object] | None = None,
+) -> tuple[Row, bool]:
+    """Insert `row` (and whatever `and_then` adds) in a savepoint, or get the row that won.
+
+    Returns the row and True when it was inserted. When a unique constraint says it exists (made
+    earlier, or by a concurrent request), the savepoint is rolled back and `find` gives the winner
+    (False); an IntegrityError that `find` cannot explain propagates.
+    """
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+            if and_then is not None:
+                and_then()
+                session.flush()
+    except IntegrityError:
+        winner = find()
+        if winner is None:
+            raise
+        return winner, False
+    return row, True
+
+
+def get_owned(session: Session, model: type[Row], organization_id: str, object_id: object) -> Row:
+    """The organization's `model` row with this id, or NotFound (also for another organization's).
+
+    The error names the model (`no such thread`) and the `id` parameter; an id that is no string
+    is simply not found.
+    """
+    row: Any = None
+    if isinstance(object_id, str):
+        table: Any = model
+        if [c.name for c in inspect(table).primary_key] == ["id"]:
+            row = session.get(model, object_id)  # the identity map may answer without a query
+        else:
+            row = session.execute(select(table).where(table.id == object_id)).scalar_one_or_none()
+    if row is None or row.organization_id != organization_id:
+        raise NotFound(f"no such {model.__name__.lower()}", "id")
+    return row

@@ -1,7 +1,9 @@
-"""Delivery records: listing them, and applying Twilio's status callbacks monotonically."""
+"""Delivery records: listing them, and Twilio's status callbacks applied monotonically."""
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -12,6 +14,14 @@ from bridge.messages import get_message
 from bridge.models import Contact, Delivery, DeliveryStatus
 from bridge.organizations import opt_out
 from bridge.twilio_client import UNSUBSCRIBED_CODE
+from bridge.twilio_webhooks import Params, first_param, storable_params
+
+log = logging.getLogger(__name__)
+
+# What a status callback's `d` and MessageSid can be; anything else is treated as absent.
+_DELIVERY_ID = re.compile(r"\Adlv_[A-Za-z0-9]{1,36}\Z")
+_MESSAGE_SID = re.compile(r"\A[A-Za-z0-9]{2,64}\Z")
+_MAX_INT32 = 2**31 - 1  # deliveries.error_code is a 32-bit integer
 
 # How far along each state is; a callback only ever moves a delivery forward.
 RANK = {
@@ -112,3 +122,33 @@ def apply_status(
     if changed:
         delivery.updated_at = utcnow()
     return StatusOutcome(delivery, changed, opted)
+
+
+def record_status_callback(session: Session, delivery_id: str | None, params: Params) -> str:
+    """Apply a status callback to its delivery; returns `applied`, `ignored` or `unknown`.
+
+    A `d` or MessageSid that cannot be one is treated as absent, and an ErrorCode that is no
+    32-bit number is dropped (the status still applies): a callback never fails on its values.
+    """
+    params = storable_params(params)
+    if delivery_id is not None and not _DELIVERY_ID.match(delivery_id):
+        delivery_id = None
+    sid = first_param(params, "MessageSid") or first_param(params, "SmsSid")
+    if sid is not None and not _MESSAGE_SID.match(sid):
+        sid = None
+    delivery = find_delivery(session, delivery_id, sid)
+    if delivery is None:
+        # Answered 200 all the same: a retry cannot find it either.
+        log.info("status callback for an unknown delivery", extra={"delivery_id": delivery_id})
+        return "unknown"
+    status = first_param(params, "MessageStatus") or first_param(params, "SmsStatus") or ""
+    try:
+        code: int | None = int(first_param(params, "ErrorCode") or "")
+    except ValueError:
+        code = None
+    if code is not None and not 0 < code <= _MAX_INT32:
+        code = None
+    outcome = apply_status(
+        session, delivery, status, sid, code, first_param(params, "ErrorMessage") or None
+    )
+    return "applied" if outcome.changed or outcome.opted_out else "ignored"

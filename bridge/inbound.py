@@ -1,27 +1,24 @@
-"""Twilio's webhooks, the domain side: inbound SMS (DESIGN 5.5, 5.6) and delivery status callbacks.
+"""Inbound SMS: stored once, routed to an organization, matched to a channel (DESIGN 5.5, 5.6).
 
-Plain values in (the POST parameters as a mapping, the signed URL, the signature), no Flask. The web
-view and the worker that drains payloads kept while the database was down both call these.
+Keywords (STOP, START, HELP) change opt-out state and leave a meta message in the contact's
+channels; anything else is the contact's message in the channel it answers, relayed to the others.
+Twilio's form parameters, signatures and TwiML are `bridge.twilio_webhooks`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from twilio.request_validator import RequestValidator, get_signature_algorithm
-from twilio.twiml.messaging_response import MessagingResponse
 
-from bridge.channels import last_publisher_thread, next_publish_seq
+from bridge.actors import Actor
+from bridge.channels import last_publisher_thread
 from bridge.db import utcnow
-from bridge.deliveries import apply_status, find_delivery
 from bridge.errors import ValidationError
 from bridge.ids import new_id
 from bridge.messages import Posted, record_contact_message
@@ -37,13 +34,20 @@ from bridge.models import (
     Message,
     MessageType,
     Organization,
-    SubscriberType,
 )
 from bridge.organizations import help_text_for, opt_in, opt_out, organization_for_number
 from bridge.pages import page
 from bridge.phones import classify_sender, mask_phone, normalize_phone, phone_hash
-from bridge.settings import DEVELOPMENT_SECRET_KEY, Settings
-from bridge.twilio_client import MAX_MEDIA
+from bridge.publishing import publish_message
+from bridge.settings import Settings
+from bridge.twilio_webhooks import (
+    Params,
+    first_param,
+    media_urls_from,
+    storable,
+    storable_params,
+    twiml,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,101 +70,6 @@ _SENT_STATES = (
     DeliveryStatus.UNKNOWN.value,
 )
 
-# PostgreSQL refuses NUL in text and nothing can encode a lone surrogate as UTF-8: either would
-# make the SMS unstorable, and Twilio's retries would fail the same way, so the SMS would be lost.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# What a status callback's `d` and MessageSid can be; anything else is treated as absent.
-_DELIVERY_ID = re.compile(r"\Adlv_[A-Za-z0-9]{1,36}\Z")
-_MESSAGE_SID = re.compile(r"\A[A-Za-z0-9]{2,64}\Z")
-_MAX_INT32 = 2**31 - 1  # deliveries.error_code is a 32-bit integer
-
-Params = Mapping[str, "str | Sequence[str]"]
-
-
-class _MultiParams:
-    """Repeated POST parameters in the shape twilio's RequestValidator reads (`getall`)."""
-
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._values: dict[str, list[str]] = {}
-        for name, value in pairs:
-            self._values.setdefault(name, []).append(value)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __bool__(self) -> bool:
-        return bool(self._values)
-
-    def getall(self, name: str) -> list[str]:
-        return self._values[name]
-
-    def lists(self) -> Iterator[tuple[str, list[str]]]:
-        return iter(self._values.items())
-
-
-def signing_token(settings: Settings) -> str:
-    """The secret webhooks are signed with: the Twilio auth token, or SECRET_KEY in development.
-
-    Without Twilio credentials nothing real calls us, but `bridge sms simulate` signs with this same
-    token so the webhook runs exactly the checks it runs in production.
-    """
-    return settings.twilio_auth_token or settings.secret_key
-
-
-def signs_with_public_secret(settings: Settings) -> bool:
-    """Whether webhooks are checked against the published development SECRET_KEY off localhost.
-
-    Anyone can read that key in the source, so a server reachable at a real address would take
-    forged inbound SMS and status callbacks; on localhost it is what `bridge sms simulate` uses.
-    """
-    if settings.twilio_auth_token or settings.secret_key != DEVELOPMENT_SECRET_KEY:
-        return False
-    host = urlsplit(settings.public_base_url).hostname or ""
-    local = host in {"localhost", "::1"} or host.endswith(".localhost") or host.startswith("127.")
-    return not local
-
-
-def is_valid_signature(
-    settings: Settings,
-    url: str,
-    pairs: Iterable[tuple[str, str]],
-    signature: str | None,
-    signature_settings: str | None = None,
-) -> bool:
-    """Whether `signature` signs `url` and every POST parameter received (repeated names included).
-
-    twilio's validator tries the URL with and without an explicit port (Twilio signs either way).
-    """
-    if not signature:
-        return False
-    algorithm = get_signature_algorithm(signature_settings)
-    validator = RequestValidator(signing_token(settings))
-    return bool(validator.validate(url, _MultiParams(pairs), signature, algorithm))
-
-
-def form_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str | list[str]]:
-    """POST parameters as stored: one value as a string, a repeated name as a list of values."""
-    return {name: v[0] if len(v) == 1 else v for name, v in _MultiParams(pairs).lists()}
-
-
-def storable(text: str) -> str:
-    """`text` with NUL and lone surrogates replaced by U+FFFD, so that any database stores it."""
-    return _UNSTORABLE.sub("\ufffd", text)
-
-
-def _storable_params(params: Params) -> dict[str, str | list[str]]:
-    return {
-        storable(name): storable(value) if isinstance(value, str) else [storable(v) for v in value]
-        for name, value in params.items()
-    }
-
-
-def _first(params: Params, name: str) -> str | None:
-    value = params.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    return value[0] if value else None
-
 
 def detect_keyword(body: str | None) -> tuple[str, str] | None:
     """The keyword a body is, as (kind, word) with kind `stop`, `start` or `help`; else None."""
@@ -172,25 +81,6 @@ def detect_keyword(body: str | None) -> tuple[str, str] | None:
     if word in HELP_WORDS:
         return "help", word
     return None
-
-
-def media_urls_from(params: Params) -> list[str]:
-    """The `MediaUrl0..N` of an MMS, as many as `NumMedia` says (at most ten)."""
-    try:
-        count = int(_first(params, "NumMedia") or 0)
-    except ValueError:
-        count = 0
-    # NumMedia beyond Twilio's limit is not trusted to size a loop.
-    urls = (_first(params, f"MediaUrl{i}") for i in range(max(0, min(count, MAX_MEDIA))))
-    return [url for url in urls if url]
-
-
-def twiml(message: str | None = None) -> str:
-    """A TwiML answer: an empty `<Response/>`, or one `<Message>`."""
-    response = MessagingResponse()
-    if message:
-        response.message(message)
-    return str(response)
 
 
 @dataclass(frozen=True)
@@ -224,17 +114,19 @@ def record_inbound_sms(
     A repeat (same MessageSid or idempotency token) changes nothing and gets the first answer, also
     when the copies arrive at the same moment.
     """
-    params = _storable_params(params)
+    params = storable_params(params)
     sid = (
-        _first(params, "MessageSid") or _first(params, "SmsMessageSid") or _first(params, "SmsSid")
+        first_param(params, "MessageSid")
+        or first_param(params, "SmsMessageSid")
+        or first_param(params, "SmsSid")
     )
     if not sid:
         raise ValidationError("MessageSid is required", "MessageSid")
     for name in ("From", "To"):
-        if not _first(params, name):
+        if not first_param(params, name):
             raise ValidationError(f"{name} is required", name)
     token = storable((idempotency_token or "").strip()[:200]) or None
-    raw_from, raw_to = _first(params, "From") or "", _first(params, "To") or ""
+    raw_from, raw_to = first_param(params, "From") or "", first_param(params, "To") or ""
     # Routing reads only, so the record is inserted complete and updated once, at the end.
     route = _route(session, settings, raw_from.strip()[:_COLUMN], raw_to.strip()[:_COLUMN])
     inbound = _claim(
@@ -245,7 +137,7 @@ def record_inbound_sms(
         organization_id=route.org.id if route.org else None,
         from_phone=route.from_phone,
         to_phone=route.to_phone,
-        body=_first(params, "Body") or "",
+        body=first_param(params, "Body") or "",
         params=dict(params),
         status=InboundStatus.RECEIVED.value,
         received_at=utcnow(),
@@ -358,7 +250,7 @@ def _process(
 
     keyword = detect_keyword(inbound.body)
     if keyword is not None:
-        return _keyword(session, inbound, org, digest, contact, channels, keyword)
+        return _keyword(session, settings, inbound, org, digest, contact, channels, keyword)
     if contact is None:
         return _unmatched(inbound, "unknown sender")
     if not channels:
@@ -435,6 +327,7 @@ _KEYWORD_EVENTS = {
 
 def _keyword(
     session: Session,
+    settings: Settings,
     inbound: InboundSms,
     org: Organization,
     digest: str,
@@ -455,39 +348,36 @@ def _keyword(
         text = template.format(name=name, word=word, org=org.name)
         now = utcnow()
         for channel in channels:
-            _meta_in_channel(session, contact, channel, event, text, now)
+            _meta_in_channel(session, settings, contact, channel, event, text, now)
     # STOP/START: Twilio itself confirms on long codes; a second reply would only be noise.
     answer = twiml(help_text_for(org)) if kind == "help" else twiml()
     return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD.value, keyword=word)
 
 
 def _meta_in_channel(
-    session: Session, contact: Contact, channel: Channel, event: str, text: str, now: datetime
+    session: Session,
+    settings: Settings,
+    contact: Contact,
+    channel: Channel,
+    event: str,
+    text: str,
+    now: datetime,
 ) -> Message:
-    # Meta messages are published at once (visible in the channel) but never sent by SMS: no
-    # deliveries are made for them.
+    # Published at once (visible in the channel), but a meta message never goes by SMS.
     thread = last_publisher_thread(session, channel.id)
-    message = Message(
-        id=new_id("msg"),
-        organization_id=channel.organization_id,
+    message = Message.new(
+        Actor.contact(channel.organization_id, contact.id),
+        text,
+        now,
         thread_id=thread.id if thread else None,
         channel_id=channel.id,
-        subscriber_id=contact.id,
-        author_type=SubscriberType.CONTACT.value,
-        text=text,
         type=MessageType.META.value,
         event=event,
-        media_urls=[],
-        reactions=[],
-        created_at=now,
-        published_at=now,
-        publish_seq=next_publish_seq(),
     )
     session.add(message)
-    channel.updated_at = now
     if thread is not None:
         thread.updated_at = now
-    session.flush()
+    publish_message(session, settings, message, now)
     return message
 
 
@@ -507,33 +397,3 @@ def list_inbound(
     if status is not None:
         scope.append(InboundSms.status == status)
     return page(session, InboundSms, scope, limit, before, "an inbound SMS")
-
-
-def record_status_callback(session: Session, delivery_id: str | None, params: Params) -> str:
-    """Apply a status callback to its delivery; returns `applied`, `ignored` or `unknown`.
-
-    A `d` or MessageSid that cannot be one is treated as absent, and an ErrorCode that is no
-    32-bit number is dropped (the status still applies): a callback never fails on its values.
-    """
-    params = _storable_params(params)
-    if delivery_id is not None and not _DELIVERY_ID.match(delivery_id):
-        delivery_id = None
-    sid = _first(params, "MessageSid") or _first(params, "SmsSid")
-    if sid is not None and not _MESSAGE_SID.match(sid):
-        sid = None
-    delivery = find_delivery(session, delivery_id, sid)
-    if delivery is None:
-        # Answered 200 all the same: a retry cannot find it either.
-        log.info("status callback for an unknown delivery", extra={"delivery_id": delivery_id})
-        return "unknown"
-    status = _first(params, "MessageStatus") or _first(params, "SmsStatus") or ""
-    try:
-        code: int | None = int(_first(params, "ErrorCode") or "")
-    except ValueError:
-        code = None
-    if code is not None and not 0 < code <= _MAX_INT32:
-        code = None
-    outcome = apply_status(
-        session, delivery, status, sid, code, _first(params, "ErrorMessage") or None
-    )
-    return "applied" if outcome.changed or outcome.opted_out else "ignored"

@@ -7,22 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
-from bridge.channels import (
-    PUBLISHABLE_TYPES,
-    PublishResult,
-    get_channel,
-    get_or_create_channel,
-    publish_message,
-)
-from bridge.db import utcnow
-from bridge.errors import Conflict, Forbidden, NotFound, ValidationError
-from bridge.ids import new_id
+from bridge.channels import get_channel, get_or_create_channel
+from bridge.db import get_owned, utcnow
+from bridge.errors import Conflict, Forbidden, ValidationError
 from bridge.models import Message, MessageType, SubscriberType, Thread
 from bridge.pages import page
+from bridge.publishing import PUBLISHABLE_TYPES, PublishResult, publish_message
 from bridge.settings import Settings
 from bridge.threads import active_contact_ids, ensure_subscribed, get_thread
 from bridge.twilio_client import MAX_MEDIA
@@ -140,7 +133,16 @@ def post_message(
     if contacts:
         channel, _ = get_or_create_channel(session, actor.organization_id, contacts)
         channel_id = channel.id
-    message = _new_message(actor, thread.id, channel_id, body, kind, media, when, now)
+    message = Message.new(
+        actor,
+        body,
+        now,
+        thread_id=thread.id,
+        channel_id=channel_id,
+        type=kind,
+        media_urls=media,
+        publish_to_channel_at=when,
+    )
     session.add(message)
     thread.updated_at = now
     published = None
@@ -164,7 +166,15 @@ def post_channel_message(
     now = utcnow()
     channel = get_channel(session, actor.organization_id, channel_id)
     body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
-    message = _new_message(actor, None, channel.id, body, kind, media, when, now)
+    message = Message.new(
+        actor,
+        body,
+        now,
+        channel_id=channel.id,
+        type=kind,
+        media_urls=media,
+        publish_to_channel_at=when,
+    )
     session.add(message)
     published = None
     if when is None or when <= now:
@@ -173,32 +183,6 @@ def post_channel_message(
         channel.updated_at = now
     session.flush()
     return Posted(message, published)
-
-
-def _new_message(
-    actor: Actor,
-    thread_id: str | None,
-    channel_id: str | None,
-    text: str,
-    kind: str,
-    media: list[str],
-    when: datetime | None,
-    now: datetime,
-) -> Message:
-    return Message(
-        id=new_id("msg"),
-        organization_id=actor.organization_id,
-        thread_id=thread_id,
-        channel_id=channel_id,
-        subscriber_id=actor.subscriber_id,
-        author_type=actor.type,
-        text=text,
-        type=kind,
-        media_urls=media,
-        reactions=[],
-        created_at=now,
-        publish_to_channel_at=when,
-    )
 
 
 def record_contact_message(
@@ -214,8 +198,13 @@ def record_contact_message(
     """Store an inbound SMS as the contact's message in its channel (and thread), and relay it."""
     now = utcnow()
     actor = Actor.contact(organization_id, contact_id)
-    message = _new_message(
-        actor, thread.id if thread else None, channel_id, text, "text", list(media_urls), None, now
+    message = Message.new(
+        actor,
+        text,
+        now,
+        thread_id=thread.id if thread else None,
+        channel_id=channel_id,
+        media_urls=media_urls,
     )
     session.add(message)
     if thread is not None:
@@ -226,14 +215,7 @@ def record_contact_message(
 
 def get_message(session: Session, organization_id: str, message_id: str) -> Message:
     """The organization's message, or NotFound."""
-    message = None
-    if isinstance(message_id, str):
-        message = session.execute(
-            select(Message).where(Message.id == message_id)
-        ).scalar_one_or_none()
-    if message is None or message.organization_id != organization_id:
-        raise NotFound("no such message", "id")
-    return message
+    return get_owned(session, Message, organization_id, message_id)
 
 
 def edit_message(

@@ -7,8 +7,9 @@ Ids are opaque prefixed strings (DESIGN section 3). Messages and inbound SMS als
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,6 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bridge.db import Base, UTCDateTime, utcnow
+from bridge.ids import new_id
+
+if TYPE_CHECKING:
+    from bridge.actors import Actor
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -55,6 +60,16 @@ class DeliveryStatus(enum.StrEnum):
 
 # Deliveries that may still send an SMS; the index on them must match the query's filter exactly.
 OPEN_STATUSES_SQL = "status IN ('pending', 'sending', 'unknown')"
+
+
+class Lane(enum.StrEnum):
+    """The line a delivery waits in: conversation ahead of bulk notifications.
+
+    Stored on each delivery; the workers run one queue per lane, named after it.
+    """
+
+    TEXT = "text"
+    NOTIFICATIONS = "notifications"  # tracking updates and pickup reminders
 
 
 class InboundStatus(enum.StrEnum):
@@ -233,6 +248,37 @@ class Message(Base):
     # Order of publishing in the channel: SMS to one contact leave in this order.
     publish_seq: Mapped[int | None] = mapped_column(BigId)
 
+    @classmethod
+    def new(
+        cls,
+        author: Actor,
+        text: str,
+        now: datetime,
+        *,
+        thread_id: str | None = None,
+        channel_id: str | None = None,
+        type: str = MessageType.TEXT.value,
+        event: str | None = None,
+        media_urls: Sequence[str] = (),
+        publish_to_channel_at: datetime | None = None,
+    ) -> Message:
+        """A new message by `author`, not yet published: posted, relayed from SMS, or meta."""
+        return cls(
+            id=new_id("msg"),
+            organization_id=author.organization_id,
+            thread_id=thread_id,
+            channel_id=channel_id,
+            subscriber_id=author.subscriber_id,
+            author_type=author.type,
+            text=text,
+            type=type,
+            event=event,
+            media_urls=list(media_urls),
+            reactions=[],
+            created_at=now,
+            publish_to_channel_at=publish_to_channel_at,
+        )
+
 
 class Delivery(Base):
     """One SMS (one part of one message) to one recipient, and what became of it."""
@@ -281,7 +327,7 @@ class Delivery(Base):
     parts: Mapped[int] = mapped_column(Integer, default=1)
     segments: Mapped[int] = mapped_column(Integer, default=1)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    queue: Mapped[str] = mapped_column(String(32), default="text")
+    queue: Mapped[str] = mapped_column(String(32), default=Lane.TEXT.value)
     publish_seq: Mapped[int] = mapped_column(BigId, default=0)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

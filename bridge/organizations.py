@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bridge.db import utcnow
+from bridge.db import get_owned, insert_or_get, utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.ids import new_id
 from bridge.models import ApiKey, Contact, OptOut, Organization, SenderNumber, User
@@ -115,28 +114,23 @@ def authenticate(session: Session, key: str) -> Organization | None:
 def add_sender(session: Session, settings: Settings, organization_id: str, phone: str) -> str:
     """Add a sender number (E.164) to the organization's pool; a number has one owner."""
     e164 = normalize_phone(phone, settings.default_region, param="sender")
-    owner = _sender_owner(session, e164)
-    if owner is None:
-        try:
-            with session.begin_nested():
-                session.add(
-                    SenderNumber(id=new_id("snd"), organization_id=organization_id, phone=e164)
-                )
-        except IntegrityError:
-            # Someone added the same number at the same moment: the unique index decided.
-            owner = _sender_owner(session, e164)
-            if owner is None:
-                raise
-        else:
-            return e164
-    if owner != organization_id:
+    number = (
+        _sender(session, e164)
+        or insert_or_get(
+            # Someone may add the same number at the same moment: the unique index decides.
+            session,
+            SenderNumber(id=new_id("snd"), organization_id=organization_id, phone=e164),
+            lambda: _sender(session, e164),
+        )[0]
+    )
+    if number.organization_id != organization_id:
         raise Conflict("that sender number belongs to another organization", "sender")
     return e164
 
 
-def _sender_owner(session: Session, e164: str) -> str | None:
+def _sender(session: Session, e164: str) -> SenderNumber | None:
     return session.execute(
-        select(SenderNumber.organization_id).where(SenderNumber.phone == e164)
+        select(SenderNumber).where(SenderNumber.phone == e164)
     ).scalar_one_or_none()
 
 
@@ -224,10 +218,7 @@ def _clean_email(email: object, param: str) -> str | None:
 
 def get_user(session: Session, organization_id: str, user_id: str) -> User:
     """One of the organization's users, or NotFound (also for another organization's)."""
-    user = session.get(User, user_id) if isinstance(user_id, str) else None
-    if user is None or user.organization_id != organization_id:
-        raise NotFound("no such user", "id")
-    return user
+    return get_owned(session, User, organization_id, user_id)
 
 
 def find_or_create_contact(
@@ -263,16 +254,10 @@ def find_or_create_contact(
         phone=e164,
         phone_hash=digest,
     )
-    try:
-        with session.begin_nested():
-            session.add(contact)
-    except IntegrityError:
-        # Another request created it between our read and our insert: theirs is the contact.
-        winner = _contact_by_hash(session, organization_id, digest)
-        if winner is None:
-            raise
-        return winner, False
-    return contact, True
+    # Another request may create it between our read and our insert: then theirs is the contact.
+    return insert_or_get(
+        session, contact, lambda: _contact_by_hash(session, organization_id, digest)
+    )
 
 
 def _contact_by_hash(session: Session, organization_id: str, digest: str) -> Contact | None:
@@ -293,22 +278,16 @@ def find_contact_by_phone(
 
 def get_contact(session: Session, organization_id: str, contact_id: str) -> Contact:
     """One of the organization's contacts, or NotFound."""
-    contact = session.get(Contact, contact_id) if isinstance(contact_id, str) else None
-    if contact is None or contact.organization_id != organization_id:
-        raise NotFound("no such contact", "id")
-    return contact
+    return get_owned(session, Contact, organization_id, contact_id)
 
 
 def opt_out(session: Session, organization_id: str, digest: str, source: str = "keyword") -> bool:
     """Stop SMS from this organization to the phone with this hash; True if it was opted in."""
     if session.get(OptOut, (organization_id, digest)) is not None:
         return False
-    try:
-        with session.begin_nested():
-            session.add(OptOut(organization_id=organization_id, phone_hash=digest, source=source))
-    except IntegrityError:
-        return False
-    return True
+    row = OptOut(organization_id=organization_id, phone_hash=digest, source=source)
+    _, added = insert_or_get(session, row, lambda: session.get(OptOut, (organization_id, digest)))
+    return added
 
 
 def opt_in(session: Session, organization_id: str, digest: str) -> bool:

@@ -43,17 +43,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from bridge.channels import QUEUE_NOTIFICATIONS
 from bridge.db import transaction, utcnow
-from bridge.deliveries import RANK, UNSUBSCRIBED_CODE
+from bridge.deliveries import RANK
 from bridge.errors import PermanentSendError, SendError
 from bridge.metrics import SEND_LATENCY, SENDS
-from bridge.models import Contact, Delivery, DeliveryStatus, OptOut
+from bridge.models import Contact, Delivery, DeliveryStatus, Lane, OptOut
 from bridge.organizations import opt_out
 from bridge.phones import mask_phone, phone_time_zones
 from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
-from bridge.twilio_client import OutgoingSms, Sender, SendResult
+from bridge.twilio_client import UNSUBSCRIBED_CODE, OutgoingSms, Sender, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +326,7 @@ def record_failure(
 
 def resume_at(settings: Settings, delivery: Delivery, at: datetime) -> datetime:
     """When a delivery put back to `pending` may go: `at`, or later if quiet hours hold it."""
-    if delivery.queue != QUEUE_NOTIFICATIONS:
+    if delivery.queue != Lane.NOTIFICATIONS:
         return at  # conversational text is never held by quiet hours
     window = settings.quiet_window
     quiet = quiet_until(at, phone_time_zones(delivery.to_phone), window) if window else None

@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
-from bridge.db import utcnow
+from bridge.db import get_owned, insert_or_get, utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
-from bridge.ids import RESOURCE_ID, new_id, thread_id_for
+from bridge.ids import RESOURCE_ID, thread_id_for
 from bridge.models import Message, MessageType, SubscriberType, Thread, ThreadSubscriber
 from bridge.pages import RECENT_LIMIT
 from bridge.settings import Settings
@@ -43,10 +42,7 @@ def _label(value: object, param: str, limit: int = MAX_LABEL) -> str | None:
 
 def get_thread(session: Session, organization_id: str, thread_id: str) -> Thread:
     """The organization's thread, or NotFound (also for another organization's)."""
-    thread = session.get(Thread, thread_id) if isinstance(thread_id, str) else None
-    if thread is None or thread.organization_id != organization_id:
-        raise NotFound("no such thread", "id")
-    return thread
+    return get_owned(session, Thread, organization_id, thread_id)
 
 
 def create_thread(
@@ -84,15 +80,11 @@ def create_thread(
         created_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(thread)
-            session.flush()
-    except IntegrityError:
-        winner = session.get(Thread, thread_id_for(resource_id))
-        if winner is None:
-            raise
-        return _existing(winner, actor), False
+    thread, created = insert_or_get(
+        session, thread, lambda: session.get(Thread, thread_id_for(resource_id))
+    )
+    if not created:
+        return _existing(thread, actor), False
     members: list[tuple[str, str]] = [(actor.organization_id, SubscriberType.API_KEY.value)]
     if actor.type == SubscriberType.USER.value:
         members.append((actor.subscriber_id, actor.type))
@@ -159,25 +151,20 @@ def active_contact_ids(session: Session, thread_id: str) -> list[str]:
 
 def ensure_subscribed(session: Session, thread: Thread, actor: Actor) -> ThreadSubscriber:
     """The actor's subscriber row on the thread, added quietly when a user first acts on it."""
-    row = session.get(ThreadSubscriber, (thread.id, actor.subscriber_id))
-    if row is None:
-        row = ThreadSubscriber(
-            thread_id=thread.id,
-            subscriber_id=actor.subscriber_id,
-            type=actor.type,
-            position=_next_position(session, thread.id),
-            added_at=utcnow(),
-        )
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
-            # The same actor's concurrent request subscribed them first: that row is theirs too.
-            winner = session.get(ThreadSubscriber, (thread.id, actor.subscriber_id))
-            if winner is None:
-                raise
-            return winner
-    return row
+    key = (thread.id, actor.subscriber_id)
+    row = session.get(ThreadSubscriber, key)
+    if row is not None:
+        return row
+    new = ThreadSubscriber(
+        thread_id=thread.id,
+        subscriber_id=actor.subscriber_id,
+        type=actor.type,
+        position=_next_position(session, thread.id),
+        added_at=utcnow(),
+    )
+    # The same actor's concurrent request may subscribe them first: that row is theirs too.
+    subscribed, _ = insert_or_get(session, new, lambda: session.get(ThreadSubscriber, key))
+    return subscribed
 
 
 def _next_position(session: Session, thread_id: str) -> int:
@@ -189,18 +176,8 @@ def _next_position(session: Session, thread_id: str) -> int:
 
 def _meta(session: Session, thread: Thread, actor: Actor, event: str, text: str) -> Message:
     now = utcnow()
-    message = Message(
-        id=new_id("msg"),
-        organization_id=thread.organization_id,
-        thread_id=thread.id,
-        subscriber_id=actor.subscriber_id,
-        author_type=actor.type,
-        text=text,
-        type=MessageType.META.value,
-        event=event,
-        media_urls=[],
-        reactions=[],
-        created_at=now,
+    message = Message.new(
+        actor, text, now, thread_id=thread.id, type=MessageType.META.value, event=event
     )
     session.add(message)
     thread.updated_at = now
@@ -221,25 +198,23 @@ def add_subscriber(
     row = session.get(ThreadSubscriber, (thread.id, sid))
     if row is not None and not row.is_archived:
         return row
-    if row is None:
-        row = ThreadSubscriber(
+    if row is not None:
+        row.is_archived = False
+    else:
+        new = ThreadSubscriber(
             thread_id=thread.id,
             subscriber_id=sid,
             type=kind,
             position=_next_position(session, thread.id),
             added_at=utcnow(),
         )
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
-            # A concurrent request added them first and posted the meta message: nothing to add.
-            winner = session.get(ThreadSubscriber, (thread.id, sid))
-            if winner is None:
-                raise
+        # A concurrent request may add them first and post the meta message: nothing to add.
+        winner, added = insert_or_get(
+            session, new, lambda: session.get(ThreadSubscriber, (thread.id, sid))
+        )
+        if not added:
             return winner
-    else:
-        row.is_archived = False
+        row = new
     name = _display_name(session, sid)
     _meta(session, thread, actor, "subscriber.added", f"{name} was added")
     return row

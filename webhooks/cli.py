@@ -26,11 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.db import transaction
 from bridge.errors import BridgeError, ConfigurationError, ValidationError
-from bridge.inbound import signing_token
 from bridge.migrate import upgrade
 from bridge.organizations import add_sender, create_organization, get_organization, sender_numbers
 from bridge.phones import classify_sender, normalize_phone
 from bridge.settings import Settings
+from bridge.twilio_webhooks import signing_token
 from webhooks import create_app
 from webhooks.context import runtime
 
@@ -262,10 +262,10 @@ def post_form(url: str, params: dict[str, str], headers: dict[str, str]) -> tupl
 @cli.command()
 def sweep() -> None:
     """Run the sweeper once (what the worker does every SWEEP_INTERVAL) and print its counts."""
-    from workers.sweeper import sweep as run_sweep  # the one command that needs the worker side
+    from workers.enqueue import sweep_now  # the one command that needs the worker side
 
     with store_errors():
-        counts = run_sweep(runtime())
+        counts = sweep_now(runtime())
     emit(_plain(counts))
 
 

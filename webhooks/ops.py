@@ -22,8 +22,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from rq import Queue
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import func, select, text
 
 from bridge import logs
@@ -31,7 +29,7 @@ from bridge.models import Delivery, DeliveryStatus, InboundSms, InboundStatus
 from bridge.runtime import Runtime
 from webhooks.context import runtime
 from webhooks.errors import error_response
-from workers import queues
+from workers.enqueue import queue_depths
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
@@ -192,13 +190,9 @@ class StoreCollector(Collector):
             "RQ jobs per queue and state, read from Redis.",
             labels=["queue", "state"],
         )
-        connection = self.rt.redis
-        for name in queues.ALL:
-            queue = Queue(name, connection=connection)
-            depth.add_metric([name, "queued"], queue.count)
-            depth.add_metric([name, "started"], StartedJobRegistry(queue=queue).count)
-            depth.add_metric([name, "scheduled"], ScheduledJobRegistry(queue=queue).count)
-            depth.add_metric([name, "failed"], FailedJobRegistry(queue=queue).count)
+        for name, states in queue_depths(self.rt.redis).items():
+            for state, count in states.items():
+                depth.add_metric([name, state], count)
         return [depth]
 
 

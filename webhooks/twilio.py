@@ -14,20 +14,19 @@ from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
 from prometheus_client import Counter
 
-from bridge.db import transaction
-from bridge.inbound import (
+from bridge.db import DATABASE_DOWN, transaction
+from bridge.deliveries import record_status_callback
+from bridge.inbound import record_inbound_sms
+from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
+from bridge.twilio_webhooks import (
     form_params,
     is_valid_signature,
-    record_inbound_sms,
-    record_status_callback,
     signs_with_public_secret,
     twiml,
 )
-from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from webhooks.context import runtime
 from webhooks.errors import ApiError
-from workers.enqueue import enqueue_posted
-from workers.inbound import DATABASE_DOWN, SMS, STATUS, keep_payload
+from workers.enqueue import SMS, STATUS, enqueue_posted, keep_payload
 
 log = logging.getLogger(__name__)
 

@@ -1,27 +1,35 @@
 """Enqueue functions, called after the transaction that made the work has committed.
 
 Only ids go on the queue. Enqueueing never fails the caller: the database already holds the work,
-and the sweeper finds whatever Redis did not take.
+and the sweeper finds whatever Redis did not take. This is all the web process takes from
+`workers` (DESIGN 2): what it hands to the workers, and what it reads of their queues.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from bridge.channels import PublishResult
 from bridge.messages import Posted
+from bridge.publishing import PublishResult
 from workers import queues
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 FAN_OUT = "workers.jobs.fan_out"
 PUBLISH_SCHEDULED = "workers.jobs.publish_scheduled"
+DRAIN = "workers.inbound.drain"
 # A fan-out runs in slices (workers.fanout.SLICE_SECONDS), so an hour is far more than one needs.
 FAN_OUT_OPTIONS = {"job_timeout": 3600, "result_ttl": 0, "failure_ttl": 86400}
 
@@ -30,6 +38,14 @@ FAN_OUT_OPTIONS = {"job_timeout": 3600, "result_ttl": 0, "failure_ttl": 86400}
 FAN_OUT_KEY = "bridge:fanout:next:"
 # How long after its time a waiting fan-out keeps others out, should its job be lost unseen.
 FAN_OUT_KEY_TTL = 600
+
+# Twilio webhooks kept while the database was down (`keep_payload`), drained by `workers.inbound`.
+KEPT = "bridge:inbound:kept"  # a list: new payloads pushed on the left, drained from the right
+DRAIN_QUEUED = "bridge:inbound:drain-queued"  # at most one drain job queued at a time, roughly
+SMS = "sms"  # the kinds of kept webhook
+STATUS = "status"
+# The database may take minutes to come back; the sweeper drains too, so this only speeds it up.
+_RETRY_INTERVALS = [5, 10, 30, 60, 120, 300]
 
 # Take the message's slot unless a fan-out at the same time or sooner holds it; a sooner one
 # replaces a later one (which then finds itself superseded when it runs).
@@ -128,3 +144,67 @@ def enqueue_posted(connection: redis.Redis, posted: Posted) -> bool:
     if message.channel_id and message.published_at is None and message.publish_to_channel_at:
         return enqueue_scheduled(connection, message.id, message.publish_to_channel_at)
     return True
+
+
+def keep_payload(
+    connection: redis.Redis,
+    kind: str,
+    url: str,
+    pairs: list[tuple[str, str]],
+    signature: str,
+    signature_settings: str | None = None,
+    idempotency_token: str | None = None,
+) -> None:
+    """Keep a verified webhook in Redis for later; raises RedisError when Redis cannot take it."""
+    payload = {
+        "kind": kind,
+        "url": url,
+        "params": pairs,
+        "signature": signature,
+        "signature_settings": signature_settings,
+        "idempotency_token": idempotency_token,
+        "kept_at": time.time(),
+    }
+    connection.lpush(KEPT, json.dumps(payload))
+    enqueue_drain(connection)
+
+
+def enqueue_drain(connection: redis.Redis) -> bool:
+    """Queue a drain job (retried while the database stays down); False if Redis did not take it."""
+    try:
+        if not connection.set(DRAIN_QUEUED, "1", nx=True, ex=60):
+            return True
+        Queue(queues.MAINTENANCE, connection=connection).enqueue(
+            DRAIN,
+            retry=Retry(max=len(_RETRY_INTERVALS) * 4, interval=_RETRY_INTERVALS),
+            result_ttl=0,
+            failure_ttl=86400,
+        )
+    except redis.RedisError:
+        log.warning("inbound drain not enqueued; the sweeper will drain")
+        return False
+    return True
+
+
+def queue_depths(connection: redis.Redis) -> dict[str, dict[str, int]]:
+    """Jobs per queue (in priority order) and state: queued, started, scheduled, failed."""
+    depths = {}
+    for name in queues.ALL:
+        queue = Queue(name, connection=connection)
+        depths[name] = {
+            "queued": queue.count,
+            "started": StartedJobRegistry(queue=queue).count,
+            "scheduled": ScheduledJobRegistry(queue=queue).count,
+            "failed": FailedJobRegistry(queue=queue).count,
+        }
+    return depths
+
+
+def sweep_now(runtime: Runtime) -> dict[str, int]:
+    """Run one sweep in this process, as the worker does every SWEEP_INTERVAL; returns its counts.
+
+    For `bridge sweep`: an operator who wants what is due published without waiting for a worker.
+    """
+    from workers.sweeper import sweep  # the sweep itself belongs to the worker side
+
+    return sweep(runtime)

@@ -1,92 +1,34 @@
 """Twilio webhooks kept in Redis while the database was down, and the drain that processes them.
 
 The web process verifies a webhook's signature, then, finding the database down, keeps the signed
-payload here (`keep_payload`) and answers 200 so nothing is lost. Once the database is back,
-`drain_kept` (run by the sweeper, and by a job queued when something is kept) feeds each payload to
-the same domain functions the webhook calls; deduplication on MessageSid makes a repeat harmless.
+payload in Redis (`workers.enqueue.keep_payload`) and answers 200 so nothing is lost. Once the
+database is back, `drain_kept` (run by the sweeper, and by a job queued when something is kept)
+feeds each payload to the same domain functions the webhook calls; deduplication on MessageSid
+makes a repeat harmless.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis
-from rq import Queue, Retry
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from bridge.db import transaction
+from bridge.db import DATABASE_DOWN, transaction
+from bridge.deliveries import record_status_callback
 from bridge.errors import ValidationError
-from bridge.inbound import (
-    form_params,
-    is_valid_signature,
-    record_inbound_sms,
-    record_status_callback,
-)
+from bridge.inbound import record_inbound_sms
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.runtime import Runtime
-from workers import context, queues
-from workers.enqueue import enqueue_posted
+from bridge.twilio_webhooks import form_params, is_valid_signature
+from workers import context
+from workers.enqueue import KEPT, SMS, STATUS, enqueue_posted
 
 log = logging.getLogger(__name__)
 
-KEPT = "bridge:inbound:kept"  # a list: new payloads pushed on the left, drained from the right
 DEAD = "bridge:inbound:dead"  # payloads that can never be processed, kept for a person to look at
-DRAIN_QUEUED = "bridge:inbound:drain-queued"  # at most one drain job queued at a time, roughly
-DRAIN = "workers.inbound.drain"
-
-SMS = "sms"
-STATUS = "status"
-
-# What a database that is down (or unreachable, or too busy to answer) raises through SQLAlchemy.
-DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
-
-# The database may take minutes to come back; the sweeper drains too, so this only speeds it up.
-_RETRY_INTERVALS = [5, 10, 30, 60, 120, 300]
-
-
-def keep_payload(
-    connection: redis.Redis,
-    kind: str,
-    url: str,
-    pairs: list[tuple[str, str]],
-    signature: str,
-    signature_settings: str | None = None,
-    idempotency_token: str | None = None,
-) -> None:
-    """Keep a verified webhook in Redis for later; raises RedisError when Redis cannot take it."""
-    payload = {
-        "kind": kind,
-        "url": url,
-        "params": pairs,
-        "signature": signature,
-        "signature_settings": signature_settings,
-        "idempotency_token": idempotency_token,
-        "kept_at": time.time(),
-    }
-    connection.lpush(KEPT, json.dumps(payload))
-    enqueue_drain(connection)
-
-
-def enqueue_drain(connection: redis.Redis) -> bool:
-    """Queue a drain job (retried while the database stays down); False if Redis did not take it."""
-    try:
-        if not connection.set(DRAIN_QUEUED, "1", nx=True, ex=60):
-            return True
-        Queue(queues.MAINTENANCE, connection=connection).enqueue(
-            DRAIN,
-            retry=Retry(max=len(_RETRY_INTERVALS) * 4, interval=_RETRY_INTERVALS),
-            result_ttl=0,
-            failure_ttl=86400,
-        )
-    except redis.RedisError:
-        log.warning("inbound drain not enqueued; the sweeper will drain")
-        return False
-    return True
 
 
 def kept_count(connection: redis.Redis) -> int:

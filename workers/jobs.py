@@ -9,9 +9,9 @@ import logging
 
 from sqlalchemy import select
 
-from bridge.channels import QUEUE_TEXT, publish_message
 from bridge.db import transaction, utcnow
 from bridge.models import Message
+from bridge.publishing import publish_message
 from workers.context import runtime
 from workers.enqueue import (
     enqueue_fan_out,
@@ -20,12 +20,13 @@ from workers.enqueue import (
     start_fan_out,
 )
 from workers.fanout import fan_out_message
+from workers.queues import TEXT
 
 log = logging.getLogger(__name__)
 
 
 def fan_out(
-    message_id: str, queue: str = QUEUE_TEXT, token: str | None = None, rounds: int = 0
+    message_id: str, queue: str = TEXT, token: str | None = None, rounds: int = 0
 ) -> dict[str, int]:
     """Send a published message's due deliveries; schedule another fan-out for what must wait.
 

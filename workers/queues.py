@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.channels import QUEUE_NOTIFICATIONS, QUEUE_TEXT
+from bridge.models import Lane
 
 # Conversation (fan-out of `text` messages, relayed replies) and scheduled publishing, which must
 # not wait behind bulk notifications.
-TEXT = QUEUE_TEXT
-NOTIFICATIONS = QUEUE_NOTIFICATIONS  # bulk: tracking updates and pickup reminders
+TEXT = Lane.TEXT.value
+NOTIFICATIONS = Lane.NOTIFICATIONS.value  # bulk: tracking updates and pickup reminders
 MAINTENANCE = "maintenance"  # inbound drains after a database outage
 
 # In priority order: a worker takes from the first queue that has work.

@@ -22,8 +22,8 @@ from datetime import datetime
 
 import redis
 
-from bridge.channels import publish_due_messages
 from bridge.db import transaction, utcnow
+from bridge.publishing import publish_due_messages
 from bridge.runtime import Runtime
 from bridge.sending import resolve_stale, stale_pending_messages
 from workers.enqueue import enqueue_fan_out, enqueue_published

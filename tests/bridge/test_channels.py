@@ -15,11 +15,8 @@ from bridge import serialize
 from bridge.actors import Actor
 from bridge.channel_views import channels_for_phone, load_channel_view
 from bridge.channels import (
-    QUEUE_NOTIFICATIONS,
-    QUEUE_TEXT,
     get_or_create_channel,
     last_publisher_thread,
-    publish_due_messages,
     subscriber_hash,
 )
 from bridge.db import utcnow
@@ -30,8 +27,9 @@ from bridge.messages import (
     post_message,
     record_contact_message,
 )
-from bridge.models import ChannelSubscriber, Contact, Delivery, Organization
+from bridge.models import ChannelSubscriber, Contact, Delivery, Lane, Organization
 from bridge.organizations import find_or_create_contact, opt_out
+from bridge.publishing import publish_due_messages
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from bridge.sms_text import segment_count
@@ -105,7 +103,7 @@ def test_posting_to_a_thread_publishes_into_its_channel(
     assert result is not None and message.channel_id == result.channel_id
     assert (result.message_id, result.queue, result.pending, result.skipped) == (
         message.id,
-        QUEUE_TEXT,
+        Lane.TEXT,
         1,
         1,
     )
@@ -142,8 +140,8 @@ def test_notifications_go_through_their_own_queue(session: Session, settings: Se
         "Out for delivery",
         type="pickup_reminder",
     )
-    assert posted.published is not None and posted.published.queue == QUEUE_NOTIFICATIONS
-    assert [d.queue for d in _deliveries(session, posted.message.id)] == [QUEUE_NOTIFICATIONS]
+    assert posted.published is not None and posted.published.queue == Lane.NOTIFICATIONS
+    assert [d.queue for d in _deliveries(session, posted.message.id)] == [Lane.NOTIFICATIONS]
 
 
 def test_a_thread_without_active_contacts_publishes_nowhere(

@@ -10,12 +10,7 @@ from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
 from bridge.errors import ValidationError
-from bridge.inbound import (
-    detect_keyword,
-    list_inbound,
-    media_urls_from,
-    record_inbound_sms,
-)
+from bridge.inbound import detect_keyword, list_inbound, record_inbound_sms
 from bridge.messages import post_message
 from bridge.models import (
     Channel,
@@ -35,6 +30,7 @@ from bridge.organizations import (
 )
 from bridge.settings import Settings
 from bridge.threads import create_thread
+from bridge.twilio_webhooks import media_urls_from
 from tests import factories
 from tests.fixtures.twilio import payloads
 

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
-from bridge.channels import publish_due_messages
 from bridge.db import utcnow
 from bridge.errors import Conflict, Forbidden, NotFound, ValidationError
 from bridge.messages import (
@@ -22,6 +21,7 @@ from bridge.messages import (
     post_message,
 )
 from bridge.models import Delivery, Message, Organization, Thread
+from bridge.publishing import publish_due_messages
 from bridge.settings import Settings
 from bridge.threads import add_subscriber, create_thread, load_thread_view
 from tests import factories
