@@ -71,3 +71,35 @@ def test_importing_every_bridge_module_loads_neither_flask_nor_rq() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert len(modules) >= 15
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The full dotted names of every module `path` imports (`from a.b import c` gives `a.b`)."""
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "workers":
+                modules.update(f"workers.{alias.name}" for alias in node.names)
+            else:
+                modules.add(node.module)
+    return modules
+
+
+def test_webhooks_take_only_enqueue_functions_from_workers() -> None:
+    # DESIGN 2: webhooks -> workers (enqueue functions only). Jobs, the sweeper and the drain are
+    # the worker process's; the web process hands work over and reads queue depths, nothing more.
+    offenders = {
+        str(path.relative_to(REPO)): sorted(
+            m for m in imported_modules(path) if m.split(".")[0] == "workers"
+        )
+        for path in _files("webhooks")
+    }
+    assert {p: ms for p, ms in offenders.items() if set(ms) - {"workers.enqueue"}} == {}
+
+
+def test_the_finer_checker_sees_submodules_imported_from_the_package(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from workers import queues\ndef f():\n    from workers.sweeper import x\n")
+    assert imported_modules(sample) == {"workers.queues", "workers.sweeper"}
