@@ -41,7 +41,7 @@ from bridge.models import Contact, Delivery
 from bridge.organizations import create_organization
 from bridge.phones import phone_hash
 from bridge.runtime import Runtime
-from bridge.sending import send_claimed
+from bridge.sending import record_sent, send_unrecorded
 from bridge.settings import Settings, load_settings
 from tests.services import RedisServer
 from workers import context, queues
@@ -71,7 +71,11 @@ def naive_send(delivery_id: str) -> str:
         )
     if not claimed:
         return "taken"
-    return send_claimed(rt.sessions, rt.settings, rt.sender, claimed[0])
+    outcome = send_unrecorded(rt.engine, rt.sessions, rt.settings, rt.sender, claimed[0])
+    if outcome.result is None:
+        return str(outcome.status)
+    with transaction(rt.sessions) as session:
+        return record_sent(session, delivery_id, outcome.result) or "sent"
 
 
 def _rss_mb() -> float:

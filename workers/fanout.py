@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from bridge.claims import claim_deliveries, next_attempt_at
 from bridge.db import transaction, utcnow
 from bridge.models import Delivery
 from bridge.runtime import Runtime
-from bridge.sending import SENT, claim_deliveries, next_attempt_at, record_sends, send_unrecorded
+from bridge.sending import SENT, SendOutcome, record_sends, send_unrecorded
 from bridge.twilio_client import SendResult
 from workers.ratelimit import SendRateLimiter
 
@@ -81,7 +82,7 @@ class _SendThreads:
                 self.opened.append(connection)
         return connection
 
-    def send(self, runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> object:
+    def send(self, runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> SendOutcome:
         connection = self.connection()
         try:
             return send_unrecorded(
@@ -102,7 +103,7 @@ class _SendThreads:
             connection.close()
 
 
-def _settle(runtime: Runtime, done: set[Future[object]], result: FanOutResult) -> None:
+def _settle(runtime: Runtime, done: set[Future[SendOutcome]], result: FanOutResult) -> None:
     """Count finished sends and save the SIDs of the accepted ones in one transaction."""
     sent: list[tuple[str, SendResult]] = []
     for future in done:
@@ -113,10 +114,10 @@ def _settle(runtime: Runtime, done: set[Future[object]], result: FanOutResult) -
             result.errors.append(error)
             continue
         outcome = future.result()
-        if isinstance(outcome, tuple):
-            sent.append(outcome)
+        if outcome.result is not None:
+            sent.append((outcome.delivery_id, outcome.result))
         else:
-            result.statuses[str(outcome)] += 1
+            result.statuses[str(outcome.status)] += 1
     if not sent:
         return
     try:
@@ -142,11 +143,7 @@ def fan_out_message(
     result = FanOutResult()
     deadline = time.monotonic() + slice_seconds
     sliced = False
-    in_flight: set[Future[object]] = set()
-
-    def send(delivery: Delivery) -> object:
-        outcome = threads.send(runtime, limiter, delivery)
-        return (delivery.id, outcome) if isinstance(outcome, SendResult) else outcome
+    in_flight: set[Future[SendOutcome]] = set()
 
     try:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="send") as pool:
@@ -160,7 +157,10 @@ def fan_out_message(
                             claimed = claim_deliveries(
                                 session, message_id, 2 * concurrency - len(in_flight)
                             )
-                        in_flight.update(pool.submit(send, delivery) for delivery in claimed)
+                        in_flight.update(
+                            pool.submit(threads.send, runtime, limiter, delivery)
+                            for delivery in claimed
+                        )
                         if not claimed and not in_flight:
                             break
                 if not in_flight:

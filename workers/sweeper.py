@@ -22,10 +22,11 @@ from datetime import datetime
 
 import redis
 
+from bridge.claims import stale_pending_messages
 from bridge.db import transaction, utcnow
 from bridge.publishing import publish_due_messages
 from bridge.runtime import Runtime
-from bridge.sending import resolve_stale, stale_pending_messages
+from bridge.stale import resolve_stale
 from workers.enqueue import enqueue_fan_out, enqueue_published
 from workers.inbound import drain_kept
 

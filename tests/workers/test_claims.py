@@ -11,25 +11,33 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event, text
 
-from bridge.db import utcnow
+from bridge.claims import claim_deliveries, next_attempt_at
+from bridge.db import transaction, utcnow
 from bridge.deliveries import apply_status, find_delivery
 from bridge.errors import TransientSendError
 from bridge.models import Delivery
 from bridge.runtime import Runtime
-from bridge.sending import (
-    RELEASED,
-    claim_deliveries,
-    next_attempt_at,
-    record_sends,
-    resolve_stale,
-    send_claimed,
-)
-from bridge.twilio_client import OutgoingSms, SendResult
+from bridge.sending import RELEASED, Pace, record_sends, record_sent, send_unrecorded
+from bridge.stale import resolve_stale
+from bridge.twilio_client import OutgoingSms, Sender, SendResult
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
 from tests.workers.conftest import channel_of, phones
 from tests.workers.test_delivery import deliveries, make_org, post
 from tests.workers.test_sweeper import fast_stale
+
+
+def send_claimed(
+    runtime: Runtime, sender: Sender, delivery: Delivery, pace: Pace = lambda key, n: None
+) -> str:
+    """Send one claimed delivery as a fan-out does and record it at once; its new status."""
+    outcome = send_unrecorded(
+        runtime.engine, runtime.sessions, runtime.settings, sender, delivery, pace
+    )
+    if outcome.result is None:
+        return str(outcome.status)
+    with transaction(runtime.sessions) as session:
+        return record_sent(session, delivery.id, outcome.result) or "sent"
 
 
 def claim_one(runtime: Runtime, message_id: str) -> Delivery:
@@ -54,14 +62,12 @@ def test_a_claim_the_sweeper_took_back_during_pacing_is_not_sent(
         time.sleep(0.4)
         taken_back.append(resolve_stale(runtime.sessions, runtime.settings, runtime.sender).resend)
 
-    status = send_claimed(
-        runtime.sessions, runtime.settings, runtime.sender, claimed, slow_rate_slot
-    )
+    status = send_claimed(runtime, runtime.sender, claimed, slow_rate_slot)
     assert taken_back == [1] and status == RELEASED
     assert twilio.requests == []
     # The worker that claims it next sends it: once in all.
     again = claim_one(runtime, message_id)
-    assert send_claimed(runtime.sessions, runtime.settings, runtime.sender, again) == "sent"
+    assert send_claimed(runtime, runtime.sender, again) == "sent"
     assert len(twilio.sent_to(contact.phone)) == 1
 
 
@@ -105,7 +111,7 @@ def test_a_claim_still_owned_after_pacing_is_sent_and_renewed(
     message_id = post(runtime, org, channel_id, "Hello")
     claimed = claim_one(runtime, message_id)
     first_claim = claimed.claimed_at
-    assert send_claimed(runtime.sessions, runtime.settings, runtime.sender, claimed) == "sent"
+    assert send_claimed(runtime, runtime.sender, claimed) == "sent"
     [row] = deliveries(runtime, message_id)
     assert row.claimed_at is not None and first_claim is not None and row.claimed_at > first_claim
     assert len(twilio.sent_to(contact.phone)) == 1
@@ -166,7 +172,7 @@ def test_a_retry_of_a_notification_waits_for_quiet_hours(
     quiet_now(runtime)  # and on by the time the first attempt fails
     twilio.fail_next(1, status=503)
     claimed = claim_one(runtime, message_id)
-    assert send_claimed(runtime.sessions, runtime.settings, runtime.sender, claimed) == "pending"
+    assert send_claimed(runtime, runtime.sender, claimed) == "pending"
     [row] = deliveries(runtime, message_id)
     assert row.not_before is not None
     assert (row.not_before > utcnow() + timedelta(minutes=50)) is held
@@ -213,7 +219,7 @@ def test_a_send_that_may_have_gone_is_unknown_not_retried(runtime: Runtime) -> N
         channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
     message_id = post(runtime, org, channel_id, "Hello")
     claimed = claim_one(runtime, message_id)
-    assert send_claimed(runtime.sessions, runtime.settings, AnswerLost(), claimed) == "unknown"
+    assert send_claimed(runtime, AnswerLost(), claimed) == "unknown"
 
 
 def test_next_attempt_at_is_one_query(runtime: Runtime) -> None:

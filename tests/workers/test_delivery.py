@@ -12,13 +12,14 @@ from rq.job import Job
 from sqlalchemy import select, update
 
 from bridge import serialize
+from bridge.claims import claim_deliveries
 from bridge.db import utcnow
 from bridge.deliveries import list_deliveries
 from bridge.messages import post_channel_message
 from bridge.models import Delivery
 from bridge.organizations import is_opted_out, opt_out
 from bridge.runtime import Runtime
-from bridge.sending import claim_deliveries, outgoing_sms
+from bridge.sending import outgoing_sms
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
 from tests.workers.conftest import channel_of, phones

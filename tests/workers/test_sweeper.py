@@ -10,10 +10,11 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import select
 
+from bridge.claims import claim_deliveries, stale_pending_messages
 from bridge.db import utcnow
 from bridge.models import Delivery
 from bridge.runtime import Runtime
-from bridge.sending import claim_deliveries, outgoing_sms, stale_pending_messages
+from bridge.sending import outgoing_sms
 from tests.standin.twilio import TwilioStandIn
 from tests.workers.conftest import channel_of, phones
 from tests.workers.test_delivery import deliveries, make_org, post
