@@ -70,6 +70,16 @@ class Runtime:
         if "redis" in self.__dict__:
             self.redis.close()
 
+    def after_fork(self) -> None:
+        """Forget what a forked child must not share with its parent: pooled connections, Twilio's.
+
+        The parent keeps using its sockets: the child drops the engine's pool without closing them
+        (`close=False`) and builds its own Twilio client (its HTTP pool holds sockets too).
+        """
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+        self.__dict__.pop("sender", None)
+
     def __enter__(self) -> Runtime:
         return self
 

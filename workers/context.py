@@ -45,11 +45,5 @@ def uninstall() -> None:
 
 
 def _after_fork_in_child() -> None:
-    rt = _current
-    if rt is None:
-        return
-    if "engine" in rt.__dict__:
-        # close=False: the sockets belong to the parent; the child opens its own.
-        rt.engine.dispose(close=False)
-    # The Twilio client's HTTP pool holds sockets the parent also uses: the child builds its own.
-    rt.__dict__.pop("sender", None)
+    if _current is not None:
+        _current.after_fork()

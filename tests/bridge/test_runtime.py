@@ -37,3 +37,17 @@ def test_nothing_connects_until_used(settings: Settings) -> None:
         assert session.execute(text("select 1")).scalar_one() == 1
     assert runtime.redis.ping()
     runtime.close()
+
+
+def test_after_fork_keeps_the_engine_usable_and_builds_a_new_twilio_client(
+    settings: Settings,
+) -> None:
+    runtime = Runtime(settings)
+    with runtime.sessions() as session:
+        session.execute(text("select 1"))
+    sender = runtime.sender
+    runtime.after_fork()
+    assert runtime.sender is not sender
+    with runtime.sessions() as session:
+        assert session.execute(text("select 1")).scalar_one() == 1
+    runtime.close()
