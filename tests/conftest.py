@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import models  # noqa: F401
 from bridge.db import Base, make_engine, make_session_factory
@@ -119,6 +119,6 @@ def session(runtime: Runtime) -> Iterator[Session]:
 
 
 @pytest.fixture
-def sessions(runtime: Runtime):  # type: ignore[no-untyped-def]
+def sessions(runtime: Runtime) -> sessionmaker[Session]:
     """The runtime's session factory."""
     return make_session_factory(runtime.engine)

@@ -1,18 +1,41 @@
-"""Plain factory functions for test data."""
+"""Plain factory functions for test data, and the small helpers test modules share."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from flask.testing import FlaskClient
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
-from bridge.models import Contact, Organization, User
-from bridge.organizations import create_organization, create_user, find_or_create_contact
+from bridge.channels import get_or_create_channel
+from bridge.db import transaction
+from bridge.messages import post_channel_message, post_message
+from bridge.models import Contact, Delivery, Message, Organization, Thread, User
+from bridge.organizations import (
+    create_organization,
+    create_user,
+    find_or_create_contact,
+    sender_numbers,
+)
+from bridge.runtime import Runtime
 from bridge.settings import Settings
+from bridge.threads import create_thread
+from tests.fixtures.twilio import payloads
+from workers.enqueue import enqueue_posted
+
+# The `work` fixture of tests/workers: runs the queued and scheduled jobs (an optional timeout).
+Work = Callable[..., None]
+
+# The tests' PUBLIC_BASE_URL: Twilio signs the webhook URLs under it.
+BASE_URL = "https://bridge.example.com"
 
 _numbers = itertools.count(1000)
 
@@ -56,6 +79,124 @@ def contact(
 def org_actor(org: Organization) -> Actor:
     """The organization acting through its API key."""
     return Actor.organization(org.id)
+
+
+def phones(n: int) -> list[str]:
+    """`n` fresh contact numbers."""
+    return [phone() for _ in range(n)]
+
+
+def committed_organization(runtime: Runtime) -> Organization:
+    """An organization with one sender number, committed."""
+    with transaction(runtime.sessions) as session:
+        org, _ = organization(session, runtime.settings)
+    return org
+
+
+def committed_user(runtime: Runtime, organization_id: str, name: str = "Uma User") -> str:
+    """The id of a new user of the organization, committed."""
+    with transaction(runtime.sessions) as session:
+        org = session.get(Organization, organization_id)
+        assert org is not None
+        return user(session, runtime.settings, org, name).id
+
+
+def channel_of(
+    session: Session, settings: Settings, org: Organization, numbers: list[str]
+) -> tuple[str, list[Contact]]:
+    """A channel of `org` with one contact per phone number; its id and the contacts."""
+    contacts = [
+        find_or_create_contact(session, settings, org.id, number, name=f"Contact {i}")[0]
+        for i, number in enumerate(numbers)
+    ]
+    channel, _ = get_or_create_channel(session, org.id, [c.id for c in contacts])
+    return channel.id, contacts
+
+
+def deliveries(runtime: Runtime, message_id: str) -> list[Delivery]:
+    """The message's deliveries, by recipient and part."""
+    with runtime.sessions() as session:
+        return list(
+            session.execute(
+                select(Delivery)
+                .where(Delivery.message_id == message_id)
+                .order_by(Delivery.subscriber_id, Delivery.part)
+            ).scalars()
+        )
+
+
+def fast_stale(runtime: Runtime) -> Runtime:
+    """The same runtime with SEND_STALE_AFTER of a fraction of a second."""
+    runtime.settings = runtime.settings.model_copy(update={"send_stale_after": 0.3})
+    return runtime
+
+
+def post_to_channel(
+    runtime: Runtime, org: Organization, channel_id: str, text: str, **fields: Any
+) -> str:
+    """Post to the channel as the organization, commit, enqueue; the message's id."""
+    with transaction(runtime.sessions) as session:
+        posted = post_channel_message(
+            session, runtime.settings, org_actor(org), channel_id, text, **fields
+        )
+    enqueue_posted(runtime.redis, posted)
+    return posted.message.id
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Jane (and Omar) in a thread of an organization, and the message that made their channel."""
+
+    org: Organization
+    jane: Contact
+    omar: Contact | None
+    thread: Thread
+    message: Message
+    to: str  # the organization's number, which the contacts text
+
+    @property
+    def channel_id(self) -> str:
+        assert self.message.channel_id is not None
+        return self.message.channel_id
+
+
+def conversation(
+    runtime: Runtime,
+    settings: Settings,
+    resource_id: str = "order-1",
+    text: str = "Your order shipped",
+    names: tuple[str, ...] = ("Jane Doe", "Omar Other"),
+) -> Conversation:
+    """An organization with one number, and a thread about `resource_id` with a contact a name."""
+    with transaction(runtime.sessions) as session:
+        org, _ = organization(session, settings)
+        people = [contact(session, settings, org, name) for name in names]
+        actor = org_actor(org)
+        thread, _ = create_thread(
+            session, settings, actor, resource_id, subscribers=[c.id for c in people]
+        )
+        message = post_message(session, settings, actor, thread.id, text).message
+        to = sender_numbers(session, org.id)[0]
+    return Conversation(org, people[0], people[1] if len(people) > 1 else None, thread, message, to)
+
+
+def with_twilio(settings: Settings, auth_token: str) -> Settings:
+    """Settings with Twilio credentials: webhooks are then signed with `auth_token`."""
+    return settings.model_copy(
+        update={"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": auth_token}
+    )
+
+
+def post_signed(
+    client: FlaskClient,
+    auth_token: str,
+    path: str,
+    payload: dict[str, str] | list[tuple[str, str]],
+    **headers: str,
+) -> TestResponse:
+    """POST a Twilio webhook signed with `auth_token`, as Twilio would."""
+    body, signed = payloads.signed(auth_token, BASE_URL, path, payload)
+    return client.post(path, data=body, headers={**signed, **headers})
 
 
 def as_json(response: BaseModel) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
@@ -51,7 +52,7 @@ def channel_of(
 
 def receive(
     session: Session, settings: Settings, payload: dict[str, str], token: str | None = None
-):  # type: ignore[no-untyped-def]
+) -> Any:
     outcome = record_inbound_sms(session, settings, payload, token)
     session.commit()
     return outcome
@@ -495,7 +496,7 @@ def test_the_inbound_record_is_inserted_once_and_updated_once(
     to = sender_numbers(session, org.id)[0]
     written: list[str] = []
 
-    def seen(_conn, _cursor, statement: str, *_rest) -> None:  # type: ignore[no-untyped-def]
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         if "inbound_sms" in statement:
             written.append(statement.split()[0].upper())
 

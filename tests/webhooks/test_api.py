@@ -33,12 +33,6 @@ CHANNEL_FIELDS = {
 }  # fmt: skip
 
 
-def _user(runtime: Runtime, api: ApiOrg, name: str = "Uma User") -> str:
-    with transaction(runtime.sessions) as session:
-        org = session.get(factories.Organization, api.organization_id)
-        return factories.user(session, runtime.settings, org, name).id
-
-
 def _thread_with_contact(api: ApiOrg, resource_id: str = "order-1") -> tuple[dict, str]:
     phone = factories.phone()
     response = api.post(
@@ -114,7 +108,7 @@ def test_creating_a_thread_twice_gives_201_then_200_and_one_thread(
 
 
 def test_thread_read_has_exactly_the_design_fields(api: ApiOrg, runtime: Runtime) -> None:
-    user_id = _user(runtime, api)
+    user_id = factories.committed_user(runtime, api.organization_id)
     thread, _ = _thread_with_contact(api)
     api.post(f"/v1/threads/{thread['id']}/messages", {"text": "On its way"}, as_user=user_id)
 
@@ -142,7 +136,7 @@ def test_thread_read_has_exactly_the_design_fields(api: ApiOrg, runtime: Runtime
 
 
 def test_thread_update_subscribers_and_viewed(api: ApiOrg, runtime: Runtime) -> None:
-    user_id = _user(runtime, api)
+    user_id = factories.committed_user(runtime, api.organization_id)
     thread, _ = _thread_with_contact(api)
     tid = thread["id"]
 
@@ -233,7 +227,7 @@ def test_a_scheduled_message_waits_in_the_channel_and_can_be_canceled(
 
 
 def test_editing_a_message_as_its_author(api: ApiOrg, runtime: Runtime) -> None:
-    user_id = _user(runtime, api)
+    user_id = factories.committed_user(runtime, api.organization_id)
     thread, _ = _thread_with_contact(api)
     posted = api.post(f"/v1/threads/{thread['id']}/messages", {"text": "Hi"}, as_user=user_id)
     edited = api.patch(f"/v1/messages/{posted.json['id']}", {"text": "Hello"}, as_user=user_id)

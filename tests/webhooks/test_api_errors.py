@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+import redis
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from bridge.db import transaction
 from bridge.runtime import Runtime
@@ -16,7 +19,9 @@ from tests.webhooks.conftest import ApiOrg
 from webhooks import create_app
 
 
-def _error(response, status: int, kind: str, param: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+def _error(
+    response: TestResponse, status: int, kind: str, param: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.content_type == "application/json"
     error = response.json["error"]
@@ -32,12 +37,6 @@ def _thread(api: ApiOrg, resource_id: str = "order-1", contact: bool = True) -> 
     response = api.post("/v1/threads", {"resource_id": resource_id, "subscribers": subscribers})
     assert response.status_code == 201
     return str(response.json["id"])
-
-
-def _user(runtime: Runtime, organization_id: str, name: str) -> str:
-    with transaction(runtime.sessions) as session:
-        org = session.get(factories.Organization, organization_id)
-        return factories.user(session, runtime.settings, org, name).id
 
 
 def test_malformed_json_is_400(api: ApiOrg) -> None:
@@ -71,14 +70,16 @@ def test_malformed_json_is_400(api: ApiOrg) -> None:
         "Bearer " + "x" * 500,
     ],
 )
-def test_a_missing_or_bad_key_is_401(client: FlaskClient, runtime: Runtime, authorization) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_or_bad_key_is_401(
+    client: FlaskClient, runtime: Runtime, authorization: str | None
+) -> None:
     headers = {"Authorization": authorization} if authorization is not None else {}
     _error(client.get("/v1/organization", headers=headers), 401, "authentication_error")
     _error(client.post("/v1/threads", json={}, headers=headers), 401, "authentication_error")
 
 
 def test_a_foreign_subscriber_id_is_403(api: ApiOrg, other_api: ApiOrg, runtime: Runtime) -> None:
-    theirs = _user(runtime, other_api.organization_id, "Olga Other")
+    theirs = factories.committed_user(runtime, other_api.organization_id, "Olga Other")
     for subscriber_id in [theirs, "usr_nobody", "cnt_abc", api.organization_id, "usr_\u00e9", ""]:
         response = api.client.get(
             "/v1/organization",
@@ -88,8 +89,8 @@ def test_a_foreign_subscriber_id_is_403(api: ApiOrg, other_api: ApiOrg, runtime:
 
 
 def test_editing_someone_elses_message_is_403(api: ApiOrg, runtime: Runtime) -> None:
-    author = _user(runtime, api.organization_id, "Ann Author")
-    someone = _user(runtime, api.organization_id, "Sam Else")
+    author = factories.committed_user(runtime, api.organization_id, "Ann Author")
+    someone = factories.committed_user(runtime, api.organization_id, "Sam Else")
     tid = _thread(api, contact=False)
     message = api.post(f"/v1/threads/{tid}/messages", {"text": "mine"}, as_user=author).json
     _error(
@@ -120,7 +121,7 @@ def test_unknown_objects_and_routes_are_404(api: ApiOrg) -> None:
 def test_an_unknown_subscriber_in_a_body_is_404_naming_the_field(
     api: ApiOrg, other_api: ApiOrg, runtime: Runtime
 ) -> None:
-    theirs = _user(runtime, other_api.organization_id, "Olga Other")
+    theirs = factories.committed_user(runtime, other_api.organization_id, "Olga Other")
     for subscriber in [theirs, "usr_nobody", "cnt_nobody", other_api.organization_id]:
         response = api.post("/v1/threads", {"resource_id": "r1", "subscribers": [subscriber]})
         _error(response, 404, "not_found", "subscribers[0]")
@@ -266,7 +267,9 @@ def test_a_bad_cursor_or_query_is_422(api: ApiOrg) -> None:
     _error(api.get("/v1/channels", query_string={"phone": "12"}), 422, "validation_error", "phone")
 
 
-def test_over_the_rate_limit_is_429(settings: Settings, runtime: Runtime, redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_over_the_rate_limit_is_429(
+    settings: Settings, runtime: Runtime, redis_client: redis.Redis
+) -> None:
     limited = Runtime(settings.model_copy(update={"api_rate_limit": 3}))
     try:
         client = create_app(runtime=limited).test_client()

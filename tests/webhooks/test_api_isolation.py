@@ -26,7 +26,7 @@ BODIES: dict[str, Any] = {
 }
 
 
-def _snapshot(engine: Engine) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         return {
             table.name: sorted(conn.execute(select(table)).all(), key=repr)

@@ -12,23 +12,21 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 from sqlalchemy import create_engine, func, select, text
+from werkzeug.test import TestResponse
 
 from bridge.db import make_engine, transaction
-from bridge.messages import post_message
 from bridge.migrate import upgrade
-from bridge.models import Delivery, InboundSms, Message
-from bridge.organizations import sender_numbers
+from bridge.models import Contact, Delivery, InboundSms, Message
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
-from bridge.threads import create_thread
 from tests import factories
 from tests.conftest import TEST_HASH_KEY
 from tests.fixtures.twilio import payloads
@@ -38,7 +36,7 @@ from workers import context
 from workers.inbound import DEAD, KEPT, drain_kept, kept_count
 
 AUTH_TOKEN = "test-auth-token-outage-31c4"
-BASE = "https://bridge.example.com"
+BASE = factories.BASE_URL
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 GONE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:{port}/gone"
 
@@ -46,28 +44,27 @@ GONE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:{port}/gone"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The suite's settings with Twilio credentials."""
-    return settings.model_copy(
-        update={"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": AUTH_TOKEN}
-    )
+    return factories.with_twilio(settings, AUTH_TOKEN)
 
 
-def make_world(runtime: Runtime, settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class World:
     """Jane and Omar in one channel; Jane's delivery has a Twilio SID."""
+
+    jane: Contact
+    to: str
+    delivery_id: str
+
+
+def make_world(runtime: Runtime, settings: Settings) -> World:
+    """Jane and Omar in one channel; Jane's delivery has a Twilio SID."""
+    made = factories.conversation(runtime, settings, "order-7", "Shipped", ("Jane", "Omar"))
     with transaction(runtime.sessions) as session:
-        org, _ = factories.organization(session, settings)
-        jane = factories.contact(session, settings, org, "Jane")
-        omar = factories.contact(session, settings, org, "Omar")
-        actor = factories.org_actor(org)
-        thread, _ = create_thread(
-            session, settings, actor, "order-7", subscribers=[jane.id, omar.id]
-        )
-        post_message(session, settings, actor, thread.id, "Shipped")
-        to = sender_numbers(session, org.id)[0]
         first = session.execute(
-            select(Delivery).where(Delivery.subscriber_id == jane.id)
+            select(Delivery).where(Delivery.subscriber_id == made.jane.id)
         ).scalar_one()
         first.twilio_sid, first.status = "SM" + "4" * 32, "sending"
-    return {"jane": jane, "to": to, "delivery_id": first.id}
+    return World(made.jane, made.to, first.id)
 
 
 @pytest.fixture
@@ -84,9 +81,8 @@ def app_on(settings: Settings) -> Iterator[Callable[..., FlaskClient]]:
         runtime.close()
 
 
-def post(client: FlaskClient, path: str, payload: dict[str, str]):  # type: ignore[no-untyped-def]
-    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
-    return client.post(path, data=body, headers=headers)
+def post(client: FlaskClient, path: str, payload: dict[str, str]) -> TestResponse:
+    return factories.post_signed(client, AUTH_TOKEN, path, payload)
 
 
 def counts(runtime: Runtime) -> tuple[int, int]:
@@ -106,11 +102,11 @@ def test_database_down_keeps_webhooks_and_the_drain_processes_them_once(
 ) -> None:
     world = make_world(runtime, settings)
     down = app_on(database_url=GONE_DATABASE.format(port=free_port()))
-    sms = payloads.inbound(world["jane"].phone, world["to"], "Running late")
+    sms = payloads.inbound(world.jane.phone, world.to, "Running late")
     status = payloads.load("status_delivered", MessageSid="SM" + "4" * 32, SmsSid="SM" + "4" * 32)
 
     answers = [post(down, "/twilio/sms", sms), post(down, "/twilio/sms", sms)]  # and Twilio's retry
-    answers.append(post(down, f"/twilio/status?d={world['delivery_id']}", status))
+    answers.append(post(down, f"/twilio/status?d={world.delivery_id}", status))
 
     assert [(a.status_code, a.get_data(as_text=True)) for a in answers] == [(200, EMPTY)] * 3
     assert kept_count(redis_client) == 3
@@ -123,7 +119,7 @@ def test_database_down_keeps_webhooks_and_the_drain_processes_them_once(
     assert counts(runtime) == (1, 1)
     with runtime.sessions() as session:
         inbound = session.execute(select(InboundSms)).scalar_one()
-        delivery = session.get(Delivery, world["delivery_id"])
+        delivery = session.get(Delivery, world.delivery_id)
     assert (inbound.status, inbound.message_sid) == ("matched", sms["MessageSid"])
     assert delivery is not None and delivery.status == "delivered"
     fan_out = Queue("text", connection=redis_client).jobs
@@ -144,9 +140,7 @@ def test_the_drain_job_queued_when_keeping_runs_in_a_real_worker(
     world = make_world(runtime, settings)
     down = app_on(database_url=GONE_DATABASE.format(port=free_port()))
     assert (
-        post(
-            down, "/twilio/sms", payloads.inbound(world["jane"].phone, world["to"], "hi")
-        ).status_code
+        post(down, "/twilio/sms", payloads.inbound(world.jane.phone, world.to, "hi")).status_code
         == 200
     )
 
@@ -167,7 +161,7 @@ def test_a_forged_kept_payload_is_set_aside_not_processed(
     runtime: Runtime, settings: Settings, redis_client: redis.Redis
 ) -> None:
     world = make_world(runtime, settings)
-    forged = payloads.inbound(world["jane"].phone, world["to"], "STOP")
+    forged = payloads.inbound(world.jane.phone, world.to, "STOP")
     redis_client.lpush(
         KEPT,
         json.dumps(
@@ -199,9 +193,7 @@ def test_database_and_redis_down_is_503(
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
     )
 
-    answer = post(
-        both_down, "/twilio/sms", payloads.inbound(world["jane"].phone, world["to"], "hi")
-    )
+    answer = post(both_down, "/twilio/sms", payloads.inbound(world.jane.phone, world.to, "hi"))
 
     assert answer.status_code == 503
     assert answer.get_json()["error"]["type"] == "service_unavailable"
@@ -217,7 +209,7 @@ def test_redis_down_alone_still_stores_and_answers(
     world = make_world(runtime, settings)
     no_redis = app_on(redis_url=f"redis://127.0.0.1:{free_port()}/0")
 
-    answer = post(no_redis, "/twilio/sms", payloads.inbound(world["jane"].phone, world["to"], "hi"))
+    answer = post(no_redis, "/twilio/sms", payloads.inbound(world.jane.phone, world.to, "hi"))
 
     # The relay is in the database as pending deliveries; the sweeper enqueues them later.
     assert (answer.status_code, answer.get_data(as_text=True)) == (200, EMPTY)
@@ -297,13 +289,13 @@ def test_postgres_stopped_and_started_again(
         client = create_app(runtime=runtime).test_client()
         assert (
             post(
-                client, "/twilio/sms", payloads.inbound(world["jane"].phone, world["to"], "1")
+                client, "/twilio/sms", payloads.inbound(world.jane.phone, world.to, "1")
             ).status_code
             == 200
         )
 
         own_postgres.stop()
-        kept = post(client, "/twilio/sms", payloads.inbound(world["jane"].phone, world["to"], "2"))
+        kept = post(client, "/twilio/sms", payloads.inbound(world.jane.phone, world.to, "2"))
         assert (kept.status_code, kept.get_data(as_text=True)) == (200, EMPTY)
         assert kept_count(redis_client) == 1
 

@@ -18,52 +18,36 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
+from werkzeug.test import TestResponse
 
 from bridge.db import transaction
 from bridge.messages import post_message
 from bridge.models import Contact, Delivery, InboundSms, Message, Organization
-from bridge.organizations import is_opted_out, sender_numbers
+from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
 from bridge.threads import create_thread
 from tests import factories
 from tests.conftest import TEST_HASH_KEY
+from tests.factories import Conversation
 from tests.fixtures.twilio import payloads
 from webhooks import create_app
 
 AUTH_TOKEN = "test-auth-token-5f0e1d2c3b4a"
-BASE = "https://bridge.example.com"  # the tests' PUBLIC_BASE_URL
+BASE = factories.BASE_URL
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The suite's settings with Twilio credentials: webhooks are signed with the auth token."""
-    return settings.model_copy(
-        update={"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": AUTH_TOKEN}
-    )
+    return factories.with_twilio(settings, AUTH_TOKEN)
 
 
 @pytest.fixture
-def world(runtime: Runtime, settings: Settings, redis_client: redis.Redis) -> dict[str, Any]:
+def world(runtime: Runtime, settings: Settings, redis_client: redis.Redis) -> Conversation:
     """An organization with one number, Jane and Omar in one channel about order-1."""
-    with transaction(runtime.sessions) as session:
-        org, _ = factories.organization(session, settings)
-        jane = factories.contact(session, settings, org, "Jane Doe")
-        omar = factories.contact(session, settings, org, "Omar Other")
-        actor = factories.org_actor(org)
-        thread, _ = create_thread(
-            session, settings, actor, "order-1", subscribers=[jane.id, omar.id]
-        )
-        posted = post_message(session, settings, actor, thread.id, "Your order shipped")
-        to = sender_numbers(session, org.id)[0]
-    return {
-        "org": org,
-        "jane": jane,
-        "omar": omar,
-        "to": to,
-        "channel_id": posted.message.channel_id,
-    }
+    return factories.conversation(runtime, settings)
 
 
 @contextmanager
@@ -73,9 +57,10 @@ def reading(runtime: Runtime) -> Iterator[Session]:
         yield session
 
 
-def post_sms(client: FlaskClient, payload: dict[str, str] | list[tuple[str, str]], **headers: str):  # type: ignore[no-untyped-def]
-    body, signed_headers = payloads.signed(AUTH_TOKEN, BASE, "/twilio/sms", payload)
-    return client.post("/twilio/sms", data=body, headers={**signed_headers, **headers})
+def post_sms(
+    client: FlaskClient, payload: dict[str, str] | list[tuple[str, str]], **headers: str
+) -> TestResponse:
+    return factories.post_signed(client, AUTH_TOKEN, "/twilio/sms", payload, **headers)
 
 
 def one(runtime: Runtime, statement: Any) -> Any:
@@ -99,10 +84,9 @@ def count(runtime: Runtime, model: type) -> int:
 
 
 def test_a_reply_is_stored_answered_with_empty_twiml_and_its_relay_enqueued(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any], redis_client: redis.Redis
+    client: FlaskClient, runtime: Runtime, world: Conversation, redis_client: redis.Redis
 ) -> None:
-    jane: Contact = world["jane"]  # type: ignore[assignment]
-    payload = payloads.inbound(jane.phone, world["to"], "On my way")  # type: ignore[arg-type]
+    payload = payloads.inbound(world.jane.phone, world.to, "On my way")
 
     answer = post_sms(client, payload)
 
@@ -112,13 +96,13 @@ def test_a_reply_is_stored_answered_with_empty_twiml_and_its_relay_enqueued(
     inbound = one(runtime, select(InboundSms))
     assert (inbound.status, inbound.channel_id, inbound.message_sid) == (
         "matched",
-        world["channel_id"],
+        world.channel_id,
         payload["MessageSid"],
     )
     assert inbound.params == payload, "every field Twilio sent is kept"
     message = one(runtime, select(Message).where(Message.id == inbound.message_id))
     assert (message.subscriber_id, message.text, message.thread_id) == (
-        jane.id,
+        world.jane.id,
         "On my way",
         "thrd_order-1",
     )
@@ -127,9 +111,9 @@ def test_a_reply_is_stored_answered_with_empty_twiml_and_its_relay_enqueued(
 
 
 def test_an_mms_is_stored_with_its_media(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "Box", name="inbound_mms")
+    payload = payloads.inbound(world.jane.phone, world.to, "Box", name="inbound_mms")
 
     assert post_sms(client, payload).status_code == 200
 
@@ -167,14 +151,14 @@ SIGNATURE_CASES = [
 def test_signatures(
     client: FlaskClient,
     runtime: Runtime,
-    world: dict[str, Any],
+    world: Conversation,
     case: str,
     url: str | None,
     tamper: str | None,
     token: str,
     status: int,
 ) -> None:
-    signed_pairs = _pairs(payloads.inbound(world["jane"].phone, world["to"], "hello"))
+    signed_pairs = _pairs(payloads.inbound(world.jane.phone, world.to, "hello"))
     posted_pairs = list(signed_pairs)
     if tamper == "add":
         posted_pairs.append(("AddOns", '{"status":"successful"}'))
@@ -201,9 +185,9 @@ def test_signatures(
 
 
 def test_a_missing_signature_is_403_and_stores_nothing(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "hello")
+    payload = payloads.inbound(world.jane.phone, world.to, "hello")
 
     answer = client.post("/twilio/sms", data=payload)
 
@@ -213,11 +197,11 @@ def test_a_missing_signature_is_403_and_stores_nothing(
 
 
 def test_every_repeated_parameter_is_signed(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
     # Twilio adds parameters without notice, sometimes under one name more than once.
     pairs = [
-        *_pairs(payloads.inbound(world["jane"].phone, world["to"], "hi")),
+        *_pairs(payloads.inbound(world.jane.phone, world.to, "hi")),
         ("X", "b"),
         ("X", "a"),
     ]
@@ -228,9 +212,9 @@ def test_every_repeated_parameter_is_signed(
 
 
 def test_the_signed_url_comes_from_settings_not_the_host_header(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "hi")
+    payload = payloads.inbound(world.jane.phone, world.to, "hi")
     # Behind Heroku's router the app sees its internal host and plain http.
     internal, headers = payloads.signed(AUTH_TOKEN, "http://10.1.2.3:31337", "/twilio/sms", payload)
     body, good = payloads.signed(AUTH_TOKEN, BASE, "/twilio/sms", payload)
@@ -249,9 +233,9 @@ def test_the_signed_url_comes_from_settings_not_the_host_header(
 
 
 def test_the_raw_query_string_is_part_of_the_signed_url(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "hi")
+    payload = payloads.inbound(world.jane.phone, world.to, "hi")
     path = "/twilio/sms?source=pool&b=2%2F3"
     body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
     _, without_query = payloads.signed(AUTH_TOKEN, BASE, "/twilio/sms", payload)
@@ -261,13 +245,13 @@ def test_the_raw_query_string_is_part_of_the_signed_url(
 
 
 def test_without_twilio_credentials_the_secret_key_signs(
-    settings: Settings, runtime: Runtime, world: dict[str, Any]
+    settings: Settings, runtime: Runtime, world: Conversation
 ) -> None:
     development = settings.model_copy(
         update={"twilio_auth_token": None, "twilio_account_sid": None}
     )
     app = create_app(runtime=Runtime(development))
-    payload = payloads.inbound(world["jane"].phone, world["to"], "hi")
+    payload = payloads.inbound(world.jane.phone, world.to, "hi")
     body, headers = payloads.signed(development.secret_key, BASE, "/twilio/sms", payload)
     _, with_nothing = payloads.signed("", BASE, "/twilio/sms", payload)
 
@@ -320,12 +304,12 @@ def test_the_public_development_signing_secret_is_warned_about_at_start_off_loca
 
 @pytest.mark.parametrize("missing", ["MessageSid", "From"])
 def test_a_signed_payload_without_its_key_fields_is_a_4xx_naming_it(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any], missing: str
+    client: FlaskClient, runtime: Runtime, world: Conversation, missing: str
 ) -> None:
     changes = {missing: None} | (
         {"SmsSid": None, "SmsMessageSid": None} if missing == "MessageSid" else {}
     )
-    payload = payloads.inbound(world["jane"].phone, world["to"], "hi", **changes)
+    payload = payloads.inbound(world.jane.phone, world.to, "hi", **changes)
 
     answer = post_sms(client, payload)
 
@@ -335,10 +319,10 @@ def test_a_signed_payload_without_its_key_fields_is_a_4xx_naming_it(
 
 
 def test_duplicates_in_sequence_store_once_and_answer_alike(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any], redis_client: redis.Redis
+    client: FlaskClient, runtime: Runtime, world: Conversation, redis_client: redis.Redis
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "HELP")
-    retry = payloads.inbound(world["jane"].phone, world["to"], "HELP")
+    payload = payloads.inbound(world.jane.phone, world.to, "HELP")
+    retry = payloads.inbound(world.jane.phone, world.to, "HELP")
 
     answers = [post_sms(client, payload) for _ in range(3)]
     # Twilio's retry of one webhook carries the same idempotency token.
@@ -366,9 +350,9 @@ def serving(app: Flask) -> Iterator[str]:
 
 
 def test_ten_copies_at_once_store_one_sms_and_one_message(
-    app: Flask, runtime: Runtime, world: dict[str, Any], redis_client: redis.Redis
+    app: Flask, runtime: Runtime, world: Conversation, redis_client: redis.Redis
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "Is it here yet?")
+    payload = payloads.inbound(world.jane.phone, world.to, "Is it here yet?")
     body, headers = payloads.signed(AUTH_TOKEN, BASE, "/twilio/sms", payload)
     start = threading.Barrier(10)
 
@@ -390,7 +374,7 @@ def test_ten_copies_at_once_store_one_sms_and_one_message(
 
 
 def test_ten_retries_at_once_with_one_idempotency_token_store_one_sms(
-    app: Flask, runtime: Runtime, world: dict[str, Any], redis_client: redis.Redis
+    app: Flask, runtime: Runtime, world: Conversation, redis_client: redis.Redis
 ) -> None:
     # Each copy has its own MessageSid: only the token says they are one webhook.
     signed = [
@@ -398,7 +382,7 @@ def test_ten_retries_at_once_with_one_idempotency_token_store_one_sms(
             AUTH_TOKEN,
             BASE,
             "/twilio/sms",
-            payloads.inbound(world["jane"].phone, world["to"], "Is it here yet?"),
+            payloads.inbound(world.jane.phone, world.to, "Is it here yet?"),
             **{"I-Twilio-Idempotency-Token": "retry-token-10"},
         )
         for _ in range(10)
@@ -421,9 +405,9 @@ def test_ten_retries_at_once_with_one_idempotency_token_store_one_sms(
 
 
 def test_ten_help_requests_at_once_all_get_the_help_text(
-    app: Flask, runtime: Runtime, world: dict[str, Any]
+    app: Flask, runtime: Runtime, world: Conversation
 ) -> None:
-    payload = payloads.inbound(world["jane"].phone, world["to"], "help")
+    payload = payloads.inbound(world.jane.phone, world.to, "help")
     body, headers = payloads.signed(AUTH_TOKEN, BASE, "/twilio/sms", payload)
 
     def send(url: str) -> str:
@@ -457,28 +441,28 @@ def meta_events(runtime: Runtime, channel_id: str) -> list[str]:
 
 
 def test_each_stop_word_opts_out_and_each_start_word_back_in(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
-    org, jane = world["org"], world["jane"]
+    org, jane = world.org, world.jane
     for i, stop in enumerate(STOP_WORDS):
         start = START_WORDS[i % len(START_WORDS)]
         for word, out in [(stop, True), (start, False)]:
-            answer = post_sms(client, payloads.inbound(jane.phone, world["to"], word))
+            answer = post_sms(client, payloads.inbound(jane.phone, world.to, word))
 
             assert (answer.status_code, answer.get_data(as_text=True)) == (200, EMPTY), word
             inbound = last_inbound(runtime)
             assert (inbound.status, inbound.keyword) == ("keyword", word.strip().upper())
             assert opted_out(runtime, org, jane) is out, word
     pairs = ["contact.opted_out", "contact.opted_in"] * len(STOP_WORDS)
-    assert meta_events(runtime, world["channel_id"]) == pairs
+    assert meta_events(runtime, world.channel_id) == pairs
     assert count(runtime, Delivery) == 2, "keywords are never relayed or answered by SMS"
 
 
 def test_each_help_word_answers_with_the_help_text(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
     for word in HELP_WORDS:
-        answer = post_sms(client, payloads.inbound(world["jane"].phone, world["to"], word))
+        answer = post_sms(client, payloads.inbound(world.jane.phone, world.to, word))
 
         text = answer.get_data(as_text=True)
         assert text.startswith(
@@ -489,21 +473,21 @@ def test_each_help_word_answers_with_the_help_text(
             "Msg&amp;data rates may apply.</Message></Response>"
         )
         assert last_inbound(runtime).keyword == word.strip().upper()
-    assert meta_events(runtime, world["channel_id"]) == ["contact.help_requested"] * 4
-    assert not opted_out(runtime, world["org"], world["jane"])
+    assert meta_events(runtime, world.channel_id) == ["contact.help_requested"] * 4
+    assert not opted_out(runtime, world.org, world.jane)
 
 
 def test_a_keyword_inside_a_sentence_is_plain_text(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
     for body in NOT_KEYWORDS:
-        answer = post_sms(client, payloads.inbound(world["jane"].phone, world["to"], body))
+        answer = post_sms(client, payloads.inbound(world.jane.phone, world.to, body))
 
         assert answer.get_data(as_text=True) == EMPTY
         inbound = last_inbound(runtime)
         assert (inbound.status, inbound.keyword) == ("matched", None), body
-    assert not opted_out(runtime, world["org"], world["jane"])
-    assert meta_events(runtime, world["channel_id"]) == []
+    assert not opted_out(runtime, world.org, world.jane)
+    assert meta_events(runtime, world.channel_id) == []
 
 
 @pytest.mark.parametrize(
@@ -511,14 +495,14 @@ def test_a_keyword_inside_a_sentence_is_plain_text(
     [("unknown number", "+14155550123"), ("short code", "88222"), ("alphanumeric", "ACME")],
 )
 def test_unmatched_senders_are_kept(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any], case: str, from_: str
+    client: FlaskClient, runtime: Runtime, world: Conversation, case: str, from_: str
 ) -> None:
-    answer = post_sms(client, payloads.inbound(from_, world["to"], "who is this"))
+    answer = post_sms(client, payloads.inbound(from_, world.to, "who is this"))
 
     assert (answer.status_code, answer.get_data(as_text=True)) == (200, EMPTY)
     inbound = one(runtime, select(InboundSms))
     assert (inbound.status, inbound.from_phone, inbound.body) == ("unmatched", from_, "who is this")
-    assert inbound.organization_id == world["org"].id
+    assert inbound.organization_id == world.org.id
     assert count(runtime, Message) == 1
 
 
@@ -563,10 +547,10 @@ def test_one_contact_in_two_channels_on_two_numbers_of_the_pool(
 
 
 def test_a_nul_byte_in_a_reply_is_stored_as_a_replacement_character(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
     payload = payloads.inbound(
-        world["jane"].phone, world["to"], "On my\x00way", FromCity="SAN\x00FRANCISCO"
+        world.jane.phone, world.to, "On my\x00way", FromCity="SAN\x00FRANCISCO"
     )
 
     answer = post_sms(client, payload)
@@ -580,11 +564,11 @@ def test_a_nul_byte_in_a_reply_is_stored_as_a_replacement_character(
 
 
 def test_nul_bytes_in_every_key_field_still_store_the_sms_once(
-    client: FlaskClient, runtime: Runtime, world: dict[str, Any]
+    client: FlaskClient, runtime: Runtime, world: Conversation
 ) -> None:
     sid = "SM\x00" + "1" * 31
     payload = payloads.inbound(
-        "+1415\x005550100", world["to"] + "\x00", "\x00", MessageSid=sid, SmsSid=sid
+        "+1415\x005550100", world.to + "\x00", "\x00", MessageSid=sid, SmsSid=sid
     )
     payload["Odd\x00Name"] = "x"
 

@@ -18,16 +18,14 @@ from tests import factories
 from tests.fixtures.twilio import payloads
 
 AUTH_TOKEN = "test-auth-token-status-77aa"
-BASE = "https://bridge.example.com"
+BASE = factories.BASE_URL
 SID = "SM" + "5" * 32
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The suite's settings with Twilio credentials."""
-    return settings.model_copy(
-        update={"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": AUTH_TOKEN}
-    )
+    return factories.with_twilio(settings, AUTH_TOKEN)
 
 
 @pytest.fixture
@@ -48,8 +46,7 @@ def delivery(runtime: Runtime, settings: Settings) -> Delivery:
 def post_status(client: FlaskClient, status: str, delivery_id: str | None, sid: str = SID) -> int:
     path = f"/twilio/status?d={delivery_id}" if delivery_id else "/twilio/status"
     payload = payloads.load(f"status_{status}", MessageSid=sid, SmsSid=sid)
-    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
-    return client.post(path, data=body, headers=headers).status_code
+    return factories.post_signed(client, AUTH_TOKEN, path, payload).status_code
 
 
 def current(runtime: Runtime, delivery_id: str) -> Delivery:
@@ -117,9 +114,7 @@ def test_21610_opts_the_contact_out(
 ) -> None:
     path = f"/twilio/status?d={delivery.id}"
     payload = payloads.load("status_failed", MessageSid=SID, SmsSid=SID, ErrorCode="21610")
-    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
-
-    assert client.post(path, data=body, headers=headers).status_code == 200
+    assert factories.post_signed(client, AUTH_TOKEN, path, payload).status_code == 200
 
     row = current(runtime, delivery.id)
     assert (row.status, row.error_code) == ("failed", 21610)
@@ -193,9 +188,7 @@ def test_odd_values_in_a_callback_never_make_a_500(
 ) -> None:
     path = f"/twilio/status{query}"
     payload = payloads.load("status_failed", **{"MessageSid": SID, "SmsSid": SID, **changes})
-    body, headers = payloads.signed(AUTH_TOKEN, BASE, path, payload)
-
-    assert client.post(path, data=body, headers=headers).status_code == 200
+    assert factories.post_signed(client, AUTH_TOKEN, path, payload).status_code == 200
 
     row = current(runtime, delivery.id)
     assert (row.status, row.error_code, row.twilio_sid) == (final, code, SID)

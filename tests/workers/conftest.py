@@ -8,14 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from rq import Queue, SimpleWorker
-from sqlalchemy.orm import Session
 
-from bridge.channels import get_or_create_channel
-from bridge.models import Contact, Organization
-from bridge.organizations import find_or_create_contact
 from bridge.runtime import Runtime
 from bridge.settings import Settings
-from tests import factories
 from tests.standin.twilio import TwilioStandIn
 from workers import context, queues
 
@@ -75,20 +70,3 @@ def work(redis_url: str) -> Iterator[Callable[..., None]]:
     connection = redis.Redis.from_url(redis_url)
     yield lambda timeout=20.0: run_jobs(connection, timeout)
     connection.close()
-
-
-def channel_of(
-    session: Session, settings: Settings, org: Organization, phones: list[str]
-) -> tuple[str, list[Contact]]:
-    """A channel of `org` with one contact per phone; returns its id and the contacts."""
-    contacts = [
-        find_or_create_contact(session, settings, org.id, phone, name=f"Contact {i}")[0]
-        for i, phone in enumerate(phones)
-    ]
-    channel, _ = get_or_create_channel(session, org.id, [c.id for c in contacts])
-    return channel.id, contacts
-
-
-def phones(n: int) -> list[str]:
-    """`n` fresh contact numbers."""
-    return [factories.phone() for _ in range(n)]

@@ -22,9 +22,6 @@ from bridge.stale import resolve_stale
 from bridge.twilio_client import OutgoingSms, Sender, SendResult
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.conftest import channel_of, phones
-from tests.workers.test_delivery import deliveries, make_org, post
-from tests.workers.test_sweeper import fast_stale
 
 
 def send_claimed(
@@ -49,11 +46,13 @@ def claim_one(runtime: Runtime, message_id: str) -> Delivery:
 def test_a_claim_the_sweeper_took_back_during_pacing_is_not_sent(
     runtime: Runtime, twilio: TwilioStandIn
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")
-    fast_stale(runtime)
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
+    factories.fast_stale(runtime)
     claimed = claim_one(runtime, message_id)
     taken_back = []
 
@@ -72,10 +71,10 @@ def test_a_claim_the_sweeper_took_back_during_pacing_is_not_sent(
 
 
 def test_sids_recorded_in_one_batch_never_move_a_callback_state_back(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(3))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(3))
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     with runtime.sessions() as session, session.begin():
         early, plain, failed = claim_deliveries(session, message_id, 10)
     with runtime.sessions() as session, session.begin():
@@ -91,7 +90,7 @@ def test_sids_recorded_in_one_batch_never_move_a_callback_state_back(runtime: Ru
     ]
     with runtime.engine.begin() as connection:
         record_sends(connection, sent)
-    rows = {row.id: row for row in deliveries(runtime, message_id)}
+    rows = {row.id: row for row in factories.deliveries(runtime, message_id)}
     assert {d: (rows[d].status, rows[d].twilio_sid) for d, _ in sent} == {
         early.id: ("delivered", f"SM{early.id}"),
         plain.id: ("sent", f"SM{plain.id}"),
@@ -105,26 +104,31 @@ def test_sids_recorded_in_one_batch_never_move_a_callback_state_back(runtime: Ru
 def test_a_claim_still_owned_after_pacing_is_sent_and_renewed(
     runtime: Runtime, twilio: TwilioStandIn
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     claimed = claim_one(runtime, message_id)
     first_claim = claimed.claimed_at
     assert send_claimed(runtime, runtime.sender, claimed) == "sent"
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert row.claimed_at is not None and first_claim is not None and row.claimed_at > first_claim
     assert len(twilio.sent_to(contact.phone)) == 1
 
 
 def test_the_order_rule_does_not_cross_organizations(runtime: Runtime) -> None:
     shared = factories.phone()
-    acme, other = make_org(runtime), make_org(runtime)
+    acme, other = (
+        factories.committed_organization(runtime),
+        factories.committed_organization(runtime),
+    )
     with runtime.sessions() as session, session.begin():
-        acme_channel, _ = channel_of(session, runtime.settings, acme, [shared])
-        other_channel, _ = channel_of(session, runtime.settings, other, [shared])
-    acme_message = post(runtime, acme, acme_channel, "From Acme")
-    other_message = post(runtime, other, other_channel, "From Other")
+        acme_channel, _ = factories.channel_of(session, runtime.settings, acme, [shared])
+        other_channel, _ = factories.channel_of(session, runtime.settings, other, [shared])
+    acme_message = factories.post_to_channel(runtime, acme, acme_channel, "From Acme")
+    other_message = factories.post_to_channel(runtime, other, other_channel, "From Other")
     claim_one(runtime, acme_message)  # on its way, from Acme's number
     with runtime.sessions() as session, session.begin():
         assert len(claim_deliveries(session, other_message, 10)) == 1
@@ -133,14 +137,14 @@ def test_the_order_rule_does_not_cross_organizations(runtime: Runtime) -> None:
 def test_after_part_one_fails_for_good_the_later_parts_do_not_go(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, ["+15005550001"])
-    message_id = post(runtime, org, channel_id, "word " * 700)  # three parts
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, ["+15005550001"])
+    message_id = factories.post_to_channel(runtime, org, channel_id, "word " * 700)  # three parts
     work()
-    rows = deliveries(runtime, message_id)
+    rows = factories.deliveries(runtime, message_id)
     assert [(r.part, r.status, r.error_code) for r in rows] == [
         (1, "failed", 21211),
         (2, "failed", 21211),
@@ -158,22 +162,22 @@ def quiet_now(runtime: Runtime, zone: str = "America/Los_Angeles") -> None:
 
 
 def post_typed(runtime: Runtime, org: Any, channel_id: str, type_: str) -> str:
-    return post(runtime, org, channel_id, f"a {type_}", type=type_)
+    return factories.post_to_channel(runtime, org, channel_id, f"a {type_}", type=type_)
 
 
 @pytest.mark.parametrize(("type_", "held"), [("tracking_update", True), ("text", False)])
 def test_a_retry_of_a_notification_waits_for_quiet_hours(
     runtime: Runtime, twilio: TwilioStandIn, type_: str, held: bool
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
     message_id = post_typed(runtime, org, channel_id, type_)  # quiet hours are off here
     quiet_now(runtime)  # and on by the time the first attempt fails
     twilio.fail_next(1, status=503)
     claimed = claim_one(runtime, message_id)
     assert send_claimed(runtime, runtime.sender, claimed) == "pending"
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert row.not_before is not None
     assert (row.not_before > utcnow() + timedelta(minutes=50)) is held
 
@@ -182,16 +186,16 @@ def test_a_retry_of_a_notification_waits_for_quiet_hours(
 def test_a_stale_resend_of_a_notification_waits_for_quiet_hours(
     runtime: Runtime, twilio: TwilioStandIn, type_: str, held: bool
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
     message_id = post_typed(runtime, org, channel_id, type_)
     quiet_now(runtime)
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     claim_one(runtime, message_id)  # and the worker dies before sending
     time.sleep(0.4)
     assert resolve_stale(runtime.sessions, runtime.settings, runtime.sender).resend == 1
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert row.status == "pending"
     if held:
         assert row.not_before is not None and row.not_before > utcnow() + timedelta(minutes=50)
@@ -214,19 +218,19 @@ class AnswerLost:
 
 
 def test_a_send_that_may_have_gone_is_unknown_not_retried(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     claimed = claim_one(runtime, message_id)
     assert send_claimed(runtime, AnswerLost(), claimed) == "unknown"
 
 
 def test_next_attempt_at_is_one_query(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(2))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(2))
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     statements: list[str] = []
 
     def count(*args: Any) -> None:
@@ -277,10 +281,10 @@ def plans(runtime: Runtime, message_id: str) -> list[str]:
 
 
 def test_claiming_uses_the_partial_indexes(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(3))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(3))
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     [candidates] = [p for p in plans(runtime, message_id) if "ix_deliveries_" in p]
     assert "ix_deliveries_open_to_order" in candidates
     if runtime.engine.dialect.name == "postgresql":

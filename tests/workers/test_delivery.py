@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rq import Queue
 from rq.job import Job
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from bridge import serialize
 from bridge.claims import claim_deliveries
@@ -22,48 +22,24 @@ from bridge.runtime import Runtime
 from bridge.sending import outgoing_sms
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.conftest import channel_of, phones
 from workers import queues
 from workers.enqueue import enqueue_posted
 
 
-def post(runtime: Runtime, org, channel_id: str, text: str, **fields) -> str:  # type: ignore[no-untyped-def]
-    """Post to the channel, commit, enqueue; returns the message id."""
+def test_three_contacts_one_opted_out(
+    runtime: Runtime, twilio: TwilioStandIn, work: factories.Work
+) -> None:
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        posted = post_channel_message(
-            session, runtime.settings, factories.org_actor(org), channel_id, text, **fields
+        channel_id, contacts = factories.channel_of(
+            session, runtime.settings, org, factories.phones(3)
         )
-    enqueue_posted(runtime.redis, posted)
-    return posted.message.id
-
-
-def deliveries(runtime: Runtime, message_id: str) -> list[Delivery]:
-    with runtime.sessions() as session:
-        return list(
-            session.execute(
-                select(Delivery)
-                .where(Delivery.message_id == message_id)
-                .order_by(Delivery.subscriber_id, Delivery.part)
-            ).scalars()
-        )
-
-
-def make_org(runtime: Runtime):  # type: ignore[no-untyped-def]
-    with runtime.sessions() as session, session.begin():
-        org, _ = factories.organization(session, runtime.settings)
-    return org
-
-
-def test_three_contacts_one_opted_out(runtime: Runtime, twilio: TwilioStandIn, work) -> None:  # type: ignore[no-untyped-def]
-    org = make_org(runtime)
-    with runtime.sessions() as session, session.begin():
-        channel_id, contacts = channel_of(session, runtime.settings, org, phones(3))
         opt_out(session, org.id, contacts[2].phone_hash)
         senders = {c.id: c for c in contacts}
-    message_id = post(runtime, org, channel_id, "Your order is on its way")
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Your order is on its way")
     work()
 
-    rows = {d.subscriber_id: d for d in deliveries(runtime, message_id)}
+    rows = {d.subscriber_id: d for d in factories.deliveries(runtime, message_id)}
     assert rows[contacts[2].id].status == "skipped"
     assert twilio.sent_to(contacts[2].phone) == []
     for contact in contacts[:2]:
@@ -80,29 +56,35 @@ def test_three_contacts_one_opted_out(runtime: Runtime, twilio: TwilioStandIn, w
     assert len(twilio.requests) == 2 and set(senders) == set(rows)
 
 
-def test_429_twice_then_success(runtime: Runtime, twilio: TwilioStandIn, work) -> None:  # type: ignore[no-untyped-def]
-    org = make_org(runtime)
+def test_429_twice_then_success(
+    runtime: Runtime, twilio: TwilioStandIn, work: factories.Work
+) -> None:
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
     twilio.fail_next(2, status=429)
-    message_id = post(runtime, org, channel_id, "Hello")
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     work()
 
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert [r.status for r in twilio.requests] == [429, 429, 201]
     assert len(twilio.sent_to(contact.phone)) == 1
     assert (row.status, row.attempts, row.error_code) == ("sent", 3, None)
     assert row.twilio_sid == twilio.requests[-1].sid
 
 
-def test_21211_fails_at_once_without_retry(runtime: Runtime, twilio: TwilioStandIn, work) -> None:  # type: ignore[no-untyped-def]
-    org = make_org(runtime)
+def test_21211_fails_at_once_without_retry(
+    runtime: Runtime, twilio: TwilioStandIn, work: factories.Work
+) -> None:
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, ["+15005550001"])
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, ["+15005550001"])
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     work()
 
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert (row.status, row.attempts, row.error_code) == ("failed", 1, 21211)
     assert "not valid" in (row.error_message or "")
     assert len(twilio.requests) == 1
@@ -111,16 +93,16 @@ def test_21211_fails_at_once_without_retry(runtime: Runtime, twilio: TwilioStand
 def test_transient_errors_give_up_after_max_attempts(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
     twilio.fail_next(10, status=503)
-    message_id = post(runtime, org, channel_id, "Hello")
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     work()
 
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     attempts = runtime.settings.send_max_attempts
     assert (row.status, row.attempts, row.error_code) == ("failed", attempts, 20503)
     assert len(twilio.requests) == attempts
@@ -129,23 +111,23 @@ def test_transient_errors_give_up_after_max_attempts(
 def test_21610_opts_the_contact_out_and_later_messages_skip(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [blocked, other] = channel_of(
+        channel_id, [blocked, other] = factories.channel_of(
             session, runtime.settings, org, ["+15005550004", factories.phone()]
         )
-    first = post(runtime, org, channel_id, "One")
+    first = factories.post_to_channel(runtime, org, channel_id, "One")
     work()
-    rows = {d.subscriber_id: d for d in deliveries(runtime, first)}
+    rows = {d.subscriber_id: d for d in factories.deliveries(runtime, first)}
     assert (rows[blocked.id].status, rows[blocked.id].error_code) == ("failed", 21610)
     with runtime.sessions() as session:
         assert is_opted_out(session, org.id, blocked.phone_hash)
 
-    second = post(runtime, org, channel_id, "Two")
+    second = factories.post_to_channel(runtime, org, channel_id, "Two")
     work()
-    rows = {d.subscriber_id: d for d in deliveries(runtime, second)}
+    rows = {d.subscriber_id: d for d in factories.deliveries(runtime, second)}
     assert rows[blocked.id].status == "skipped"
     assert rows[other.id].status == "sent"
     assert len([r for r in twilio.requests if r.first("To") == blocked.phone]) == 1
@@ -154,18 +136,20 @@ def test_21610_opts_the_contact_out_and_later_messages_skip(
 def test_long_text_parts_segments_and_media_on_the_wire(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
     text = " ".join(["word"] * 500)  # 2,499 characters: two parts
     media = ["https://example.com/a.jpg", "https://example.com/b.png"]
-    message_id = post(runtime, org, channel_id, text, media_urls=media)
-    emoji_id = post(runtime, org, channel_id, "On its way 🚚")
+    message_id = factories.post_to_channel(runtime, org, channel_id, text, media_urls=media)
+    emoji_id = factories.post_to_channel(runtime, org, channel_id, "On its way 🚚")
     work()
 
-    parts = deliveries(runtime, message_id)
+    parts = factories.deliveries(runtime, message_id)
     assert [(d.part, d.parts) for d in parts] == [(1, 2), (2, 2)]
     sent = [r for r in twilio.requests if r.first("To") == contact.phone]
     assert [r.first("Body") for r in sent[:2]] == [d.body for d in parts]
@@ -174,25 +158,27 @@ def test_long_text_parts_segments_and_media_on_the_wire(
     assert sent[0].sid and sent[0].sid.startswith("MM")
     for row, request in zip(parts, sent[:2], strict=True):
         assert row.segments == int(twilio.message(request.sid or "")["num_segments"])
-    [emoji] = deliveries(runtime, emoji_id)
+    [emoji] = factories.deliveries(runtime, emoji_id)
     assert emoji.segments == 1 and sent[2].first("Body") == "On its way 🚚"
 
 
 def test_five_messages_to_one_contact_arrive_in_order(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
     # The third one fails once: the later ones must wait for its retry, not overtake it.
     texts = [f"message {i}" for i in range(5)]
     ids = []
     for i, text in enumerate(texts):
         if i == 2:
             twilio.fail_next(1, status=503)
-        ids.append(post(runtime, org, channel_id, text))
+        ids.append(factories.post_to_channel(runtime, org, channel_id, text))
         if i == 2:
             work()  # sends 0, 1; 2 fails and waits for its retry
     work()
@@ -203,11 +189,11 @@ def test_five_messages_to_one_contact_arrive_in_order(
 def test_a_later_message_is_not_claimed_while_an_earlier_one_is_on_its_way(
     runtime: Runtime,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(2))
-    first = post(runtime, org, channel_id, "first " * 300)  # two parts
-    second = post(runtime, org, channel_id, "second")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(2))
+    first = factories.post_to_channel(runtime, org, channel_id, "first " * 300)  # two parts
+    second = factories.post_to_channel(runtime, org, channel_id, "second")
     with runtime.sessions() as session, session.begin():
         assert claim_deliveries(session, second, 10) == []
         claimed = claim_deliveries(session, first, 10)
@@ -219,10 +205,14 @@ def test_a_later_message_is_not_claimed_while_an_earlier_one_is_on_its_way(
         assert len(claim_deliveries(session, second, 10)) == 2
 
 
-def test_a_delivery_waits_for_not_before(runtime: Runtime, twilio: TwilioStandIn, work) -> None:  # type: ignore[no-untyped-def]
-    org = make_org(runtime)
+def test_a_delivery_waits_for_not_before(
+    runtime: Runtime, twilio: TwilioStandIn, work: factories.Work
+) -> None:
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
         posted = post_channel_message(
             session,
             runtime.settings,
@@ -244,7 +234,7 @@ def test_a_delivery_waits_for_not_before(runtime: Runtime, twilio: TwilioStandIn
     work()
     [request] = [r for r in twilio.requests if r.first("To") == contact.phone]
     assert request.received_at >= not_before_monotonic  # at the stand-in, by its clock
-    [row] = deliveries(runtime, posted.message.id)
+    [row] = factories.deliveries(runtime, posted.message.id)
     assert row.status == "sent" and row.sent_at is not None and row.sent_at >= not_before
 
 
@@ -255,11 +245,11 @@ def test_a_notification_published_in_quiet_hours_waits_for_them(
     local = datetime.now(ZoneInfo("America/Los_Angeles"))  # +1 415 numbers' zone
     window = f"{local - timedelta(hours=1):%H:%M}-{local + timedelta(hours=1):%H:%M}"
     runtime.settings = runtime.settings.model_copy(update={"quiet_hours": window})
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Pickup at 9", type=type_)
-    [row] = deliveries(runtime, message_id)
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Pickup at 9", type=type_)
+    [row] = factories.deliveries(runtime, message_id)
     if held:
         assert row.not_before is not None and row.not_before > utcnow() + timedelta(minutes=50)
     else:
@@ -267,10 +257,12 @@ def test_a_notification_published_in_quiet_hours_waits_for_them(
 
 
 def test_scheduled_publishing_waits_on_the_first_priority_queue(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 60)
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
+    message_id = factories.post_to_channel(
+        runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 60
+    )
     registry = Queue(queues.ALL[0], connection=runtime.redis).scheduled_job_registry
     [job_id] = registry.get_job_ids()
     job = Job.fetch(job_id, connection=runtime.redis)
@@ -280,12 +272,14 @@ def test_scheduled_publishing_waits_on_the_first_priority_queue(runtime: Runtime
 def test_deliveries_domain_function_returns_the_delivery_record(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     work()
     with runtime.sessions() as session:
         [row] = list_deliveries(session, org.id, message_id)

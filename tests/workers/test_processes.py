@@ -24,8 +24,7 @@ from bridge.settings import Settings, load_settings
 from tests import factories
 from tests.conftest import TEST_HASH_KEY, _empty
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.conftest import ACCOUNT_SID, AUTH_TOKEN, channel_of, phones
-from tests.workers.test_delivery import make_org, post
+from tests.workers.conftest import ACCOUNT_SID, AUTH_TOKEN
 from workers import queues
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,14 +134,18 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 def test_sigkill_mid_fan_out_then_restart_sends_each_recipient_exactly_once(
     pg_runtime: Runtime,
     twilio: TwilioStandIn,
-    start_worker,  # type: ignore[no-untyped-def]
+    start_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    org = make_org(pg_runtime)
+    org = factories.committed_organization(pg_runtime)
     with pg_runtime.sessions() as session, session.begin():
-        channel_id, contacts = channel_of(session, pg_runtime.settings, org, phones(300))
+        channel_id, contacts = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(300)
+        )
     twilio.set_latency(0.05)  # 300 x 50 ms / 8 at once: about two seconds of sending
     worker = start_worker()
-    message_id = post(pg_runtime, org, channel_id, "Your parcel is out for delivery")
+    message_id = factories.post_to_channel(
+        pg_runtime, org, channel_id, "Your parcel is out for delivery"
+    )
     wait_until(lambda: len(twilio.requests) >= 80, 30, "the fan-out to be under way")
     kill_tree(worker.pid, signal.SIGKILL)
     worker.wait(10)
@@ -175,18 +178,20 @@ def test_sigkill_mid_fan_out_then_restart_sends_each_recipient_exactly_once(
 def test_rate_limit_and_per_contact_order_hold_across_two_worker_processes(
     pg_runtime: Runtime,
     twilio: TwilioStandIn,
-    start_worker,  # type: ignore[no-untyped-def]
+    start_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     rate = 5
-    org = make_org(pg_runtime)
+    org = factories.committed_organization(pg_runtime)
     with pg_runtime.sessions() as session, session.begin():
-        channel_id, contacts = channel_of(session, pg_runtime.settings, org, phones(4))
+        channel_id, contacts = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(4)
+        )
     start_worker(SEND_RATE_PER_SENDER=rate)
     start_worker(SEND_RATE_PER_SENDER=rate)
     wait_until(lambda: len(Worker.all(connection=pg_runtime.redis)) >= 2, 20, "two workers")
     texts = [f"update {i}" for i in range(5)]
     for text in texts:
-        post(pg_runtime, org, channel_id, text)
+        factories.post_to_channel(pg_runtime, org, channel_id, text)
     wait_until(lambda: len(twilio.requests) >= 20, 30, "twenty SMS")
     times = sorted(r.received_at for r in twilio.requests)
     # At the stand-in's clock: no second holds more than `rate` sends (plus one at its edge).
@@ -200,17 +205,21 @@ def test_rate_limit_and_per_contact_order_hold_across_two_worker_processes(
 def test_scheduled_message_is_sent_on_time_and_a_canceled_one_never(
     pg_runtime: Runtime,
     twilio: TwilioStandIn,
-    start_worker,  # type: ignore[no-untyped-def]
+    start_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    org = make_org(pg_runtime)
+    org = factories.committed_organization(pg_runtime)
     with pg_runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, pg_runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(1)
+        )
     start_worker(SWEEP_INTERVAL=30)  # the scheduler, not the sweeper, must publish it
     wait_until(lambda: len(Worker.all(connection=pg_runtime.redis)) >= 1, 20, "the worker")
     due = time.time() + 3
     due_monotonic = time.monotonic() + (due - time.time())
-    post(pg_runtime, org, channel_id, "On time", publish_to_channel_at=due)
-    canceled = post(pg_runtime, org, channel_id, "Never", publish_to_channel_at=due - 1)
+    factories.post_to_channel(pg_runtime, org, channel_id, "On time", publish_to_channel_at=due)
+    canceled = factories.post_to_channel(
+        pg_runtime, org, channel_id, "Never", publish_to_channel_at=due - 1
+    )
     with pg_runtime.sessions() as session, session.begin():
         cancel_message(session, factories.org_actor(org), canceled)
     wait_until(lambda: bool(twilio.requests), 10, "the scheduled SMS")
@@ -223,7 +232,7 @@ def test_scheduled_message_is_sent_on_time_and_a_canceled_one_never(
 def test_procfile_worker_listens_to_every_queue(
     pg_settings: Settings,
     redis_client: redis.Redis,
-    start_worker,  # type: ignore[no-untyped-def]
+    start_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     lines = dict(
         line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line

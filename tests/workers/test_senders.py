@@ -13,8 +13,6 @@ from bridge.runtime import Runtime
 from bridge.sending import NO_SENDER
 from tests import factories
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.conftest import channel_of, phones
-from tests.workers.test_delivery import deliveries, post
 from webhooks import create_app
 from webhooks.cli import cli
 
@@ -32,18 +30,20 @@ def service_only_org(runtime: Runtime) -> Organization:
 def test_a_channel_made_before_the_first_number_gets_one_at_publish(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
     org = service_only_org(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
     number = factories.sender()
     with runtime.sessions() as session, session.begin():
         add_sender(session, runtime.settings, org.id, number)
-    message_id = post(runtime, org, channel_id, "Hello")
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     work()
 
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert (row.status, row.from_phone, row.messaging_service_sid) == ("sent", number, None)
     [request] = twilio.sent_to(contact.phone)
     assert request["from"] == number
@@ -60,17 +60,17 @@ def test_a_channel_made_before_the_first_number_gets_one_at_publish(
 def test_no_sender_and_no_messaging_service_fails_for_good(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
     org = service_only_org(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
         # The service is removed later (by hand, in the database): nothing is left to send from.
         session.get(Organization, org.id).messaging_service_sid = None  # type: ignore[union-attr]
-    message_id = post(runtime, org, channel_id, "Hello " * 300)  # two parts
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello " * 300)  # two parts
     work()
 
-    rows = deliveries(runtime, message_id)
+    rows = factories.deliveries(runtime, message_id)
     assert [(r.part, r.status) for r in rows] == [(1, "failed"), (2, "failed")]
     assert rows[0].error_message == NO_SENDER
     assert rows[1].error_message == "an earlier part failed"

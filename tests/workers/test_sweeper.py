@@ -15,9 +15,8 @@ from bridge.db import utcnow
 from bridge.models import Delivery
 from bridge.runtime import Runtime
 from bridge.sending import outgoing_sms
+from tests import factories
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.conftest import channel_of, phones
-from tests.workers.test_delivery import deliveries, make_org, post
 from workers import context, jobs, queues
 from workers.enqueue import enqueue_fan_out
 from workers.fanout import BLOCKED_RETRY_MAX, blocked_delay, fan_out_message
@@ -25,33 +24,29 @@ from workers.ratelimit import SendRateLimiter
 from workers.sweeper import sweep, sweep_once
 
 
-def fast_stale(runtime: Runtime) -> Runtime:
-    """The same runtime with SEND_STALE_AFTER of a fraction of a second."""
-    runtime.settings = runtime.settings.model_copy(update={"send_stale_after": 0.3})
-    return runtime
-
-
 def test_redis_flushed_after_publish_the_sweeper_delivers_everything_once(
     runtime: Runtime,
     twilio: TwilioStandIn,
     redis_client: redis.Redis,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, contacts = channel_of(session, runtime.settings, org, phones(5))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, contacts = factories.channel_of(
+            session, runtime.settings, org, factories.phones(5)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     redis_client.flushdb()  # the fan-out job is gone
     work()
     assert twilio.requests == []
 
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     time.sleep(0.4)
     counts = sweep(runtime)
     assert counts["requeued"] == 1
     assert sweep(runtime)["requeued"] == 0  # not twice within the window
     work()
-    assert {d.status for d in deliveries(runtime, message_id)} == {"sent"}
+    assert {d.status for d in factories.deliveries(runtime, message_id)} == {"sent"}
     for contact in contacts:
         assert len(twilio.sent_to(contact.phone)) == 1
 
@@ -60,41 +55,47 @@ def test_sweeper_publishes_due_scheduled_messages_redis_lost(
     runtime: Runtime,
     twilio: TwilioStandIn,
     redis_client: redis.Redis,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 0.5)
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
+    message_id = factories.post_to_channel(
+        runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 0.5
+    )
     redis_client.flushdb()
     assert sweep(runtime)["published"] == 0
     time.sleep(0.6)
     assert sweep(runtime)["published"] == 1
     work()
-    assert [d.status for d in deliveries(runtime, message_id)] == ["sent"]
+    assert [d.status for d in factories.deliveries(runtime, message_id)] == ["sent"]
     assert len(twilio.sent_to(contact.phone)) == 1
 
 
 def test_stale_sending_is_settled_by_asking_twilio_first(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [went, lost] = channel_of(session, runtime.settings, org, phones(2))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, [went, lost] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(2)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     # A worker claims both, sends one, and is killed before saving its SID.
     with runtime.sessions() as session, session.begin():
         claimed = {d.subscriber_id: d for d in claim_deliveries(session, message_id, 10)}
     runtime.sender.send(outgoing_sms(runtime.settings, claimed[went.id]))
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     time.sleep(0.4)
     counts = sweep(runtime)
     assert (counts["stale_found"], counts["stale_resent"]) == (1, 1)
     work()
 
-    rows = {d.subscriber_id: d for d in deliveries(runtime, message_id)}
+    rows = {d.subscriber_id: d for d in factories.deliveries(runtime, message_id)}
     assert rows[went.id].status == "sent"
     assert rows[went.id].twilio_sid == twilio.sent_to(went.phone)[0]["sid"]
     assert len(twilio.sent_to(went.phone)) == 1
@@ -105,38 +106,40 @@ def test_stale_sending_is_settled_by_asking_twilio_first(
 def test_a_read_timeout_is_unknown_until_twilio_is_asked(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
     runtime.settings = runtime.settings.model_copy(update={"twilio_timeout": 0.3})
     context.install(runtime)
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
     twilio.set_latency(0.6)  # the SMS is created, the answer comes too late
-    message_id = post(runtime, org, channel_id, "Hello")
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     work()
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert row.status == "unknown" and row.twilio_sid is None
     twilio.set_latency(0)
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     time.sleep(0.7)  # the stand-in creates the message after its latency
     assert sweep(runtime)["stale_found"] == 1
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert row.status == "sent" and row.twilio_sid == twilio.sent_to(contact.phone)[0]["sid"]
     assert len(twilio.sent_to(contact.phone)) == 1
 
 
 def test_pending_waiting_for_a_retry_is_not_stale(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     with runtime.sessions() as session, session.begin():
         row = session.execute(
             select(Delivery).where(Delivery.message_id == message_id)
         ).scalar_one()
         row.not_before = utcnow() + timedelta(hours=1)
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     time.sleep(0.4)
     assert sweep(runtime)["requeued"] == 0
 
@@ -165,21 +168,23 @@ def test_rate_limiter_never_reserves_far_ahead(redis_client: redis.Redis) -> Non
 def test_a_queued_sms_without_date_sent_is_found_not_sent_again(
     runtime: Runtime,
     twilio: TwilioStandIn,
-    work,  # type: ignore[no-untyped-def]
+    work: factories.Work,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
     with runtime.sessions() as session, session.begin():
         [claimed] = claim_deliveries(session, message_id, 10)
     sent = runtime.sender.send(outgoing_sms(runtime.settings, claimed))  # then the worker dies
     assert twilio.message(sent.sid)["date_sent"] is None  # Twilio still has it queued
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     time.sleep(0.4)
     assert sweep(runtime)["stale_found"] == 1
     work()
-    [row] = deliveries(runtime, message_id)
+    [row] = factories.deliveries(runtime, message_id)
     assert (row.status, row.twilio_sid) == ("sent", sent.sid)
     assert len(twilio.sent_to(contact.phone)) == 1
 
@@ -203,10 +208,12 @@ def test_at_most_one_fan_out_per_message_waits_in_rq(redis_client: redis.Redis) 
 
 
 def test_a_sooner_fan_out_supersedes_a_later_one(runtime: Runtime, twilio: TwilioStandIn) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, [contact] = channel_of(session, runtime.settings, org, phones(1))
-    message_id = post(runtime, org, channel_id, "Hello")  # queued now
+        channel_id, [contact] = factories.channel_of(
+            session, runtime.settings, org, factories.phones(1)
+        )
+    message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")  # queued now
     redis_client = runtime.redis
     redis_client.flushdb()
     later = utcnow() + timedelta(minutes=5)
@@ -227,16 +234,16 @@ def test_a_sooner_fan_out_supersedes_a_later_one(runtime: Runtime, twilio: Twili
 def test_a_held_back_message_is_neither_stale_nor_looked_at_every_second(
     runtime: Runtime, redis_client: redis.Redis
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, _ = channel_of(session, runtime.settings, org, phones(1))
-    first = post(runtime, org, channel_id, "first")
-    second = post(runtime, org, channel_id, "second")
+        channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
+    first = factories.post_to_channel(runtime, org, channel_id, "first")
+    second = factories.post_to_channel(runtime, org, channel_id, "second")
     with runtime.sessions() as session, session.begin():
         # The first one failed once and waits for its retry; the second waits behind it.
         row = session.execute(select(Delivery).where(Delivery.message_id == first)).scalar_one()
         row.attempts, row.not_before = 1, utcnow() + timedelta(hours=1)
-    fast_stale(runtime)
+    factories.fast_stale(runtime)
     time.sleep(0.4)
     with runtime.sessions() as session:
         assert stale_pending_messages(session, runtime.settings) == {}
