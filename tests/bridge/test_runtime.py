@@ -45,9 +45,10 @@ def test_after_fork_keeps_the_engine_usable_and_builds_a_new_twilio_client(
     runtime = Runtime(settings)
     with runtime.sessions() as session:
         session.execute(text("select 1"))
-    sender = runtime.sender
+    sender, parents = runtime.sender, runtime.engine.pool
     runtime.after_fork()
     assert runtime.sender is not sender
+    parents.dispose()  # in a real fork the parent closes these; here the test must
     with runtime.sessions() as session:
         assert session.execute(text("select 1")).scalar_one() == 1
     runtime.close()
