@@ -61,7 +61,8 @@ def _authenticate() -> None:
 def get_organization() -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         org = organizations.get_organization(session, g.actor.organization_id)
-        return respond(Organization.load(session, org))
+        answer = Organization.load(session, org)
+    return respond(answer)
 
 
 @operation(
@@ -109,7 +110,8 @@ def create_user(body: UserCreate) -> ResponseReturnValue:
 )
 def get_user(user_id: str) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
-        return respond(User.of(organizations.get_user(session, g.actor.organization_id, user_id)))
+        user = organizations.get_user(session, g.actor.organization_id, user_id)
+    return respond(User.of(user))
 
 
 @operation(
@@ -141,7 +143,8 @@ def create_contact(body: ContactCreate) -> ResponseReturnValue:
 def get_contact(contact_id: str) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         contact = organizations.get_contact(session, g.actor.organization_id, contact_id)
-        return respond(Contact.load(session, contact))
+        answer = Contact.load(session, contact)
+    return respond(answer)
 
 
 @operation(
@@ -158,7 +161,8 @@ def find_contacts(query: PhoneQuery) -> ResponseReturnValue:
         contact = organizations.find_contact_by_phone(
             session, rt.settings, g.actor.organization_id, query.phone
         )
-        return respond(ContactList.of([Contact.load(session, contact)] if contact else []))
+        answer = ContactList.of([Contact.load(session, contact)] if contact else [])
+    return respond(answer)
 
 
 @operation(

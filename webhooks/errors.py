@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response
+from pydantic import Field
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from bridge import serialize
 from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,22 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class ErrorDetail(serialize.Response):
+    type: str
+    message: str
+    param: str | None = Field(description="The field at fault, when there is one.")
+
+
+class Error(serialize.Response):
+    """Every error answers with this body."""
+
+    error: ErrorDetail
+
+
 def error_response(status: int, message: str, param: str | None = None) -> Response:
     """The JSON body every error answers with."""
-    response = jsonify(
-        {"error": {"type": _TYPES.get(status, "error"), "message": message, "param": param}}
-    )
-    response.status_code = status
-    return response
+    body = Error(error=ErrorDetail(type=_TYPES.get(status, "error"), message=message, param=param))
+    return Response(body.model_dump_json(), status=status, mimetype="application/json")
 
 
 _DOMAIN_STATUS: dict[type[BridgeError], int] = {

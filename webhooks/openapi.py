@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bridge import serialize
-from webhooks import schemas
+from webhooks.errors import Error
 from webhooks.http import ID_PATTERN, OPERATIONS, Operation
 
 bp = Blueprint("openapi", __name__)
@@ -33,7 +33,7 @@ COMPONENTS: tuple[type[pydantic.BaseModel], ...] = (
     serialize.User,
     serialize.Contact,
     serialize.Organization,
-    schemas.Error,
+    Error,
 )
 
 ERROR_DESCRIPTIONS = {
@@ -132,7 +132,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     for status, model in sorted(op.responses.items()):
         responses[str(status)] = _json_response(model, _success(op, status))
     for status in sorted(errors):
-        responses[str(status)] = _json_response(schemas.Error, ERROR_DESCRIPTIONS[status])
+        responses[str(status)] = _json_response(Error, ERROR_DESCRIPTIONS[status])
     responses["429"]["headers"] = {
         "Retry-After": {
             "description": "Seconds until the rate-limit window resets.",

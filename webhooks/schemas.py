@@ -1,10 +1,10 @@
 """The API's request bodies and query strings as pydantic models: they validate and document.
 
-Responses are the models of `bridge.serialize` (DESIGN section 4), defined there once; only the
-error body is defined here. Request models are strict (no "5" for 5) and forbid unknown fields, so
-a typo in a field name is a 422 instead of an ignored value. The domain functions keep the final
-word on every rule; the constraints here repeat the ones a schema can express, so the OpenAPI
-tells the truth about them.
+Responses are the models of `bridge.serialize` (DESIGN section 4), defined there once, and the
+error body is `webhooks.errors.Error`. Request models are strict (no "5" for 5) and forbid unknown
+fields, so a typo in a field name is a 422 instead of an ignored value. The domain functions keep
+the final word on every rule; the constraints here repeat the ones a schema can express, so the
+OpenAPI tells the truth about them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.messages import MAX_MEDIA, MAX_TEXT_LENGTH, MAX_URL_LENGTH
 from bridge.pages import MAX_PAGE
-from bridge.serialize import Epoch, Response
+from bridge.serialize import Epoch
 
 PostableKind = Literal["text", "tracking_update", "pickup_reminder"]
 InboundState = Literal["received", "matched", "unmatched", "keyword"]
@@ -43,21 +43,6 @@ SubscriberId = Annotated[
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# The error body (every other response is a model of `bridge.serialize`) ----------------------
-
-
-class ErrorDetail(Response):
-    type: str
-    message: str
-    param: str | None = Field(description="The field at fault, when there is one.")
-
-
-class Error(Response):
-    """Every error answers with this body."""
-
-    error: ErrorDetail
 
 
 # Requests ---------------------------------------------------------------------------------------
