@@ -13,19 +13,19 @@ class Actor:
 
     organization_id: str
     subscriber_id: str
-    type: str
+    type: SubscriberType
 
     @classmethod
     def organization(cls, organization_id: str) -> Actor:
         """The organization acting through its API key."""
-        return cls(organization_id, organization_id, SubscriberType.API_KEY.value)
+        return cls(organization_id, organization_id, SubscriberType.API_KEY)
 
     @classmethod
     def user(cls, organization_id: str, user_id: str) -> Actor:
         """One of the organization's users."""
-        return cls(organization_id, user_id, SubscriberType.USER.value)
+        return cls(organization_id, user_id, SubscriberType.USER)
 
     @classmethod
     def contact(cls, organization_id: str, contact_id: str) -> Actor:
         """An external contact (the author of an inbound SMS)."""
-        return cls(organization_id, contact_id, SubscriberType.CONTACT.value)
+        return cls(organization_id, contact_id, SubscriberType.CONTACT)

@@ -88,7 +88,7 @@ def _add_members(session: Session, channel: Channel, contacts: Sequence[Contact]
         ChannelSubscriber(
             channel_id=channel.id,
             subscriber_id=organization_id,
-            type=SubscriberType.API_KEY.value,
+            type=SubscriberType.API_KEY,
             position=0,
             added_at=now,
         )
@@ -98,7 +98,7 @@ def _add_members(session: Session, channel: Channel, contacts: Sequence[Contact]
             ChannelSubscriber(
                 channel_id=channel.id,
                 subscriber_id=contact.id,
-                type=SubscriberType.CONTACT.value,
+                type=SubscriberType.CONTACT,
                 position=position,
                 sender_phone=senders.get(contact.id),
                 added_at=now,

@@ -34,10 +34,10 @@ from bridge.models import Contact, Delivery, DeliveryStatus, OptOut
 from bridge.publishing import OPTED_OUT
 from bridge.settings import Settings
 
-PENDING = DeliveryStatus.PENDING.value
-SENDING = DeliveryStatus.SENDING.value
-UNKNOWN = DeliveryStatus.UNKNOWN.value
-SKIPPED = DeliveryStatus.SKIPPED.value
+PENDING = DeliveryStatus.PENDING
+SENDING = DeliveryStatus.SENDING
+UNKNOWN = DeliveryStatus.UNKNOWN
+SKIPPED = DeliveryStatus.SKIPPED
 
 
 def status_in(column: Any, *statuses: str) -> ColumnElement[bool]:

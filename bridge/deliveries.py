@@ -25,29 +25,29 @@ _MAX_INT32 = 2**31 - 1  # deliveries.error_code is a 32-bit integer
 
 # How far along each state is; a callback only ever moves a delivery forward.
 RANK = {
-    DeliveryStatus.PENDING.value: 0,
-    DeliveryStatus.SENDING.value: 1,
-    DeliveryStatus.UNKNOWN.value: 2,
-    DeliveryStatus.SENT.value: 3,
-    DeliveryStatus.DELIVERED.value: 4,
-    DeliveryStatus.UNDELIVERED.value: 4,
-    DeliveryStatus.FAILED.value: 4,
-    DeliveryStatus.SKIPPED.value: 5,
-    DeliveryStatus.CANCELED.value: 5,
+    DeliveryStatus.PENDING: 0,
+    DeliveryStatus.SENDING: 1,
+    DeliveryStatus.UNKNOWN: 2,
+    DeliveryStatus.SENT: 3,
+    DeliveryStatus.DELIVERED: 4,
+    DeliveryStatus.UNDELIVERED: 4,
+    DeliveryStatus.FAILED: 4,
+    DeliveryStatus.SKIPPED: 5,
+    DeliveryStatus.CANCELED: 5,
 }
 
 # Twilio's MessageStatus values and the delivery state each means.
 TWILIO_STATUS = {
-    "accepted": DeliveryStatus.SENT.value,
-    "scheduled": DeliveryStatus.SENT.value,
-    "queued": DeliveryStatus.SENT.value,
-    "sending": DeliveryStatus.SENT.value,
-    "sent": DeliveryStatus.SENT.value,
-    "delivered": DeliveryStatus.DELIVERED.value,
-    "read": DeliveryStatus.DELIVERED.value,
-    "undelivered": DeliveryStatus.UNDELIVERED.value,
-    "failed": DeliveryStatus.FAILED.value,
-    "canceled": DeliveryStatus.FAILED.value,
+    "accepted": DeliveryStatus.SENT,
+    "scheduled": DeliveryStatus.SENT,
+    "queued": DeliveryStatus.SENT,
+    "sending": DeliveryStatus.SENT,
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.DELIVERED,
+    "undelivered": DeliveryStatus.UNDELIVERED,
+    "failed": DeliveryStatus.FAILED,
+    "canceled": DeliveryStatus.FAILED,
 }
 
 

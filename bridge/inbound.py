@@ -63,11 +63,11 @@ _COLUMN = 64  # from_phone / to_phone / message_sid width; an odd sender id is c
 
 # A send Twilio accepted (or may have): the contact has received, or is receiving, this SMS.
 _SENT_STATES = (
-    DeliveryStatus.SENDING.value,
-    DeliveryStatus.SENT.value,
-    DeliveryStatus.DELIVERED.value,
-    DeliveryStatus.UNDELIVERED.value,
-    DeliveryStatus.UNKNOWN.value,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.SENT,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.UNDELIVERED,
+    DeliveryStatus.UNKNOWN,
 )
 
 
@@ -92,7 +92,7 @@ class InboundOutcome:
     duplicate: bool = False
     posted: list[Posted] = field(default_factory=list)
     # What processing found, written to the record in one go when it is over.
-    status: str = InboundStatus.RECEIVED.value
+    status: InboundStatus = InboundStatus.RECEIVED
     keyword: str | None = None
     channel_id: str | None = None
     message_id: str | None = None
@@ -139,7 +139,7 @@ def record_inbound_sms(
         to_phone=route.to_phone,
         body=first_param(params, "Body") or "",
         params=dict(params),
-        status=InboundStatus.RECEIVED.value,
+        status=InboundStatus.RECEIVED,
         received_at=utcnow(),
     )
     if inbound is None:
@@ -213,7 +213,7 @@ def _route(session: Session, settings: Settings, from_phone: str, to_phone: str)
 
 def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
     log.info("inbound sms unmatched: %s", why, extra={"inbound_id": inbound.id})
-    return InboundOutcome(inbound, twiml(), status=InboundStatus.UNMATCHED.value)
+    return InboundOutcome(inbound, twiml(), status=InboundStatus.UNMATCHED)
 
 
 def match_contact(
@@ -272,7 +272,7 @@ def _process(
         inbound,
         twiml(),
         posted=[posted],
-        status=InboundStatus.MATCHED.value,
+        status=InboundStatus.MATCHED,
         channel_id=channel.id,
         message_id=posted.message.id,
     )
@@ -351,7 +351,7 @@ def _keyword(
             _meta_in_channel(session, settings, contact, channel, event, text, now)
     # STOP/START: Twilio itself confirms on long codes; a second reply would only be noise.
     answer = twiml(help_text_for(org)) if kind == "help" else twiml()
-    return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD.value, keyword=word)
+    return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD, keyword=word)
 
 
 def _meta_in_channel(
@@ -371,7 +371,7 @@ def _meta_in_channel(
         now,
         thread_id=thread.id if thread else None,
         channel_id=channel.id,
-        type=MessageType.META.value,
+        type=MessageType.META,
         event=event,
     )
     session.add(message)

@@ -66,13 +66,13 @@ def validate_media_urls(media_urls: object) -> list[str]:
     return list(media_urls)
 
 
-def validate_type(kind: object) -> str:
+def validate_type(kind: object) -> MessageType:
     """A type a client may post: `text`, `tracking_update` or `pickup_reminder`."""
     if kind is None:
-        return MessageType.TEXT.value
+        return MessageType.TEXT
     if not isinstance(kind, str) or kind not in PUBLISHABLE_TYPES:
         raise ValidationError("type must be one of text, tracking_update, pickup_reminder", "type")
-    return kind
+    return MessageType(kind)
 
 
 def validate_publish_at(value: object, now: datetime) -> datetime | None:
@@ -100,7 +100,7 @@ def validate_publish_at(value: object, now: datetime) -> datetime | None:
 
 def _validated(
     text: object, type: object, media_urls: object, publish_to_channel_at: object, now: datetime
-) -> tuple[str, str, list[str], datetime | None]:
+) -> tuple[str, MessageType, list[str], datetime | None]:
     """A new message's text, type, media and publish time, each checked."""
     kind = validate_type(type)
     media = validate_media_urls(media_urls)
@@ -225,7 +225,7 @@ def edit_message(
     message = get_message(session, actor.organization_id, message_id)
     if message.subscriber_id != actor.subscriber_id:
         raise Forbidden("only the author of a message can edit it", "id")
-    if message.type == MessageType.META.value or message.canceled_at is not None:
+    if message.type == MessageType.META or message.canceled_at is not None:
         raise Conflict("this message cannot be edited", "id")
     media = message.media_urls or []
     if "media_urls" in fields:
@@ -245,11 +245,11 @@ def cancel_message(session: Session, actor: Actor, message_id: str) -> Message:
     # Lock the row (PostgreSQL) so a concurrent publish_due_messages cannot publish it while we
     # cancel; that one locks with SKIP LOCKED, so it passes this message by and finds it canceled.
     session.refresh(message, with_for_update=True)
-    if message.subscriber_id != actor.subscriber_id and actor.type != SubscriberType.API_KEY.value:
+    if message.subscriber_id != actor.subscriber_id and actor.type != SubscriberType.API_KEY:
         raise Forbidden("only the author or the organization can cancel a message", "id")
     if message.published_at is not None:
         raise Conflict("the message has already been published", "id")
-    if message.type == MessageType.META.value:
+    if message.type == MessageType.META:
         raise Conflict("meta messages cannot be canceled", "id")
     if message.canceled_at is None:
         now = utcnow()

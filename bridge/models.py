@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
     from bridge.actors import Actor
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def stored_as_text(kind: type[enum.StrEnum], length: int) -> Enum:
+    """A column of `kind` stored as the enum's values in a VARCHAR(`length`), as it always was.
+
+    No native enum type and no CHECK constraint: the schema stays what the migrations made, and a
+    value is read back as its enum member.
+    """
+    return Enum(
+        kind,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class MessageType(enum.StrEnum):
@@ -164,7 +180,7 @@ class ThreadSubscriber(Base):
 
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id"), primary_key=True)
     subscriber_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    type: Mapped[str] = mapped_column(String(16))
+    type: Mapped[SubscriberType] = mapped_column(stored_as_text(SubscriberType, 16))
     is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
     viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -188,7 +204,7 @@ class ChannelSubscriber(Base):
 
     channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"), primary_key=True)
     subscriber_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    type: Mapped[str] = mapped_column(String(16))
+    type: Mapped[SubscriberType] = mapped_column(stored_as_text(SubscriberType, 16))
     position: Mapped[int] = mapped_column(Integer, default=0)
     # The pool number this contact hears the channel from (DESIGN 5.6); null for non-contacts.
     sender_phone: Mapped[str | None] = mapped_column(String(20))
@@ -234,9 +250,11 @@ class Message(Base):
     thread_id: Mapped[str | None] = mapped_column(ForeignKey("threads.id"))
     channel_id: Mapped[str | None] = mapped_column(ForeignKey("channels.id"))
     subscriber_id: Mapped[str] = mapped_column(String(40))
-    author_type: Mapped[str] = mapped_column(String(16))
+    author_type: Mapped[SubscriberType] = mapped_column(stored_as_text(SubscriberType, 16))
     text: Mapped[str | None] = mapped_column(Text)
-    type: Mapped[str] = mapped_column(String(32), default=MessageType.TEXT.value)
+    type: Mapped[MessageType] = mapped_column(
+        stored_as_text(MessageType, 32), default=MessageType.TEXT
+    )
     event: Mapped[str | None] = mapped_column(String(64))
     media_urls: Mapped[list[Any]] = mapped_column(default=list)
     reactions: Mapped[list[Any]] = mapped_column(default=list)
@@ -257,7 +275,7 @@ class Message(Base):
         *,
         thread_id: str | None = None,
         channel_id: str | None = None,
-        type: str = MessageType.TEXT.value,
+        type: MessageType = MessageType.TEXT,
         event: str | None = None,
         media_urls: Sequence[str] = (),
         publish_to_channel_at: datetime | None = None,
@@ -319,7 +337,9 @@ class Delivery(Base):
     messaging_service_sid: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text, default="")
     media_urls: Mapped[list[Any]] = mapped_column(default=list)
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        stored_as_text(DeliveryStatus, 16), default=DeliveryStatus.PENDING
+    )
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
     twilio_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -327,7 +347,7 @@ class Delivery(Base):
     parts: Mapped[int] = mapped_column(Integer, default=1)
     segments: Mapped[int] = mapped_column(Integer, default=1)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    queue: Mapped[str] = mapped_column(String(32), default=Lane.TEXT.value)
+    queue: Mapped[Lane] = mapped_column(stored_as_text(Lane, 32), default=Lane.TEXT)
     publish_seq: Mapped[int] = mapped_column(BigId, default=0)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -351,7 +371,9 @@ class InboundSms(Base):
     to_phone: Mapped[str] = mapped_column(String(64))
     body: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default=InboundStatus.RECEIVED.value)
+    status: Mapped[InboundStatus] = mapped_column(
+        stored_as_text(InboundStatus, 16), default=InboundStatus.RECEIVED
+    )
     keyword: Mapped[str | None] = mapped_column(String(32))
     message_id: Mapped[str | None] = mapped_column(String(40))
     channel_id: Mapped[str | None] = mapped_column(String(40))

@@ -38,10 +38,8 @@ from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
 from bridge.sms_text import relay_prefix, segment_count, split_text
 
-NOTIFICATION_TYPES = frozenset(
-    {MessageType.TRACKING_UPDATE.value, MessageType.PICKUP_REMINDER.value}
-)
-PUBLISHABLE_TYPES = frozenset({MessageType.TEXT.value}) | NOTIFICATION_TYPES
+NOTIFICATION_TYPES = frozenset({MessageType.TRACKING_UPDATE, MessageType.PICKUP_REMINDER})
+PUBLISHABLE_TYPES = frozenset({MessageType.TEXT}) | NOTIFICATION_TYPES
 OPTED_OUT = "the contact opted out of SMS from this organization"
 
 # A recipient of a published message, and the pool number it hears the channel from.
@@ -86,17 +84,17 @@ def publish_message(
     message.publish_seq = next_publish_seq()
     channel.updated_at = now
     lane = lane_of(message)
-    if message.type == MessageType.META.value:
+    if message.type == MessageType.META:
         session.flush()
         return PublishResult(message.id, channel.id, lane.value, 0, 0)
     if message.thread_id is not None:
         _record_publisher(session, channel.id, message, now)
-    if message.author_type == SubscriberType.USER.value:
+    if message.author_type == SubscriberType.USER:
         _join_author(session, channel, message.subscriber_id, now)
     rows = _delivery_rows(session, settings, channel, message, lane, now)
     if rows:
         session.execute(insert(Delivery), rows)
-    skipped = sum(1 for r in rows if r["status"] == DeliveryStatus.SKIPPED.value)
+    skipped = sum(1 for r in rows if r["status"] == DeliveryStatus.SKIPPED)
     session.flush()
     return PublishResult(message.id, channel.id, lane.value, len(rows) - skipped, skipped)
 
@@ -134,7 +132,7 @@ def _join_author(session: Session, channel: Channel, user_id: str, now: datetime
     row = ChannelSubscriber(
         channel_id=channel.id,
         subscriber_id=user_id,
-        type=SubscriberType.USER.value,
+        type=SubscriberType.USER,
         position=(top or 0) + 1,
         added_at=now,
     )
@@ -199,7 +197,7 @@ def _recipients(session: Session, channel: Channel, message: Message) -> list[Re
             .join(ChannelSubscriber, ChannelSubscriber.subscriber_id == Contact.id)
             .where(
                 ChannelSubscriber.channel_id == channel.id,
-                ChannelSubscriber.type == SubscriberType.CONTACT.value,
+                ChannelSubscriber.type == SubscriberType.CONTACT,
                 Contact.id != message.subscriber_id,
             )
             .order_by(Contact.id)
@@ -211,7 +209,7 @@ def _recipients(session: Session, channel: Channel, message: Message) -> list[Re
 def _parts(session: Session, message: Message) -> list[str]:
     """The SMS parts of the message's text; a contact's words go out under their name."""
     text = message.text or ""
-    if message.author_type == SubscriberType.CONTACT.value:
+    if message.author_type == SubscriberType.CONTACT:
         # The inbound path has just loaded this contact: the identity map answers, no query.
         author = session.get(Contact, message.subscriber_id)
         name = author.name or f"…{author.phone[-4:]}" if author else None
@@ -226,7 +224,7 @@ def _skipped_row() -> dict[str, object]:
         "body": "",
         "media_urls": [],
         "segments": 0,
-        "status": DeliveryStatus.SKIPPED.value,
+        "status": DeliveryStatus.SKIPPED,
         "error_message": OPTED_OUT,
     }
 
@@ -241,7 +239,7 @@ def _part_rows(
             "body": body,
             "media_urls": list(message.media_urls or []) if index == 1 else [],
             "segments": segment_count(body),
-            "status": DeliveryStatus.PENDING.value,
+            "status": DeliveryStatus.PENDING,
             "not_before": not_before,
             "error_message": None,
         }

@@ -39,11 +39,11 @@ from bridge.twilio_client import UNSUBSCRIBED_CODE, OutgoingSms, Sender, SendRes
 
 log = logging.getLogger(__name__)
 
-PENDING = DeliveryStatus.PENDING.value
-SENDING = DeliveryStatus.SENDING.value
-UNKNOWN = DeliveryStatus.UNKNOWN.value
-SENT = DeliveryStatus.SENT.value
-FAILED = DeliveryStatus.FAILED.value
+PENDING = DeliveryStatus.PENDING
+SENDING = DeliveryStatus.SENDING
+UNKNOWN = DeliveryStatus.UNKNOWN
+SENT = DeliveryStatus.SENT
+FAILED = DeliveryStatus.FAILED
 # Not a delivery status: what a send reports when the sweeper took the claim back meanwhile.
 RELEASED = "released"
 NO_SENDER = (

@@ -23,10 +23,10 @@ from bridge.twilio_client import Sender, SendResult
 
 log = logging.getLogger(__name__)
 
-PENDING = DeliveryStatus.PENDING.value
-SENDING = DeliveryStatus.SENDING.value
-UNKNOWN = DeliveryStatus.UNKNOWN.value
-FAILED = DeliveryStatus.FAILED.value
+PENDING = DeliveryStatus.PENDING
+SENDING = DeliveryStatus.SENDING
+UNKNOWN = DeliveryStatus.UNKNOWN
+FAILED = DeliveryStatus.FAILED
 # Twilio's dates have whole seconds and its clock is not ours: look a little before the claim.
 FIND_SLACK = timedelta(seconds=60)
 

@@ -21,7 +21,7 @@ class Profile:
     """What a chat UI needs to show a subscriber."""
 
     id: str
-    type: str
+    type: SubscriberType
     name: str | None
     email: str | None
     phone: str | None
@@ -37,17 +37,17 @@ def load_profiles(session: Session, ids: Iterable[str]) -> dict[str, Profile]:
     profiles: dict[str, Profile] = {}
     if by_kind["user"]:
         for u in session.execute(select(User).where(User.id.in_(by_kind["user"]))).scalars():
-            profiles[u.id] = Profile(u.id, SubscriberType.USER.value, u.name, u.email, u.phone)
+            profiles[u.id] = Profile(u.id, SubscriberType.USER, u.name, u.email, u.phone)
     if by_kind["contact"]:
         rows = session.execute(select(Contact).where(Contact.id.in_(by_kind["contact"]))).scalars()
         for c in rows:
-            profiles[c.id] = Profile(c.id, SubscriberType.CONTACT.value, c.name, c.email, c.phone)
+            profiles[c.id] = Profile(c.id, SubscriberType.CONTACT, c.name, c.email, c.phone)
     if by_kind["api_key"]:
         rows2 = session.execute(
             select(Organization).where(Organization.id.in_(by_kind["api_key"]))
         ).scalars()
         for o in rows2:
-            profiles[o.id] = Profile(o.id, SubscriberType.API_KEY.value, o.name, None, None)
+            profiles[o.id] = Profile(o.id, SubscriberType.API_KEY, o.name, None, None)
     return profiles
 
 
@@ -65,21 +65,21 @@ def resolve_subscriber(
     if isinstance(spec, str):
         kind = kind_of(spec)
         try:
-            if kind == SubscriberType.USER.value:
+            if kind == SubscriberType.USER:
                 get_user(session, organization_id, spec)
-            elif kind == SubscriberType.CONTACT.value:
+            elif kind == SubscriberType.CONTACT:
                 get_contact(session, organization_id, spec)
         except NotFound as exc:
             # The error names the field of the request that held the id, not the lookup's own "id".
             raise NotFound(exc.message, param) from None
-        if kind == SubscriberType.API_KEY.value and spec != organization_id:
+        if kind == SubscriberType.API_KEY and spec != organization_id:
             raise NotFound("no such subscriber", param)
         if kind is None:
             raise ValidationError("a subscriber id starts with usr_, cnt_ or org_", param)
         return spec, kind
     if isinstance(spec, Mapping):
         kind = spec.get("type")
-        if kind == SubscriberType.CONTACT.value and spec.get("phone") is not None:
+        if kind == SubscriberType.CONTACT and spec.get("phone") is not None:
             contact, _ = find_or_create_contact(
                 session,
                 settings,
@@ -89,7 +89,7 @@ def resolve_subscriber(
                 email=spec.get("email"),
                 param=f"{param}.phone",
             )
-            return contact.id, SubscriberType.CONTACT.value
+            return contact.id, SubscriberType.CONTACT
         if isinstance(spec.get("id"), str):
             return resolve_subscriber(session, settings, organization_id, spec["id"], param)
         raise ValidationError(

@@ -85,8 +85,8 @@ def create_thread(
     )
     if not created:
         return _existing(thread, actor), False
-    members: list[tuple[str, str]] = [(actor.organization_id, SubscriberType.API_KEY.value)]
-    if actor.type == SubscriberType.USER.value:
+    members: list[tuple[str, str]] = [(actor.organization_id, SubscriberType.API_KEY)]
+    if actor.type == SubscriberType.USER:
         members.append((actor.subscriber_id, actor.type))
     members.extend(resolved)
     seen: set[str] = set()
@@ -142,7 +142,7 @@ def active_contact_ids(session: Session, thread_id: str) -> list[str]:
         session.execute(
             select(ThreadSubscriber.subscriber_id).where(
                 ThreadSubscriber.thread_id == thread_id,
-                ThreadSubscriber.type == SubscriberType.CONTACT.value,
+                ThreadSubscriber.type == SubscriberType.CONTACT,
                 ThreadSubscriber.is_archived.is_(False),
             )
         ).scalars()
@@ -176,9 +176,7 @@ def _next_position(session: Session, thread_id: str) -> int:
 
 def _meta(session: Session, thread: Thread, actor: Actor, event: str, text: str) -> Message:
     now = utcnow()
-    message = Message.new(
-        actor, text, now, thread_id=thread.id, type=MessageType.META.value, event=event
-    )
+    message = Message.new(actor, text, now, thread_id=thread.id, type=MessageType.META, event=event)
     session.add(message)
     thread.updated_at = now
     session.flush()
@@ -247,7 +245,7 @@ def mark_viewed(session: Session, actor: Actor, thread_id: str) -> Thread:
     """Record that the acting subscriber has seen the thread up to now."""
     thread = get_thread(session, actor.organization_id, thread_id)
     row = ensure_subscribed(session, thread, actor)
-    if row.type != SubscriberType.CONTACT.value:
+    if row.type != SubscriberType.CONTACT:
         row.viewed_at = utcnow()
     return thread
 
@@ -295,7 +293,7 @@ def unread_by(
     """Users and organizations with a message by someone else newer than their `viewed_at`."""
     result = []
     for row in rows:
-        if row.is_archived or row.type == SubscriberType.CONTACT.value:
+        if row.is_archived or row.type == SubscriberType.CONTACT:
             continue
         others = [t for author, t in latest_by_author.items() if author != row.subscriber_id]
         if others and (row.viewed_at is None or max(others) > row.viewed_at):
