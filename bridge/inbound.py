@@ -115,16 +115,7 @@ def record_inbound_sms(
     when the copies arrive at the same moment.
     """
     params = storable_params(params)
-    sid = (
-        first_param(params, "MessageSid")
-        or first_param(params, "SmsMessageSid")
-        or first_param(params, "SmsSid")
-    )
-    if not sid:
-        raise ValidationError("MessageSid is required", "MessageSid")
-    for name in ("From", "To"):
-        if not first_param(params, name):
-            raise ValidationError(f"{name} is required", name)
+    sid = _required_sid(params)
     token = storable((idempotency_token or "").strip()[:200]) or None
     raw_from, raw_to = first_param(params, "From") or "", first_param(params, "To") or ""
     # Routing reads only, so the record is inserted complete and updated once, at the end.
@@ -151,6 +142,28 @@ def record_inbound_sms(
     # The record is left untouched until processing is over: the flushes inside (messages,
     # deliveries) would otherwise write it once per change.
     outcome = _process(session, settings, inbound, route, params)
+    _finish(session, inbound, outcome)
+    return outcome
+
+
+def _required_sid(params: Params) -> str:
+    """The SMS's MessageSid, checking that From and To came with it."""
+    # Twilio sends all three with the same value; older integrations only had the Sms* names.
+    sid = (
+        first_param(params, "MessageSid")
+        or first_param(params, "SmsMessageSid")
+        or first_param(params, "SmsSid")
+    )
+    if not sid:
+        raise ValidationError("MessageSid is required", "MessageSid")
+    for name in ("From", "To"):
+        if not first_param(params, name):
+            raise ValidationError(f"{name} is required", name)
+    return sid
+
+
+def _finish(session: Session, inbound: InboundSms, outcome: InboundOutcome) -> None:
+    """Write what processing found to the record, in one UPDATE, and log it."""
     inbound.status, inbound.keyword = outcome.status, outcome.keyword
     inbound.channel_id, inbound.message_id = outcome.channel_id, outcome.message_id
     inbound.response_twiml = outcome.twiml
@@ -166,7 +179,6 @@ def record_inbound_sms(
             "channel_id": inbound.channel_id,
         },
     )
-    return outcome
 
 
 def _claim(session: Session, **values: object) -> InboundSms | None:

@@ -85,6 +85,15 @@ def create_thread(
     )
     if not created:
         return _existing(thread, actor), False
+    _add_first_subscribers(session, thread, actor, resolved)
+    session.flush()
+    return thread, True
+
+
+def _add_first_subscribers(
+    session: Session, thread: Thread, actor: Actor, resolved: Sequence[tuple[str, str]]
+) -> None:
+    """A new thread's subscribers: the organization, the acting user, those named; once each."""
     members: list[tuple[str, str]] = [(actor.organization_id, SubscriberType.API_KEY)]
     if actor.type == SubscriberType.USER:
         members.append((actor.subscriber_id, actor.type))
@@ -96,11 +105,13 @@ def create_thread(
         seen.add(sid)
         session.add(
             ThreadSubscriber(
-                thread_id=thread.id, subscriber_id=sid, type=kind, position=position, added_at=now
+                thread_id=thread.id,
+                subscriber_id=sid,
+                type=kind,
+                position=position,
+                added_at=thread.created_at,
             )
         )
-    session.flush()
-    return thread, True
 
 
 def _existing(thread: Thread, actor: Actor) -> Thread:

@@ -178,6 +178,14 @@ def fan_out_message(
             done, in_flight = wait(in_flight)
             _settle(runtime, done, result)
         threads.close()
+    _plan_next(runtime, message_id, result, sliced, rounds)
+    return result
+
+
+def _plan_next(
+    runtime: Runtime, message_id: str, result: FanOutResult, sliced: bool, rounds: int
+) -> None:
+    """Say when the message's remaining deliveries should be tried (`result.next_at`)."""
     with runtime.sessions() as session:
         upcoming = next_attempt_at(session, message_id)
     now = utcnow()
@@ -186,4 +194,3 @@ def fan_out_message(
         upcoming = now + blocked_delay(rounds)
         result.rounds = rounds + 1
     result.next_at = upcoming
-    return result
