@@ -288,6 +288,26 @@ def test_channels_by_id_by_phone_and_their_messages(api: ApiOrg, redis_client: r
     assert listed.json["has_more"] is True
 
 
+def test_paging_through_a_phones_channels(api: ApiOrg, redis_client: redis.Redis) -> None:
+    phone = factories.phone()
+    made = []
+    for i in range(3):
+        others = [
+            {"type": "contact", "phone": phone},
+            {"type": "contact", "phone": factories.phone()},
+        ]
+        thread = api.post("/v1/threads", {"resource_id": f"order-{i}", "subscribers": others}).json
+        made.append(api.post(f"/v1/threads/{thread['id']}/messages", {"text": "Hi"}).json)
+    everything = api.get("/v1/channels", query_string={"phone": phone}).json
+    ids = [c["id"] for c in everything["data"]]
+    assert set(ids) == {m["channel_id"] for m in made} and everything["has_more"] is False
+
+    first = api.get("/v1/channels", query_string={"phone": phone, "limit": 2}).json
+    assert [c["id"] for c in first["data"]] == ids[:2] and first["has_more"] is True
+    rest = api.get("/v1/channels", query_string={"phone": phone, "before": ids[1]}).json
+    assert [c["id"] for c in rest["data"]] == ids[2:] and rest["has_more"] is False
+
+
 def test_inbound_records_by_status(api: ApiOrg, runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         for i, status in enumerate(["unmatched", "matched", "unmatched", "keyword"]):

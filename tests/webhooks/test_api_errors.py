@@ -265,6 +265,10 @@ def test_a_bad_cursor_or_query_is_422(api: ApiOrg) -> None:
     )
     _error(api.get("/v1/contacts"), 422, "validation_error", "phone")
     _error(api.get("/v1/channels", query_string={"phone": "12"}), 422, "validation_error", "phone")
+    not_in_the_list = api.get(
+        "/v1/channels", query_string={"phone": factories.phone(), "before": "chn_nothing"}
+    )
+    _error(not_in_the_list, 422, "validation_error", "before")
 
 
 def test_over_the_rate_limit_is_429(
