@@ -1,0 +1,62 @@
+"""The API's responses, each defined once: the JSON of DESIGN section 4 as pydantic models.
+
+Each model is at once the wire format, the schema the OpenAPI description is generated from, and
+(through its `of` builder, or `load` where it needs a lookup) the serializer: a view builds the
+model and the web layer dumps it. The models forbid extra fields and are validated as they are
+built, so a response that drifts from its description fails loudly in the tests instead of quietly
+in a client.
+
+The models live in two private modules, re-exported here: `_conversations` (messages,
+subscribers, threads, channels) and `_records` (deliveries, inbound SMS, the organization, its
+users and contacts, and the list pages).
+"""
+
+from bridge.serialize._conversations import (
+    Channel,
+    Epoch,
+    Message,
+    Reaction,
+    Response,
+    Subscriber,
+    Thread,
+    Timestamp,
+    load_message,
+    load_messages,
+)
+from bridge.serialize._records import (
+    ChannelList,
+    Contact,
+    ContactList,
+    Delivery,
+    DeliveryList,
+    InboundSms,
+    InboundSmsList,
+    MessageList,
+    Organization,
+    Page,
+    User,
+)
+
+__all__ = [
+    "Channel",
+    "ChannelList",
+    "Contact",
+    "ContactList",
+    "Delivery",
+    "DeliveryList",
+    "Epoch",
+    "InboundSms",
+    "InboundSmsList",
+    "Message",
+    "MessageList",
+    "Organization",
+    "Page",
+    "Reaction",
+    "Response",
+    "Subscriber",
+    "Thread",
+    "Timestamp",
+    "User",
+    "load_message",
+    "load_messages",
+]

@@ -1,0 +1,233 @@
+"""The responses about the bridge's own records: deliveries, inbound SMS, the organization and its
+people, and the pages that list them (DESIGN 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Self, cast
+
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from bridge import models
+from bridge.organizations import help_text_for, is_opted_out, sender_numbers
+from bridge.serialize._conversations import Channel, Message, Response, Subscriber, Timestamp
+from bridge.subscribers import Profile
+
+# The values of bridge.models' enums, as Literals (see _conversations).
+DeliveryState = Literal[
+    "pending", "sending", "sent", "delivered", "undelivered", "failed", "skipped", "canceled",
+    "unknown",
+]  # fmt: skip
+InboundState = Literal["received", "matched", "unmatched", "keyword"]
+
+
+class Delivery(Response):
+    """One SMS part to one recipient, and what became of it."""
+
+    object: Literal["delivery"]
+    id: str
+    message_id: str
+    subscriber_id: str
+    to: str
+    from_: str | None = Field(
+        serialization_alias="from", description="Sender number or Messaging Service SID."
+    )
+    status: DeliveryState
+    error_code: int | None
+    error_message: str | None
+    twilio_sid: str | None
+    part: int
+    parts: int
+    segments: int
+    attempts: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def of(cls, delivery: models.Delivery) -> Self:
+        """A delivery: one SMS part to one recipient."""
+        return cls(
+            object="delivery",
+            id=delivery.id,
+            message_id=delivery.message_id,
+            subscriber_id=delivery.subscriber_id,
+            to=delivery.to_phone,
+            from_=delivery.from_phone or delivery.messaging_service_sid,
+            status=cast(DeliveryState, delivery.status),
+            error_code=delivery.error_code,
+            error_message=delivery.error_message,
+            twilio_sid=delivery.twilio_sid,
+            part=delivery.part,
+            parts=delivery.parts,
+            segments=delivery.segments,
+            attempts=delivery.attempts,
+            created_at=delivery.created_at,
+            updated_at=delivery.updated_at,
+        )
+
+
+class InboundSms(Response):
+    """An SMS a contact sent, matched to a channel or not."""
+
+    object: Literal["inbound_sms"]
+    id: str
+    message_sid: str
+    from_: str = Field(serialization_alias="from")
+    to: str
+    status: InboundState
+    keyword: str | None
+    message_id: str | None
+    channel_id: str | None
+    received_at: Timestamp
+
+    @classmethod
+    def of(cls, inbound: models.InboundSms) -> Self:
+        """An inbound SMS record, matched or not."""
+        return cls(
+            object="inbound_sms",
+            id=inbound.id,
+            message_sid=inbound.message_sid,
+            from_=inbound.from_phone,
+            to=inbound.to_phone,
+            status=cast(InboundState, inbound.status),
+            keyword=inbound.keyword,
+            message_id=inbound.message_id,
+            channel_id=inbound.channel_id,
+            received_at=inbound.received_at,
+        )
+
+
+class User(Response):
+    """A member of the organization."""
+
+    object: Literal["user"]
+    id: str
+    organization_id: str
+    name: str
+    email: str | None
+    phone: str | None
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, user: models.User) -> Self:
+        """A user of the organization."""
+        return cls(
+            object="user",
+            id=user.id,
+            organization_id=user.organization_id,
+            name=user.name,
+            email=user.email,
+            phone=user.phone,
+            created_at=user.created_at,
+        )
+
+
+class Contact(Response):
+    """An external person with a mobile number."""
+
+    object: Literal["contact"]
+    id: str
+    organization_id: str
+    name: str | None
+    email: str | None
+    phone: str
+    phone_hash: str
+    opted_out: bool
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, contact: models.Contact, opted_out: bool) -> Self:
+        """A contact of the organization, with whether it has opted out of SMS."""
+        return cls(
+            object="contact",
+            id=contact.id,
+            organization_id=contact.organization_id,
+            name=contact.name,
+            email=contact.email,
+            phone=contact.phone,
+            phone_hash=contact.phone_hash,
+            opted_out=opted_out,
+            created_at=contact.created_at,
+        )
+
+    @classmethod
+    def load(cls, session: Session, contact: models.Contact) -> Self:
+        """A contact, looking up whether it has opted out of the organization's SMS."""
+        return cls.of(contact, is_opted_out(session, contact.organization_id, contact.phone_hash))
+
+
+class Organization(Response):
+    """The organization the API key names."""
+
+    object: Literal["organization"]
+    id: str
+    name: str
+    senders: list[str]
+    messaging_service_sid: str | None
+    help_text: str
+    subscriber: Subscriber
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, org: models.Organization, senders: list[str], help_text: str) -> Self:
+        """The organization, its senders and its subscriber record."""
+        profile = Profile(org.id, models.SubscriberType.API_KEY, org.name, None, None)
+        return cls(
+            object="organization",
+            id=org.id,
+            name=org.name,
+            senders=senders,
+            messaging_service_sid=org.messaging_service_sid,
+            help_text=help_text,
+            subscriber=Subscriber.of(None, profile, org.id),
+            created_at=org.created_at,
+        )
+
+    @classmethod
+    def load(cls, session: Session, org: models.Organization) -> Self:
+        """The organization, looking up its sender numbers."""
+        return cls.of(org, sender_numbers(session, org.id), help_text_for(org))
+
+
+class Page(Response):
+    """A page of a list: `{"object": "list", "data", "has_more"}`; subclasses type `data`."""
+
+    object: Literal["list"]
+    data: Sequence[Response]
+    has_more: bool
+
+    @classmethod
+    def of(cls, data: Sequence[Response], has_more: bool = False) -> Self:
+        """A page holding `data`."""
+        return cls(object="list", data=data, has_more=has_more)
+
+
+class MessageList(Page):
+    """A page of messages, newest first."""
+
+    data: list[Message]
+
+
+class DeliveryList(Page):
+    """The deliveries of one message."""
+
+    data: list[Delivery]
+
+
+class ChannelList(Page):
+    """Channels, most recently updated first."""
+
+    data: list[Channel]
+
+
+class ContactList(Page):
+    """Contacts."""
+
+    data: list[Contact]
+
+
+class InboundSmsList(Page):
+    """Inbound SMS records, newest first."""
+
+    data: list[InboundSms]
