@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import redis
 from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from bridge.messages import Posted
 from bridge.publishing import PublishResult
@@ -69,6 +71,38 @@ if string.match(held, ':(.*)$') == ARGV[1] then
 end
 return 0
 """
+
+
+_ON_COMMIT = "workers.enqueue.on_commit"  # session.info key: what waits for the commit
+
+
+def enqueue_on_commit(session: Session, connection: redis.Redis, posted: Posted) -> None:
+    """Enqueue what posting made once `session`'s transaction commits; nothing if it rolls back.
+
+    As zulip's queue_event_on_commit: called inside the transaction, beside the domain call, so no
+    call site enqueues before the rows are there to read, nor forgets to enqueue after. A savepoint
+    released or rolled back inside the transaction does not count.
+    """
+    waiting: list[tuple[redis.Redis, Posted]] | None = session.info.get(_ON_COMMIT)
+    if waiting is None:
+        waiting = session.info[_ON_COMMIT] = []
+        event.listen(session, "after_commit", _enqueue_waiting)
+        event.listen(session, "after_soft_rollback", _forget_waiting)
+    waiting.append((connection, posted))
+
+
+def _enqueue_waiting(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint released, not the transaction committed
+    waiting = session.info[_ON_COMMIT]
+    ready, waiting[:] = list(waiting), []
+    for connection, posted in ready:
+        enqueue_posted(connection, posted)
+
+
+def _forget_waiting(session: Session, previous: SessionTransaction) -> None:
+    if previous.parent is None:
+        session.info[_ON_COMMIT].clear()
 
 
 def enqueue_published(connection: redis.Redis, result: PublishResult) -> bool:

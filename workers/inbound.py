@@ -24,7 +24,7 @@ from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.runtime import Runtime
 from bridge.twilio_webhooks import form_params, is_valid_signature
 from workers import context
-from workers.enqueue import KEPT, SMS, STATUS, enqueue_posted
+from workers.enqueue import KEPT, SMS, STATUS, enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def _process(runtime: Runtime, payload: dict[str, Any]) -> None:
             inbound = record_inbound_sms(
                 session, settings, params, payload.get("idempotency_token")
             )
+            for posted in inbound.posted:
+                enqueue_on_commit(session, runtime.redis, posted)
     except ValidationError as exc:
         raise _Unprocessable(exc.message) from exc
-    for posted in inbound.posted:
-        enqueue_posted(connection=runtime.redis, posted=posted)
     INBOUND_SMS.labels(inbound.outcome).inc()
