@@ -173,7 +173,7 @@ def _delivery_rows(
             "to_phone": contact.phone,
             "from_phone": sender_phone,
             "messaging_service_sid": None if sender_phone else org.messaging_service_sid,
-            "queue": lane.value,
+            "queue": lane,
             "publish_seq": message.publish_seq,
             "parts": len(parts),
             "attempts": 0,
