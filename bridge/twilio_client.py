@@ -10,7 +10,8 @@ Quirks of twilio-python 9.x this module deals with:
   `TwilioRestException`: the status and Twilio's code hide in the `Response` in its args.
 - RFC 9457 answers raise `TwilioServiceException`, a sibling of `TwilioRestException`.
 - `Client` reads TWILIO_EDGE / TWILIO_REGION from `os.environ` unless given a non-empty mapping.
-- Its HTTP client logs full URLs, query strings included (phone numbers, for a list), at INFO.
+- Its HTTP client logs full URLs, query strings included (phone numbers, for a list), at INFO
+  (`bridge.twilio_http` replaces that client).
 - `serialize.iso8601_datetime` formats a datetime's wall clock as if it were UTC.
 """
 
@@ -25,23 +26,20 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Protocol
 
 import requests
-from requests.adapters import HTTPAdapter
 from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from bridge.errors import PermanentSendError, SendError, TransientSendError
 from bridge.settings import Settings
+from bridge.twilio_http import RedirectingHttpClient, build_twilio_client
 
 logger = logging.getLogger(__name__)
 
-TWILIO_API_BASE_URL = "https://api.twilio.com"
 OUTBOX_NOTE = "NOT SENT: Twilio is not configured"
 
 # Twilio error codes worth retrying, whatever HTTP status came with them (DESIGN 5.4).
@@ -91,7 +89,6 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 # Keep phone numbers out of reasons built from Twilio's free text: mask to the last four digits.
 _PHONE_LIKE = re.compile(r"\+?\d[\d ().-]{5,}\d")
-_ACCOUNT_IN_PATH = re.compile(r"/Accounts/AC[0-9a-fA-F]+")
 
 # How many recent messages `find_sent` reads; To, From and the date narrow the list well before.
 _FIND_LIMIT = 200
@@ -170,94 +167,6 @@ def _read_error_body(response: Response) -> tuple[int | None, str]:
     code = payload.get("code")
     text = payload.get("message") or payload.get("title") or ""
     return (code if isinstance(code, int) else None), str(text)
-
-
-class RedirectingHttpClient(TwilioHttpClient):
-    """twilio-python's HTTP client, sending `*.twilio.com` requests to `base_url`, with a timeout.
-
-    With `base_url` None requests go to Twilio itself. Logging names the method and the path (the
-    account SID masked), never the query string, which carries phone numbers on list requests.
-    """
-
-    def __init__(self, base_url: str | None, timeout: float, pool_size: int = 10) -> None:
-        super().__init__(pool_connections=True, timeout=timeout, logger=logger)
-        self.base_url = base_url.rstrip("/") if base_url else None
-        # twilio-python only sizes the https pool; a local stand-in speaks http. No retries here:
-        # a retried POST could send the SMS twice, and the worker owns retrying.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        assert self.session is not None
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-
-    def redirect(self, url: str) -> str:
-        """Swap scheme and host of a `*.twilio.com` URL for the base URL, keeping path and query."""
-        if self.base_url is None:
-            return url
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if host != "twilio.com" and not host.endswith(".twilio.com"):
-            return url
-        base = urlsplit(self.base_url)
-        return urlunsplit(
-            (base.scheme, base.netloc, base.path + parts.path, parts.query, parts.fragment)
-        )
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Response:
-        """Send one request to the redirected URL, with the client's timeout unless given one."""
-        return super().request(
-            method,
-            self.redirect(url),
-            params=params,
-            data=data,
-            headers=headers,
-            auth=auth,
-            timeout=self.timeout if timeout is None else timeout,
-            allow_redirects=allow_redirects,
-        )
-
-    def log_request(self, kwargs: dict[str, Any]) -> None:
-        """Log the method and the path only (no query string, no headers)."""
-        path = _ACCOUNT_IN_PATH.sub("/Accounts/AC…", urlsplit(kwargs["url"]).path)
-        self.logger.debug("twilio request %s %s", kwargs["method"], path)
-
-    def log_response(self, status_code: int, response: Any) -> None:
-        """Log the HTTP status only."""
-        self.logger.debug("twilio response %s", status_code)
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        if self.session is not None:
-            self.session.close()
-
-
-def build_twilio_client(settings: Settings) -> Client | None:
-    """Build the Twilio REST client from the settings, or None when Twilio is not configured."""
-    if not settings.twilio_configured:
-        return None
-    base_url = settings.twilio_api_base_url
-    http_client = RedirectingHttpClient(
-        None if base_url == TWILIO_API_BASE_URL else base_url,
-        timeout=settings.twilio_timeout,
-        pool_size=max(10, settings.send_concurrency),
-    )
-    return Client(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token,
-        http_client=http_client,
-        # An empty mapping would make twilio-python fall back to os.environ; the settings are the
-        # only source of configuration, so hand it one that names no edge and no region.
-        environment={"TWILIO_EDGE": "", "TWILIO_REGION": ""},
-    )
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ from bridge.twilio_client import (
     OUTBOX_NOTE,
     OutboxSender,
     OutgoingSms,
-    RedirectingHttpClient,
     TwilioSender,
     build_sender,
-    build_twilio_client,
     classify_error,
     mask_phone_numbers,
 )
+from bridge.twilio_http import RedirectingHttpClient, build_twilio_client
 from tests.standin.twilio import TwilioStandIn
 
 ACCOUNT_SID = "AC" + "5" * 32
