@@ -141,7 +141,7 @@ class StoreCounts:
         except Exception as exc:
             log.warning("metrics: database does not answer", extra={"error": type(exc).__name__})
             return None
-        return dict(deliveries), dict(inbound)  # type: ignore[arg-type]
+        return dict(deliveries), dict(inbound)
 
 
 class StoreCollector(Collector):
