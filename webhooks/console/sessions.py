@@ -85,15 +85,20 @@ class RedisSessionInterface(SessionInterface):
                     store.delete(_key(session.sid))
                     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH)
                 return
-            if session.sid is None or session.rotate:
+            fresh = session.sid is None or session.rotate
+            if fresh:
                 if session.sid is not None:
                     store.delete(_key(session.sid))
                 session.sid = secrets.token_urlsafe(32)
                 session.rotate = False
                 session.modified = True
-            if session.modified:
+            # Background polling is not use: it saves what changed but leaves the expiry alone.
+            passive = bool(g.get("console_passive")) and not fresh
+            if session.modified and passive:
+                store.set(_key(session.sid), json.dumps(dict(session)), keepttl=True, xx=True)
+            elif session.modified:
                 store.set(_key(session.sid), json.dumps(dict(session)), ex=IDLE)
-            elif not g.get("console_passive"):
+            elif not passive:
                 store.expire(_key(session.sid), IDLE)
         except redis.RedisError:
             log.warning("console session not saved: Redis did not answer")
