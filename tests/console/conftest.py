@@ -123,3 +123,11 @@ def scheduled(session: Session, settings: Settings, org: Organization, thread_id
     return post_message(
         session, settings, actor, thread_id, text, publish_to_channel_at=later
     ).message
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test: fixtures tell a failure by it (for screenshots)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
