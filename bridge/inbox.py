@@ -14,8 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 # Every import from the domain's existing modules is here, in one place (see the module docstring).
@@ -96,10 +97,12 @@ def read_cursor(cursor: str | None, param: str = "after") -> tuple[datetime, str
     return moment, match.group(2)
 
 
-def _keyset(column_time, column_id, cursor: tuple[datetime, str] | None):  # type: ignore[no-untyped-def]
+def _keyset(
+    column_time: Any, column_id: Any, cursor: tuple[datetime, str] | None
+) -> ColumnElement[bool]:
     """Rows strictly after the cursor in (time desc, id desc) order."""
     if cursor is None:
-        return True
+        return true()
     moment, row_id = cursor
     return or_(column_time < moment, and_(column_time == moment, column_id < row_id))
 
@@ -201,7 +204,7 @@ def first_line(text: str | None, limit: int = 120) -> str:
     return ""
 
 
-def _search_channel_ids(settings: Settings, organization_id: str, search: str):  # type: ignore[no-untyped-def]
+def _search_channel_ids(settings: Settings, organization_id: str, search: str) -> Select[Any]:
     e164 = try_normalize_phone(search, settings.default_region)
     if e164 is not None:
         # The same hash inbound matching uses: the number itself is never compared or scanned.
@@ -285,7 +288,8 @@ def _unread(
             .where(Message.thread_id.in_(thread_ids), Message.canceled_at.is_(None))
             .group_by(Message.thread_id, Message.subscriber_id)
         ):
-            latest[thread_id][author] = at
+            if thread_id is not None:
+                latest[thread_id][author] = at
     unread = set()
     for channel_id in channel_ids:
         thread_id = threads.get(channel_id)
