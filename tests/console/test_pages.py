@@ -17,6 +17,7 @@ from bridge.ids import new_id
 from bridge.models import Delivery, InboundSms, Message
 from bridge.organizations import opt_out
 from bridge.runtime import Runtime
+from tests import factories
 from tests.console.conftest import Dispatcher, conversation, dispatcher, scheduled
 
 
@@ -219,7 +220,14 @@ def test_failed_unmatched_and_contacts_pages(desk: Dispatcher, runtime: Runtime)
 
 @pytest.mark.parametrize(
     "path",
-    ["/console/", "/console/?q=Ann", "/console/failed", "/console/unmatched", "/console/contacts"],
+    [
+        "/console/",
+        "/console/?q=Ann",
+        "/console/failed",
+        "/console/unmatched",
+        "/console/contacts",
+        "/console/act-as",
+    ],
 )
 def test_each_list_page_runs_a_fixed_number_of_queries(
     app: Any, runtime: Runtime, path: str
@@ -235,6 +243,7 @@ def test_each_list_page_runs_a_fixed_number_of_queries(
                     session, runtime.settings, d.organization, f"o-{size}-{i}", (f"Ann {i}",)
                 )
                 opt_out(session, d.organization.id, c.contacts[0].phone_hash)
+                factories.user(session, runtime.settings, d.organization, f"User {i}")
         _fail_one(runtime, f"Update 0 on o-{size}-", 30007)
         for i in range(size):
             _unmatched(runtime, d.organization.id, f"+1415555{size:02d}{i:02d}", "hi")
@@ -261,3 +270,19 @@ def test_a_conversation_runs_a_fixed_number_of_queries(
             assert desk.get(f"/console/channels/{c.channel_id}{suffix}").status_code == 200
         counts.append(len(statements))
     assert counts[0] == counts[1], counts
+
+
+def test_control_characters_and_oversized_forms_are_clear_errors(
+    desk: Dispatcher, runtime: Runtime
+) -> None:
+    with transaction(runtime.sessions) as session:
+        c = conversation(session, runtime.settings, desk.organization, "o-1")
+    path = f"/console/channels/{c.channel_id}"
+    nul = desk.post(f"{path}/reply", {"text": "a\x00b"}, path)
+    assert nul.status_code == 422 and "control character" in nul.get_data(as_text=True)
+    assert desk.get("/console/", query_string={"q": "Ann\x00"}).status_code == 422
+    assert desk.get("/console/channels/chnl_%00").status_code == 404
+    huge = desk.post(f"{path}/reply", {"text": "x" * 70_000}, path)
+    assert huge.status_code == 413 and "<h1>" in huge.get_data(as_text=True)
+    long = desk.post(f"{path}/reply", {"text": "x" * 16_001}, path)
+    assert long.status_code == 422 and "at most 16000" in long.get_data(as_text=True)

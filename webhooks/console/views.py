@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1  # a new SMS shows within 3 s: the worker stores it within 1 s, the page polls
 MAX_REPLY = 1600 * 10
 _TOKEN_SLOT = "__csrf_token__"
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _OPEN = {"console.sign_in", "console.static"}  # reachable without signing in
 
 
@@ -67,6 +69,7 @@ class SignedIn:
 def _authenticate() -> ResponseReturnValue | None:
     if request.endpoint == "console.static":
         return None
+    _refuse_unstorable_input()
     csrf.protect()
     g.console = _signed_in()
     if g.console is None and request.endpoint not in _OPEN:
@@ -74,6 +77,16 @@ def _authenticate() -> ResponseReturnValue | None:
             return Response("signed out", 401, mimetype="text/plain")
         return redirect(url_for("console.sign_in"))
     return None
+
+
+def _refuse_unstorable_input() -> None:
+    """No control characters but tab, CR and LF in a field, a query or an id (DESIGN 6)."""
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise NotFound("no such page")
+    fields = [*request.args.values(), *(request.form.values() if request.form else [])]
+    if any(_CONTROL.search(value) for value in fields):
+        raise ValidationError("The form holds a control character that is not allowed.")
 
 
 def _signed_in() -> SignedIn | None:
