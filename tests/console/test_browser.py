@@ -40,7 +40,9 @@ ANN_NATIONAL = "(415) 555-0171"
 BOB = "+14155550172"
 WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 375, "height": 740}
-LIVE_WITHIN_MS = 3000
+# The page polls every second (asserted below); the wait is generous so a loaded machine does not
+# fail the test: timing targets belong in bench/, not in assertions (CONTRIBUTING).
+LIVE_TIMEOUT_MS = 10_000
 PAGES = ["/console/", "/console/unmatched", "/console/failed", "/console/contacts"]
 
 
@@ -215,13 +217,14 @@ def test_sign_in_and_open_a_conversation(page: Any, world: World) -> None:
 def test_an_inbound_sms_appears_without_a_reload(page: Any, world: World) -> None:
     signed_in(page, world)
     open_conversation(page, world)
+    assert page.locator("[data-live]").get_attribute("data-poll") == "1"
     page.evaluate("window.notReloaded = true")
     world.stack.cli(
         "sms", "simulate", "--from", ANN, "--to", SENDER, "--body", "Leave it at the door",
         "--url", world.stack.base,
     )  # fmt: skip
     expect(page.locator(".msg.theirs", has_text="Leave it at the door")).to_be_visible(
-        timeout=LIVE_WITHIN_MS
+        timeout=LIVE_TIMEOUT_MS
     )
     assert page.evaluate("window.notReloaded") is True
 
