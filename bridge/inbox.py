@@ -37,7 +37,7 @@ from bridge.models import (
     User,
 )
 from bridge.organizations import opted_out_hashes
-from bridge.phones import phone_hash, try_normalize_phone
+from bridge.phones import classify_sender, normalize_phone, phone_hash
 from bridge.settings import Settings
 from bridge.subscribers import Profile, load_profiles
 from bridge.threads import active_contact_ids, unread_by
@@ -205,8 +205,8 @@ def first_line(text: str | None, limit: int = 120) -> str:
 
 
 def _search_channel_ids(settings: Settings, organization_id: str, search: str) -> Select[Any]:
-    e164 = try_normalize_phone(search, settings.default_region)
-    if e164 is not None:
+    if classify_sender(search, settings.default_region) == "e164":
+        e164 = normalize_phone(search, settings.default_region)
         # The same hash inbound matching uses: the number itself is never compared or scanned.
         digest = phone_hash(e164, settings.phone_hash_key)
         return select(ChannelPhoneHash.channel_id).where(
