@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -340,7 +340,7 @@ class Conversation:
 
     view: ChannelView
     names: dict[str, str]
-    kinds: dict[str, str]
+    kinds: Mapping[str, str]
     deliveries: dict[str, list[RecipientState]] = field(default_factory=dict)
     thread_id: str | None = None  # the thread that last published (inbound SMS are stored there)
     reply_thread_id: str | None = None  # where a reply goes; None: straight to the channel
