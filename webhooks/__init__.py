@@ -25,11 +25,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # no X-Forwarded-Host, so a client's would pass through untouched: that one is not trusted.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
 
-    from webhooks import api, errors, ops, twilio
+    from webhooks import api, console, errors, ops, twilio
 
     errors.register(app)
     ops.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(twilio.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(console.bp)
     return app

@@ -1,0 +1,513 @@
+"""What a dispatcher reads: the inbox of channels, one conversation, failed deliveries, contacts.
+
+Read-side queries for the console (DESIGN 7), each in a fixed number of SQL statements whatever the
+number of channels or messages, built on the domain's own functions wherever one exists: a channel
+is loaded by `channels.load_channel_view`, unread state follows `threads.unread_by`, a searched
+phone is normalized and hashed as inbound matching does (never a LIKE over phone numbers), and
+Twilio's error codes are explained from the adapter's own tables. Lists page by keyset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
+from sqlalchemy.orm import Session
+
+# Every import from the domain's existing modules is here, in one place (see the module docstring).
+from bridge.channels import ChannelView, get_channel, load_channel_view, subscriber_hash
+from bridge.deliveries import RANK
+from bridge.errors import ValidationError
+from bridge.models import (
+    Channel,
+    ChannelPhoneHash,
+    ChannelPublisher,
+    ChannelSubscriber,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    SubscriberType,
+    ThreadSubscriber,
+    User,
+)
+from bridge.organizations import opted_out_hashes
+from bridge.phones import classify_sender, normalize_phone, phone_hash
+from bridge.settings import Settings
+from bridge.subscribers import Profile, load_profiles
+from bridge.threads import active_contact_ids, unread_by
+from bridge.twilio_client import PERMANENT_CODES, TRANSIENT_CODES
+
+PAGE_SIZE = 50
+MAX_SEARCH = 100
+MAX_USERS = 200
+
+# Codes that come only in status callbacks (the carrier's word, after Twilio accepted the SMS), in
+# words a dispatcher can act on. The adapter's tables cover the codes of a refused request.
+CALLBACK_CODES: dict[int, str] = {
+    30002: "Twilio suspended the account",
+    30004: "The recipient's carrier or handset blocked the message",
+    30005: "The recipient's number is unknown or no longer in service",
+    30009: "Part of a multi-part message did not arrive",
+    30010: "The message cost more than the price limit set for it",
+    30034: "The sender number is not registered for A2P 10DLC messaging",
+}
+
+FAILED_STATUSES = (DeliveryStatus.FAILED.value, DeliveryStatus.UNDELIVERED.value)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"\A(\d{1,20})~([A-Za-z0-9_]{1,40})\Z")
+
+
+def explain_error(code: int | None, recorded: str | None = None) -> str:
+    """Twilio's error code in words: the adapter's explanation, else the recorded reason."""
+    if code is not None:
+        known = PERMANENT_CODES.get(code) or TRANSIENT_CODES.get(code) or CALLBACK_CODES.get(code)
+        if known:
+            return known
+    if recorded:
+        return recorded
+    return f"Twilio error {code}" if code is not None else "No reason was given"
+
+
+def make_cursor(moment: datetime, row_id: str) -> str:
+    """A keyset cursor: the row's time in microseconds and its id."""
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}~{row_id}"
+
+
+def read_cursor(cursor: str | None, param: str = "after") -> tuple[datetime, str] | None:
+    """The (time, id) a cursor names, or None; a cursor not made by `make_cursor` is invalid."""
+    if cursor is None or cursor == "":
+        return None
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise ValidationError("the page cursor is not valid; start from the first page", param)
+    try:
+        moment = _EPOCH + timedelta(microseconds=int(match.group(1)))
+    except OverflowError:
+        raise ValidationError(
+            "the page cursor is not valid; start from the first page", param
+        ) from None
+    return moment, match.group(2)
+
+
+def _keyset(
+    column_time: Any, column_id: Any, cursor: tuple[datetime, str] | None
+) -> ColumnElement[bool]:
+    """Rows strictly after the cursor in (time desc, id desc) order."""
+    if cursor is None:
+        return true()
+    moment, row_id = cursor
+    return or_(column_time < moment, and_(column_time == moment, column_id < row_id))
+
+
+def display_name(profile: Profile | None) -> str:
+    """A subscriber's name as the console shows it: a contact without one by the phone's end."""
+    if profile is None:
+        return "Unknown"
+    if profile.name:
+        return profile.name
+    if profile.phone:
+        return f"…{profile.phone[-4:]}"
+    return "Unknown"
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One channel in the inbox."""
+
+    channel_id: str
+    name: str
+    updated_at: datetime
+    contact_names: list[str]
+    last_text: str | None
+    last_author: str | None
+    last_at: datetime | None
+    unread: bool
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    rows: list[InboxRow]
+    next_cursor: str | None
+
+
+def inbox_page(
+    session: Session,
+    settings: Settings,
+    organization_id: str,
+    viewer_id: str,
+    viewer_type: str,
+    search: str | None = None,
+    after: str | None = None,
+    limit: int = PAGE_SIZE,
+) -> InboxPage:
+    """The organization's channels by latest activity, with contacts, last message and unread.
+
+    `search` is a contact's name (any part, any case) or a phone number in any format the
+    organization's region reads; a number is matched by its phone hash.
+    """
+    cursor = read_cursor(after)
+    query = select(Channel).where(Channel.organization_id == organization_id)
+    search = (search or "").strip()
+    if len(search) > MAX_SEARCH:
+        raise ValidationError(f"search at most {MAX_SEARCH} characters", "q")
+    if search:
+        query = query.where(Channel.id.in_(_search_channel_ids(settings, organization_id, search)))
+    query = query.where(_keyset(Channel.updated_at, Channel.id, cursor))
+    found = list(
+        session.execute(
+            query.order_by(Channel.updated_at.desc(), Channel.id.desc()).limit(limit + 1)
+        ).scalars()
+    )
+    channels = found[:limit]
+    next_cursor = (
+        make_cursor(channels[-1].updated_at, channels[-1].id) if len(found) > limit else None
+    )
+    ids = [c.id for c in channels]
+    if not ids:
+        return InboxPage([], None)
+    last = _last_messages(session, ids)
+    contacts = _contact_names(session, ids)
+    unread = _unread(session, ids, last, viewer_id, viewer_type)
+    authors = load_profiles(session, {m.subscriber_id for m in last.values()})
+    rows = [
+        InboxRow(
+            channel_id=c.id,
+            name=c.name,
+            updated_at=c.updated_at,
+            contact_names=contacts.get(c.id, []),
+            last_text=first_line(last[c.id].text) if c.id in last else None,
+            last_author=display_name(authors.get(last[c.id].subscriber_id))
+            if c.id in last
+            else None,
+            last_at=last[c.id].published_at if c.id in last else None,
+            unread=c.id in unread,
+        )
+        for c in channels
+    ]
+    return InboxPage(rows, next_cursor)
+
+
+def first_line(text: str | None, limit: int = 120) -> str:
+    """The first non-empty line of a message, cut to `limit` characters."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def _search_channel_ids(settings: Settings, organization_id: str, search: str) -> Select[Any]:
+    if classify_sender(search, settings.default_region) == "e164":
+        e164 = normalize_phone(search, settings.default_region)
+        # The same hash inbound matching uses: the number itself is never compared or scanned.
+        digest = phone_hash(e164, settings.phone_hash_key)
+        return select(ChannelPhoneHash.channel_id).where(
+            ChannelPhoneHash.organization_id == organization_id,
+            ChannelPhoneHash.phone_hash == digest,
+        )
+    return (
+        select(ChannelSubscriber.channel_id)
+        .join(Contact, Contact.id == ChannelSubscriber.subscriber_id)
+        .where(
+            Contact.organization_id == organization_id,
+            Contact.name.icontains(search, autoescape=True),
+        )
+    )
+
+
+def _last_messages(session: Session, channel_ids: Sequence[str]) -> dict[str, Message]:
+    latest = (
+        select(Message.channel_id, func.max(Message.publish_seq).label("seq"))
+        .where(Message.channel_id.in_(channel_ids), Message.published_at.is_not(None))
+        .group_by(Message.channel_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Message).join(
+            latest,
+            and_(Message.channel_id == latest.c.channel_id, Message.publish_seq == latest.c.seq),
+        )
+    ).scalars()
+    return {m.channel_id: m for m in rows if m.channel_id}
+
+
+def _contact_names(session: Session, channel_ids: Sequence[str]) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = defaultdict(list)
+    rows = session.execute(
+        select(ChannelSubscriber.channel_id, Contact.name, Contact.phone)
+        .join(Contact, Contact.id == ChannelSubscriber.subscriber_id)
+        .where(
+            ChannelSubscriber.channel_id.in_(channel_ids),
+            ChannelSubscriber.type == SubscriberType.CONTACT.value,
+        )
+        .order_by(ChannelSubscriber.channel_id, ChannelSubscriber.position)
+    )
+    for channel_id, name, phone in rows:
+        names[channel_id].append(name or f"…{phone[-4:]}")
+    return names
+
+
+def _unread(
+    session: Session,
+    channel_ids: Sequence[str],
+    last: dict[str, Message],
+    viewer_id: str,
+    viewer_type: str,
+) -> set[str]:
+    """Channels with something the viewer has not seen.
+
+    A channel's conversation lives in the thread that last published to it: the viewer has unread
+    messages there by `threads.unread_by`, the rule of the API's `unread_by`. A channel no thread
+    has published to keeps no viewing record: it counts as unread while its last word is a
+    contact's (waiting for an answer).
+    """
+    threads = last_publisher_threads(session, channel_ids)
+    thread_ids = set(threads.values())
+    rows: dict[str, ThreadSubscriber] = {}
+    latest: dict[str, dict[str, datetime]] = defaultdict(dict)
+    if thread_ids:
+        rows = {
+            r.thread_id: r
+            for r in session.execute(
+                select(ThreadSubscriber).where(
+                    ThreadSubscriber.thread_id.in_(thread_ids),
+                    ThreadSubscriber.subscriber_id == viewer_id,
+                )
+            ).scalars()
+        }
+        for thread_id, author, at in session.execute(
+            select(Message.thread_id, Message.subscriber_id, func.max(Message.created_at))
+            .where(Message.thread_id.in_(thread_ids), Message.canceled_at.is_(None))
+            .group_by(Message.thread_id, Message.subscriber_id)
+        ):
+            if thread_id is not None:
+                latest[thread_id][author] = at
+    unread = set()
+    for channel_id in channel_ids:
+        thread_id = threads.get(channel_id)
+        if thread_id is None:
+            message = last.get(channel_id)
+            if message is not None and message.author_type == SubscriberType.CONTACT.value:
+                unread.add(channel_id)
+            continue
+        # Not subscribed yet: a viewer who has never looked, as the domain's rule reads it.
+        row = rows.get(thread_id) or ThreadSubscriber(
+            thread_id=thread_id, subscriber_id=viewer_id, type=viewer_type, is_archived=False
+        )
+        if unread_by([row], latest[thread_id]):
+            unread.add(channel_id)
+    return unread
+
+
+def last_publisher_threads(session: Session, channel_ids: Iterable[str]) -> dict[str, str]:
+    """For each channel, the thread that last published to it (where inbound SMS are stored)."""
+    channel_ids = list(channel_ids)
+    if not channel_ids:
+        return {}
+    best: dict[str, tuple[int, str]] = {}
+    for channel_id, thread_id, seq in session.execute(
+        select(
+            ChannelPublisher.channel_id, ChannelPublisher.thread_id, ChannelPublisher.last_seq
+        ).where(ChannelPublisher.channel_id.in_(channel_ids))
+    ):
+        if channel_id not in best or seq > best[channel_id][0]:
+            best[channel_id] = (seq, thread_id)
+    return {channel_id: thread_id for channel_id, (_, thread_id) in best.items()}
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    """Where one message stands for one recipient (all its SMS parts together)."""
+
+    subscriber_id: str
+    name: str
+    status: str
+    error_code: int | None
+    reason: str | None
+
+
+@dataclass
+class Conversation:
+    """A channel as the console shows it: messages, delivery states, names, the reply target."""
+
+    view: ChannelView
+    names: dict[str, str]
+    kinds: Mapping[str, str]
+    deliveries: dict[str, list[RecipientState]] = field(default_factory=dict)
+    thread_id: str | None = None  # the thread that last published (inbound SMS are stored there)
+    reply_thread_id: str | None = None  # where a reply goes; None: straight to the channel
+
+    def contact_names(self) -> list[str]:
+        """The names of the channel's contacts, in the channel's order."""
+        return [
+            self.names.get(row.subscriber_id, "Unknown")
+            for row in self.view.subscribers
+            if row.type == SubscriberType.CONTACT.value
+        ]
+
+
+def load_conversation(session: Session, organization_id: str, channel_id: str) -> Conversation:
+    """A channel with its messages' authors and delivery states; NotFound for another's channel.
+
+    Replies go to the thread that last published to the channel while that thread's contacts are
+    still exactly the channel's; otherwise straight to the channel.
+    """
+    view = load_channel_view(session, organization_id, channel_id)
+    messages = view.recent_messages + view.pending_messages
+    profiles = dict(view.profiles)
+    missing = {m.subscriber_id for m in messages} - profiles.keys()
+    if missing:
+        profiles.update(load_profiles(session, missing))
+    names = {sid: display_name(p) for sid, p in profiles.items()}
+    kinds = {sid: p.type for sid, p in profiles.items()}
+    states = delivery_states(session, [m.id for m in view.recent_messages], names)
+    thread_id = last_publisher_threads(session, [view.channel.id]).get(view.channel.id)
+    reply_to = _thread_for_replies(session, view.channel, thread_id)
+    return Conversation(view, names, kinds, states, thread_id, reply_to)
+
+
+def reply_thread(session: Session, organization_id: str, channel_id: str) -> tuple[str, str | None]:
+    """Where a reply to the channel goes: (channel id, thread id or None for the channel itself)."""
+    channel = get_channel(session, organization_id, channel_id)
+    thread_id = last_publisher_threads(session, [channel.id]).get(channel.id)
+    return channel.id, _thread_for_replies(session, channel, thread_id)
+
+
+def _thread_for_replies(session: Session, channel: Channel, thread_id: str | None) -> str | None:
+    # A thread whose contacts changed since it published would carry the reply to another channel.
+    if thread_id is None:
+        return None
+    contacts = active_contact_ids(session, thread_id)
+    if subscriber_hash(channel.organization_id, contacts) != channel.subscriber_hash:
+        return None
+    return thread_id
+
+
+def delivery_states(
+    session: Session, message_ids: Sequence[str], names: dict[str, str]
+) -> dict[str, list[RecipientState]]:
+    """Each message's recipients and how far their SMS got; a part that failed fails them all."""
+    if not message_ids:
+        return {}
+    parts: dict[tuple[str, str], list[Delivery]] = defaultdict(list)
+    for delivery in session.execute(
+        select(Delivery)
+        .where(Delivery.message_id.in_(message_ids))
+        .order_by(Delivery.message_id, Delivery.subscriber_id, Delivery.part)
+    ).scalars():
+        parts[(delivery.message_id, delivery.subscriber_id)].append(delivery)
+    states: dict[str, list[RecipientState]] = defaultdict(list)
+    for (message_id, subscriber_id), rows in parts.items():
+        failed = [d for d in rows if d.status in FAILED_STATUSES]
+        # The least advanced part says where the message stands; a failed part decides at once.
+        worst = failed[0] if failed else min(rows, key=lambda d: RANK.get(d.status, 0))
+        reason = None
+        if worst.error_code is not None or worst.error_message:
+            reason = explain_error(worst.error_code, worst.error_message)
+        states[message_id].append(
+            RecipientState(
+                subscriber_id,
+                names.get(subscriber_id, "Unknown"),
+                worst.status,
+                worst.error_code,
+                reason,
+            )
+        )
+    return states
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    delivery_id: str
+    channel_id: str
+    message_id: str
+    contact_name: str
+    status: str
+    error_code: int | None
+    reason: str
+    updated_at: datetime
+
+
+def failed_deliveries(
+    session: Session, organization_id: str, after: str | None = None, limit: int = PAGE_SIZE
+) -> tuple[list[FailedDelivery], str | None]:
+    """The organization's failed and undelivered SMS, latest first, with the reason in words."""
+    cursor = read_cursor(after)
+    found = session.execute(
+        select(Delivery, Contact.name, Contact.phone)
+        .outerjoin(Contact, Contact.id == Delivery.subscriber_id)
+        .where(
+            Delivery.status.in_(FAILED_STATUSES),
+            Delivery.organization_id == organization_id,
+            _keyset(Delivery.updated_at, Delivery.id, cursor),
+        )
+        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
+        .limit(limit + 1)
+    ).all()
+    rows = [
+        FailedDelivery(
+            d.id,
+            d.channel_id,
+            d.message_id,
+            name or (f"…{phone[-4:]}" if phone else "Unknown"),
+            d.status,
+            d.error_code,
+            explain_error(d.error_code, d.error_message),
+            d.updated_at,
+        )
+        for d, name, phone in found[:limit]
+    ]
+    more = len(found) > limit
+    return rows, make_cursor(rows[-1].updated_at, rows[-1].delivery_id) if more else None
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    contact_id: str
+    name: str | None
+    phone: str
+    opted_out: bool
+    created_at: datetime
+
+
+def contacts_page(
+    session: Session, organization_id: str, after: str | None = None, limit: int = PAGE_SIZE
+) -> tuple[list[ContactRow], str | None]:
+    """The organization's contacts, newest first, each with whether it has opted out of SMS."""
+    cursor = read_cursor(after)
+    found = list(
+        session.execute(
+            select(Contact)
+            .where(
+                Contact.organization_id == organization_id,
+                _keyset(Contact.created_at, Contact.id, cursor),
+            )
+            .order_by(Contact.created_at.desc(), Contact.id.desc())
+            .limit(limit + 1)
+        ).scalars()
+    )
+    page = found[:limit]
+    opted = opted_out_hashes(session, organization_id, [c.phone_hash for c in page])
+    rows = [ContactRow(c.id, c.name, c.phone, c.phone_hash in opted, c.created_at) for c in page]
+    more = len(found) > limit
+    return rows, make_cursor(page[-1].created_at, page[-1].id) if more else None
+
+
+def list_users(session: Session, organization_id: str, limit: int = MAX_USERS) -> list[User]:
+    """The organization's users by name (the first `limit`)."""
+    return list(
+        session.execute(
+            select(User)
+            .where(User.organization_id == organization_id)
+            .order_by(User.name, User.id)
+            .limit(limit)
+        ).scalars()
+    )

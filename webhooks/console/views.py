@@ -1,0 +1,405 @@
+"""The console's pages. Each view: who is signed in, one domain call, render (or redirect).
+
+The console calls the same domain functions as the REST API; the queries of its own (the inbox,
+failed deliveries, contacts) live in `bridge.inbox`. Every page runs a fixed number of queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from flask import (
+    Response,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError, generate_csrf
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+# The domain functions the console shares with the API, imported here and in bridge.inbox only.
+from bridge import inbox, keys
+from bridge.actors import Actor
+from bridge.db import transaction
+from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
+from bridge.inbound import list_inbound
+from bridge.messages import cancel_message, post_channel_message, post_message
+from bridge.models import InboundStatus, SubscriberType
+from bridge.organizations import get_user
+from bridge.phones import mask_phone
+from bridge.threads import mark_viewed
+from webhooks.console import bp, csrf
+from webhooks.context import runtime
+from workers.enqueue import enqueue_posted
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1  # a new SMS shows within 3 s: the worker stores it within 1 s, the page polls
+MAX_REPLY = 1600 * 10
+_TOKEN_SLOT = "__csrf_token__"
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_OPEN = {"console.sign_in", "console.static"}  # reachable without signing in
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """Who the console acts as in this request."""
+
+    key_id: str
+    organization_id: str
+    organization_name: str
+    actor: Actor
+    actor_name: str
+
+
+@bp.before_request
+def _authenticate() -> ResponseReturnValue | None:
+    if request.endpoint == "console.static":
+        return None
+    _refuse_unstorable_input()
+    csrf.protect()
+    g.console = _signed_in()
+    if g.console is None and request.endpoint not in _OPEN:
+        if request.endpoint == "console.live":
+            return Response("signed out", 401, mimetype="text/plain")
+        return redirect(url_for("console.sign_in"))
+    return None
+
+
+def _refuse_unstorable_input() -> None:
+    """No control characters but tab, CR and LF in a field, a query or an id (DESIGN 6)."""
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise NotFound("no such page")
+    fields = [*request.args.values(), *(request.form.values() if request.form else [])]
+    if any(_CONTROL.search(value) for value in fields):
+        raise ValidationError("The form holds a control character that is not allowed.")
+
+
+def _signed_in() -> SignedIn | None:
+    """The session's key and actor, after asking the database that the key is not revoked."""
+    key_id = session.get("key_id")
+    if not isinstance(key_id, str):
+        return None
+    with runtime().sessions() as db:
+        holder = keys.active_key_holder(db, key_id)
+    if holder is None or holder.organization_id != session.get("organization_id"):
+        session.clear()
+        flash("You have been signed out: the API key you signed in with was revoked.", "error")
+        return None
+    if session.get("actor_type") == SubscriberType.USER.value:
+        actor = Actor.user(holder.organization_id, str(session.get("actor_id")))
+        name = str(session.get("actor_name") or "a user")
+    else:
+        actor = Actor.organization(holder.organization_id)
+        name = holder.organization_name
+    return SignedIn(key_id, holder.organization_id, holder.organization_name, actor, name)
+
+
+def _me() -> SignedIn:
+    signed_in: SignedIn = g.console
+    return signed_in
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    # Everything is served by the app itself: no inline script, no other origin, no framing.
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    )
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "console.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@bp.app_template_filter("console_time")
+def _console_time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+
+
+@bp.app_template_filter("console_mask")
+def _console_mask(phone: str | None) -> str:
+    return mask_phone(phone).replace("***", "…")
+
+
+@bp.app_context_processor
+def _context() -> dict[str, Any]:
+    return {"me": g.get("console"), "poll_seconds": POLL_SECONDS}
+
+
+# -- signing in and out ---------------------------------------------------------------------------
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> ResponseReturnValue:
+    if request.method == "GET":
+        if g.console is not None:
+            return redirect(url_for("console.inbox"))
+        return render_template("console/sign_in.html")
+    key = request.form.get("api_key", "").strip()
+    holder = None
+    if key:
+        with transaction(runtime().sessions) as db:
+            holder = keys.sign_in(db, key)
+    if holder is None:
+        message = (
+            "That API key is unknown or has been revoked."
+            if key
+            else "Enter an API key to sign in."
+        )
+        return render_template("console/sign_in.html", error=message), 401 if key else 422
+    session.clear()
+    session.regenerate()  # type: ignore[attr-defined]
+    session.update(
+        key_id=holder.key_id,
+        organization_id=holder.organization_id,
+        actor_type=SubscriberType.API_KEY.value,
+        actor_id=holder.organization_id,
+        actor_name=holder.organization_name,
+    )
+    return redirect(url_for("console.act_as"), 303)
+
+
+@bp.route("/act-as", methods=["GET", "POST"])
+def act_as() -> ResponseReturnValue:
+    me = _me()
+    error = None
+    if request.method == "POST":
+        choice = request.form.get("actor", "")
+        if choice == me.organization_id:
+            session.update(
+                actor_type=SubscriberType.API_KEY.value,
+                actor_id=me.organization_id,
+                actor_name=me.organization_name,
+            )
+            return redirect(url_for("console.inbox"), 303)
+        try:
+            with runtime().sessions() as db:
+                user = get_user(db, me.organization_id, choice)
+        except NotFound:
+            error = "Choose the organization or one of its users."
+        else:
+            session.update(
+                actor_type=SubscriberType.USER.value, actor_id=user.id, actor_name=user.name
+            )
+            return redirect(url_for("console.inbox"), 303)
+    with runtime().sessions() as db:
+        users = inbox.list_users(db, me.organization_id)
+    page = render_template("console/act_as.html", users=users, error=error)
+    return page, 422 if error else 200
+
+
+@bp.post("/sign-out")
+def sign_out() -> ResponseReturnValue:
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("console.sign_in"), 303)
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+@bp.get("/", endpoint="inbox")
+def inbox_view() -> ResponseReturnValue:
+    me = _me()
+    search = request.args.get("q", "")
+    rt = runtime()
+    with transaction(rt.sessions) as db:
+        page = inbox.inbox_page(
+            db,
+            rt.settings,
+            me.organization_id,
+            me.actor.subscriber_id,
+            me.actor.type,
+            search=search,
+            after=request.args.get("after"),
+        )
+    return render_template("console/inbox.html", page=page, search=search)
+
+
+def _conversation_page(
+    channel_id: str, *, error: str | None = None, draft: str = "", status: int = 200
+) -> ResponseReturnValue:
+    me = _me()
+    with transaction(runtime().sessions) as db:
+        conversation = inbox.load_conversation(db, me.organization_id, channel_id)
+        if conversation.thread_id is not None:
+            mark_viewed(db, me.actor, conversation.thread_id)
+    fragment, etag = _live_fragment(conversation)
+    page = render_template(
+        "console/conversation.html",
+        c=conversation,
+        messages_html=fragment,
+        etag=etag,
+        error=error,
+        draft=draft,
+    )
+    return page, status
+
+
+@bp.get("/channels/<channel_id>")
+def conversation(channel_id: str) -> ResponseReturnValue:
+    return _conversation_page(channel_id)
+
+
+@bp.get("/channels/<channel_id>/live")
+def live(channel_id: str) -> ResponseReturnValue:
+    """The conversation's message list alone, polled by the page; 304 while nothing changed."""
+    g.console_passive = True  # polling is not use: the session still expires when left idle
+    me = _me()
+    with transaction(runtime().sessions) as db:
+        conversation = inbox.load_conversation(db, me.organization_id, channel_id)
+    fragment, etag = _live_fragment(conversation)
+    unchanged = etag in request.if_none_match
+    response = make_response("" if unchanged else fragment, 304 if unchanged else 200)
+    response.set_etag(etag)
+    return response
+
+
+def _live_fragment(conversation: inbox.Conversation) -> tuple[str, str]:
+    """The message list's HTML and its ETag, which changes with the content only.
+
+    Each CSRF token is signed with its time, so the ETag is taken over a placeholder.
+    """
+    html = render_template("console/_messages.html", c=conversation, token=_TOKEN_SLOT)
+    etag = hashlib.sha256(html.encode()).hexdigest()[:32]
+    return html.replace(_TOKEN_SLOT, generate_csrf()), etag
+
+
+@bp.get("/unmatched")
+def unmatched() -> ResponseReturnValue:
+    me = _me()
+    with transaction(runtime().sessions) as db:
+        rows, has_more = list_inbound(
+            db,
+            me.organization_id,
+            InboundStatus.UNMATCHED.value,
+            limit=inbox.PAGE_SIZE,
+            before=request.args.get("before") or None,
+        )
+    next_before = rows[-1].id if has_more and rows else None
+    return render_template("console/unmatched.html", rows=rows, next_before=next_before)
+
+
+@bp.get("/failed")
+def failed() -> ResponseReturnValue:
+    me = _me()
+    with transaction(runtime().sessions) as db:
+        rows, after = inbox.failed_deliveries(db, me.organization_id, request.args.get("after"))
+    return render_template("console/failed.html", rows=rows, after=after)
+
+
+@bp.get("/contacts")
+def contacts() -> ResponseReturnValue:
+    me = _me()
+    with transaction(runtime().sessions) as db:
+        rows, after = inbox.contacts_page(db, me.organization_id, request.args.get("after"))
+    return render_template("console/contacts.html", rows=rows, after=after)
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+@bp.post("/channels/<channel_id>/reply")
+def reply(channel_id: str) -> ResponseReturnValue:
+    """Post as the signed-in actor to the thread that last published here, or to the channel."""
+    me = _me()
+    text = request.form.get("text", "")
+    rt = runtime()
+    try:
+        with transaction(rt.sessions) as db:
+            channel, thread_id = inbox.reply_thread(db, me.organization_id, channel_id)
+            if thread_id is not None:
+                posted = post_message(db, rt.settings, me.actor, thread_id, text)
+            else:
+                posted = post_channel_message(db, rt.settings, me.actor, channel, text)
+    except ValidationError as exc:
+        return _conversation_page(channel_id, error=exc.message, draft=text[:MAX_REPLY], status=422)
+    enqueue_posted(rt.redis, posted)  # after commit; never fails the request
+    flash("Sent.", "info")
+    return redirect(url_for("console.conversation", channel_id=channel_id, _anchor="reply"), 303)
+
+
+@bp.post("/messages/<message_id>/cancel")
+def cancel(message_id: str) -> ResponseReturnValue:
+    me = _me()
+    with transaction(runtime().sessions) as db:
+        message = cancel_message(db, me.actor, message_id)
+        channel_id = message.channel_id
+    flash("The scheduled message was canceled.", "info")
+    if channel_id is None:
+        return redirect(url_for("console.inbox"), 303)
+    return redirect(url_for("console.conversation", channel_id=channel_id), 303)
+
+
+# -- errors: HTML pages, never a 500 for bad input -------------------------------------------------
+
+
+def _error_page(status: int, title: str, message: str) -> Response:
+    response = make_response(
+        render_template("console/error.html", status=status, title=title, message=message),
+        status,
+    )
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> Response:
+    return _error_page(
+        400,
+        "The form could not be accepted",
+        "It was not sent from a console page of this session (its security token was missing "
+        "or out of date). Go back, reload the page and try again.",
+    )
+
+
+@bp.errorhandler(BridgeError)
+def _domain_error(exc: BridgeError) -> Response:
+    message = getattr(exc, "message", str(exc))
+    if isinstance(exc, NotFound):
+        return _error_page(404, "Not found", "There is no such page in this organization.")
+    if isinstance(exc, ValidationError):
+        return _error_page(422, "That did not work", message)
+    if isinstance(exc, Forbidden):
+        return _error_page(403, "Not allowed", message)
+    if isinstance(exc, Conflict):
+        return _error_page(409, "That did not work", message)
+    log.exception("unhandled domain error")
+    return _error_page(500, "Something went wrong", "The error was logged.")
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+    return _error_page(status, titles.get(status, exc.name), exc.description or exc.name)
+
+
+@bp.errorhandler(OperationalError)
+def _database_away(exc: OperationalError) -> Response:
+    log.warning("database unavailable: %s", type(exc.orig).__name__)
+    return _error_page(503, "Try again shortly", "The database is not answering.")
+
+
+@bp.errorhandler(redis.RedisError)
+def _redis_away(exc: redis.RedisError) -> Response:
+    log.warning("redis unavailable: %s", type(exc).__name__)
+    return _error_page(503, "Try again shortly", "Redis is not answering.")
