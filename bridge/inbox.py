@@ -20,7 +20,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 # Every import from the domain's existing modules is here, in one place (see the module docstring).
-from bridge.channels import ChannelView, get_channel, load_channel_view, subscriber_hash
+from bridge.channel_views import ChannelView, load_channel_view
+from bridge.channels import get_channel, subscriber_hash
 from bridge.deliveries import RANK
 from bridge.errors import ValidationError
 from bridge.models import (
