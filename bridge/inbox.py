@@ -1,4 +1,4 @@
-"""What a dispatcher reads: the inbox of channels, one conversation, failed deliveries, contacts.
+"""What a dispatcher reads first: the inbox of channels, searched and paged (DESIGN 7).
 
 Read-side queries for the console (DESIGN 7), each in a fixed number of SQL statements whatever the
 number of channels or messages, built on the domain's own functions wherever one exists: a channel
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,9 +20,6 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 # Every import from the domain's existing modules is here, in one place (see the module docstring).
-from bridge.channel_views import ChannelView, load_channel_view
-from bridge.channels import get_channel, subscriber_hash
-from bridge.deliveries import RANK
 from bridge.errors import ValidationError
 from bridge.models import (
     Channel,
@@ -30,18 +27,15 @@ from bridge.models import (
     ChannelPublisher,
     ChannelSubscriber,
     Contact,
-    Delivery,
     DeliveryStatus,
     Message,
     SubscriberType,
     ThreadSubscriber,
-    User,
 )
-from bridge.organizations import opted_out_hashes
 from bridge.phones import classify_sender, normalize_phone, phone_hash
 from bridge.settings import Settings
 from bridge.subscribers import Profile, load_profiles
-from bridge.threads import active_contact_ids, unread_by
+from bridge.threads import unread_by
 from bridge.twilio_client import PERMANENT_CODES, TRANSIENT_CODES
 
 PAGE_SIZE = 50
@@ -59,7 +53,7 @@ CALLBACK_CODES: dict[int, str] = {
     30034: "The sender number is not registered for A2P 10DLC messaging",
 }
 
-FAILED_STATUSES = (DeliveryStatus.FAILED.value, DeliveryStatus.UNDELIVERED.value)
+FAILED_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CURSOR = re.compile(r"\A(\d{1,20})~([A-Za-z0-9_]{1,40})\Z")
@@ -98,7 +92,7 @@ def read_cursor(cursor: str | None, param: str = "after") -> tuple[datetime, str
     return moment, match.group(2)
 
 
-def _keyset(
+def keyset(
     column_time: Any, column_id: Any, cursor: tuple[datetime, str] | None
 ) -> ColumnElement[bool]:
     """Rows strictly after the cursor in (time desc, id desc) order."""
@@ -161,7 +155,7 @@ def inbox_page(
         raise ValidationError(f"search at most {MAX_SEARCH} characters", "q")
     if search:
         query = query.where(Channel.id.in_(_search_channel_ids(settings, organization_id, search)))
-    query = query.where(_keyset(Channel.updated_at, Channel.id, cursor))
+    query = query.where(keyset(Channel.updated_at, Channel.id, cursor))
     found = list(
         session.execute(
             query.order_by(Channel.updated_at.desc(), Channel.id.desc()).limit(limit + 1)
@@ -247,7 +241,7 @@ def _contact_names(session: Session, channel_ids: Sequence[str]) -> dict[str, li
         .join(Contact, Contact.id == ChannelSubscriber.subscriber_id)
         .where(
             ChannelSubscriber.channel_id.in_(channel_ids),
-            ChannelSubscriber.type == SubscriberType.CONTACT.value,
+            ChannelSubscriber.type == SubscriberType.CONTACT,
         )
         .order_by(ChannelSubscriber.channel_id, ChannelSubscriber.position)
     )
@@ -296,7 +290,7 @@ def _unread(
         thread_id = threads.get(channel_id)
         if thread_id is None:
             message = last.get(channel_id)
-            if message is not None and message.author_type == SubscriberType.CONTACT.value:
+            if message is not None and message.author_type == SubscriberType.CONTACT:
                 unread.add(channel_id)
             continue
         # Not subscribed yet: a viewer who has never looked, as the domain's rule reads it.
@@ -322,193 +316,3 @@ def last_publisher_threads(session: Session, channel_ids: Iterable[str]) -> dict
         if channel_id not in best or seq > best[channel_id][0]:
             best[channel_id] = (seq, thread_id)
     return {channel_id: thread_id for channel_id, (_, thread_id) in best.items()}
-
-
-@dataclass(frozen=True)
-class RecipientState:
-    """Where one message stands for one recipient (all its SMS parts together)."""
-
-    subscriber_id: str
-    name: str
-    status: str
-    error_code: int | None
-    reason: str | None
-
-
-@dataclass
-class Conversation:
-    """A channel as the console shows it: messages, delivery states, names, the reply target."""
-
-    view: ChannelView
-    names: dict[str, str]
-    kinds: Mapping[str, str]
-    deliveries: dict[str, list[RecipientState]] = field(default_factory=dict)
-    thread_id: str | None = None  # the thread that last published (inbound SMS are stored there)
-    reply_thread_id: str | None = None  # where a reply goes; None: straight to the channel
-
-    def contact_names(self) -> list[str]:
-        """The names of the channel's contacts, in the channel's order."""
-        return [
-            self.names.get(row.subscriber_id, "Unknown")
-            for row in self.view.subscribers
-            if row.type == SubscriberType.CONTACT.value
-        ]
-
-
-def load_conversation(session: Session, organization_id: str, channel_id: str) -> Conversation:
-    """A channel with its messages' authors and delivery states; NotFound for another's channel.
-
-    Replies go to the thread that last published to the channel while that thread's contacts are
-    still exactly the channel's; otherwise straight to the channel.
-    """
-    view = load_channel_view(session, organization_id, channel_id)
-    messages = view.recent_messages + view.pending_messages
-    profiles = dict(view.profiles)
-    missing = {m.subscriber_id for m in messages} - profiles.keys()
-    if missing:
-        profiles.update(load_profiles(session, missing))
-    names = {sid: display_name(p) for sid, p in profiles.items()}
-    kinds = {sid: p.type for sid, p in profiles.items()}
-    states = delivery_states(session, [m.id for m in view.recent_messages], names)
-    thread_id = last_publisher_threads(session, [view.channel.id]).get(view.channel.id)
-    reply_to = _thread_for_replies(session, view.channel, thread_id)
-    return Conversation(view, names, kinds, states, thread_id, reply_to)
-
-
-def reply_thread(session: Session, organization_id: str, channel_id: str) -> tuple[str, str | None]:
-    """Where a reply to the channel goes: (channel id, thread id or None for the channel itself)."""
-    channel = get_channel(session, organization_id, channel_id)
-    thread_id = last_publisher_threads(session, [channel.id]).get(channel.id)
-    return channel.id, _thread_for_replies(session, channel, thread_id)
-
-
-def _thread_for_replies(session: Session, channel: Channel, thread_id: str | None) -> str | None:
-    # A thread whose contacts changed since it published would carry the reply to another channel.
-    if thread_id is None:
-        return None
-    contacts = active_contact_ids(session, thread_id)
-    if subscriber_hash(channel.organization_id, contacts) != channel.subscriber_hash:
-        return None
-    return thread_id
-
-
-def delivery_states(
-    session: Session, message_ids: Sequence[str], names: dict[str, str]
-) -> dict[str, list[RecipientState]]:
-    """Each message's recipients and how far their SMS got; a part that failed fails them all."""
-    if not message_ids:
-        return {}
-    parts: dict[tuple[str, str], list[Delivery]] = defaultdict(list)
-    for delivery in session.execute(
-        select(Delivery)
-        .where(Delivery.message_id.in_(message_ids))
-        .order_by(Delivery.message_id, Delivery.subscriber_id, Delivery.part)
-    ).scalars():
-        parts[(delivery.message_id, delivery.subscriber_id)].append(delivery)
-    states: dict[str, list[RecipientState]] = defaultdict(list)
-    for (message_id, subscriber_id), rows in parts.items():
-        failed = [d for d in rows if d.status in FAILED_STATUSES]
-        # The least advanced part says where the message stands; a failed part decides at once.
-        worst = failed[0] if failed else min(rows, key=lambda d: RANK.get(d.status, 0))
-        reason = None
-        if worst.error_code is not None or worst.error_message:
-            reason = explain_error(worst.error_code, worst.error_message)
-        states[message_id].append(
-            RecipientState(
-                subscriber_id,
-                names.get(subscriber_id, "Unknown"),
-                worst.status,
-                worst.error_code,
-                reason,
-            )
-        )
-    return states
-
-
-@dataclass(frozen=True)
-class FailedDelivery:
-    delivery_id: str
-    channel_id: str
-    message_id: str
-    contact_name: str
-    status: str
-    error_code: int | None
-    reason: str
-    updated_at: datetime
-
-
-def failed_deliveries(
-    session: Session, organization_id: str, after: str | None = None, limit: int = PAGE_SIZE
-) -> tuple[list[FailedDelivery], str | None]:
-    """The organization's failed and undelivered SMS, latest first, with the reason in words."""
-    cursor = read_cursor(after)
-    found = session.execute(
-        select(Delivery, Contact.name, Contact.phone)
-        .outerjoin(Contact, Contact.id == Delivery.subscriber_id)
-        .where(
-            Delivery.status.in_(FAILED_STATUSES),
-            Delivery.organization_id == organization_id,
-            _keyset(Delivery.updated_at, Delivery.id, cursor),
-        )
-        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
-        .limit(limit + 1)
-    ).all()
-    rows = [
-        FailedDelivery(
-            d.id,
-            d.channel_id,
-            d.message_id,
-            name or (f"…{phone[-4:]}" if phone else "Unknown"),
-            d.status,
-            d.error_code,
-            explain_error(d.error_code, d.error_message),
-            d.updated_at,
-        )
-        for d, name, phone in found[:limit]
-    ]
-    more = len(found) > limit
-    return rows, make_cursor(rows[-1].updated_at, rows[-1].delivery_id) if more else None
-
-
-@dataclass(frozen=True)
-class ContactRow:
-    contact_id: str
-    name: str | None
-    phone: str
-    opted_out: bool
-    created_at: datetime
-
-
-def contacts_page(
-    session: Session, organization_id: str, after: str | None = None, limit: int = PAGE_SIZE
-) -> tuple[list[ContactRow], str | None]:
-    """The organization's contacts, newest first, each with whether it has opted out of SMS."""
-    cursor = read_cursor(after)
-    found = list(
-        session.execute(
-            select(Contact)
-            .where(
-                Contact.organization_id == organization_id,
-                _keyset(Contact.created_at, Contact.id, cursor),
-            )
-            .order_by(Contact.created_at.desc(), Contact.id.desc())
-            .limit(limit + 1)
-        ).scalars()
-    )
-    page = found[:limit]
-    opted = opted_out_hashes(session, organization_id, [c.phone_hash for c in page])
-    rows = [ContactRow(c.id, c.name, c.phone, c.phone_hash in opted, c.created_at) for c in page]
-    more = len(found) > limit
-    return rows, make_cursor(page[-1].created_at, page[-1].id) if more else None
-
-
-def list_users(session: Session, organization_id: str, limit: int = MAX_USERS) -> list[User]:
-    """The organization's users by name (the first `limit`)."""
-    return list(
-        session.execute(
-            select(User)
-            .where(User.organization_id == organization_id)
-            .order_by(User.name, User.id)
-            .limit(limit)
-        ).scalars()
-    )

@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 # The domain functions the console shares with the API, imported here and in bridge.inbox only.
-from bridge import inbox, keys
+from bridge import conversations, inbox, keys
 from bridge.actors import Actor
 from bridge.db import transaction
 from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
@@ -100,7 +100,7 @@ def _signed_in() -> SignedIn | None:
         session.clear()
         flash("You have been signed out: the API key you signed in with was revoked.", "error")
         return None
-    if session.get("actor_type") == SubscriberType.USER.value:
+    if session.get("actor_type") == SubscriberType.USER:
         actor = Actor.user(holder.organization_id, str(session.get("actor_id")))
         name = str(session.get("actor_name") or "a user")
     else:
@@ -171,7 +171,7 @@ def sign_in() -> ResponseReturnValue:
     session.update(
         key_id=holder.key_id,
         organization_id=holder.organization_id,
-        actor_type=SubscriberType.API_KEY.value,
+        actor_type=SubscriberType.API_KEY,
         actor_id=holder.organization_id,
         actor_name=holder.organization_name,
     )
@@ -186,7 +186,7 @@ def act_as() -> ResponseReturnValue:
         choice = request.form.get("actor", "")
         if choice == me.organization_id:
             session.update(
-                actor_type=SubscriberType.API_KEY.value,
+                actor_type=SubscriberType.API_KEY,
                 actor_id=me.organization_id,
                 actor_name=me.organization_name,
             )
@@ -197,12 +197,10 @@ def act_as() -> ResponseReturnValue:
         except NotFound:
             error = "Choose the organization or one of its users."
         else:
-            session.update(
-                actor_type=SubscriberType.USER.value, actor_id=user.id, actor_name=user.name
-            )
+            session.update(actor_type=SubscriberType.USER, actor_id=user.id, actor_name=user.name)
             return redirect(url_for("console.inbox"), 303)
     with runtime().sessions() as db:
-        users = inbox.list_users(db, me.organization_id)
+        users = conversations.list_users(db, me.organization_id)
     page = render_template("console/act_as.html", users=users, error=error)
     return page, 422 if error else 200
 
@@ -240,7 +238,7 @@ def _conversation_page(
 ) -> ResponseReturnValue:
     me = _me()
     with transaction(runtime().sessions) as db:
-        conversation = inbox.load_conversation(db, me.organization_id, channel_id)
+        conversation = conversations.load_conversation(db, me.organization_id, channel_id)
         if conversation.thread_id is not None:
             mark_viewed(db, me.actor, conversation.thread_id)
     fragment, etag = _live_fragment(conversation)
@@ -266,7 +264,7 @@ def live(channel_id: str) -> ResponseReturnValue:
     g.console_passive = True  # polling is not use: the session still expires when left idle
     me = _me()
     with transaction(runtime().sessions) as db:
-        conversation = inbox.load_conversation(db, me.organization_id, channel_id)
+        conversation = conversations.load_conversation(db, me.organization_id, channel_id)
     fragment, etag = _live_fragment(conversation)
     unchanged = etag in request.if_none_match
     response = make_response("" if unchanged else fragment, 304 if unchanged else 200)
@@ -274,7 +272,7 @@ def live(channel_id: str) -> ResponseReturnValue:
     return response
 
 
-def _live_fragment(conversation: inbox.Conversation) -> tuple[str, str]:
+def _live_fragment(conversation: conversations.Conversation) -> tuple[str, str]:
     """The message list's HTML and its ETag, which changes with the content only.
 
     Each CSRF token is signed with its time, so the ETag is taken over a placeholder.
@@ -291,7 +289,7 @@ def unmatched() -> ResponseReturnValue:
         rows, has_more = list_inbound(
             db,
             me.organization_id,
-            InboundStatus.UNMATCHED.value,
+            InboundStatus.UNMATCHED,
             limit=inbox.PAGE_SIZE,
             before=request.args.get("before") or None,
         )
@@ -303,7 +301,9 @@ def unmatched() -> ResponseReturnValue:
 def failed() -> ResponseReturnValue:
     me = _me()
     with transaction(runtime().sessions) as db:
-        rows, after = inbox.failed_deliveries(db, me.organization_id, request.args.get("after"))
+        rows, after = conversations.failed_deliveries(
+            db, me.organization_id, request.args.get("after")
+        )
     return render_template("console/failed.html", rows=rows, after=after)
 
 
@@ -311,7 +311,7 @@ def failed() -> ResponseReturnValue:
 def contacts() -> ResponseReturnValue:
     me = _me()
     with transaction(runtime().sessions) as db:
-        rows, after = inbox.contacts_page(db, me.organization_id, request.args.get("after"))
+        rows, after = conversations.contacts_page(db, me.organization_id, request.args.get("after"))
     return render_template("console/contacts.html", rows=rows, after=after)
 
 
@@ -326,7 +326,7 @@ def reply(channel_id: str) -> ResponseReturnValue:
     rt = runtime()
     try:
         with transaction(rt.sessions) as db:
-            channel, thread_id = inbox.reply_thread(db, me.organization_id, channel_id)
+            channel, thread_id = conversations.reply_thread(db, me.organization_id, channel_id)
             if thread_id is not None:
                 posted = post_message(db, rt.settings, me.actor, thread_id, text)
             else:
