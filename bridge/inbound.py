@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,7 +41,7 @@ from bridge.models import (
 from bridge.organizations import help_text_for, opt_in, opt_out, organization_for_number
 from bridge.pages import page
 from bridge.phones import classify_sender, mask_phone, normalize_phone, phone_hash
-from bridge.settings import DEVELOPMENT_SECRET_KEY, Settings
+from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +108,6 @@ def signing_token(settings: Settings) -> str:
     token so the webhook runs exactly the checks it runs in production.
     """
     return settings.twilio_auth_token or settings.secret_key
-
-
-def signs_with_public_secret(settings: Settings) -> bool:
-    """Whether webhooks are checked against the published development SECRET_KEY off localhost.
-
-    Anyone can read that key in the source, so a server reachable at a real address would take
-    forged inbound SMS and status callbacks; on localhost it is what `bridge sms simulate` uses.
-    """
-    if settings.twilio_auth_token or settings.secret_key != DEVELOPMENT_SECRET_KEY:
-        return False
-    host = urlsplit(settings.public_base_url).hostname or ""
-    local = host in {"localhost", "::1"} or host.endswith(".localhost") or host.startswith("127.")
-    return not local
 
 
 def is_valid_signature(
