@@ -304,4 +304,4 @@ def require_web_settings(settings: Settings) -> None:
     """Raise `SettingsRefused` when the web process must not start with `settings`."""
     problems = web_problems(settings)
     if problems:
-        raise SettingsRefused(problems, "the web process refuses to start:")
+        raise SettingsRefused(problems)
