@@ -1,7 +1,9 @@
 """The bridge's settings: one typed object built from the environment by `load_settings`.
 
 Nothing here runs at import time; the web app, the worker and the CLI each call `load_settings()`
-once and hand the result to `bridge.runtime.Runtime`.
+once and hand the result to `bridge.runtime.Runtime`. Settings that cannot run (a bad value, an
+unknown BRIDGE_ENV, production without real secrets) raise `SettingsRefused`, one line per
+variable; the web process also calls `require_web_settings` (no public webhook secret).
 """
 
 from __future__ import annotations
@@ -198,6 +200,17 @@ _ENVIRONMENT = {
 
 
 _VARIABLES = {field: name for name, field in _ENVIRONMENT.items()}
+# Values a refusal never repeats: secrets, and URLs that may hold passwords.
+_SECRETS = frozenset(
+    {
+        "database_url",
+        "redis_url",
+        "twilio_auth_token",
+        "phone_hash_key",
+        "secret_key",
+        "metrics_token",
+    }
+)
 
 
 class SettingsRefused(ConfigurationError):
@@ -245,12 +258,6 @@ def _describe(exc: PydanticValidationError) -> list[str]:
             shown = f" (got {given!r})"
         lines.append(f"{_VARIABLES.get(field, field.upper())}: {message}{shown}")
     return lines
-
-
-_SECRETS = frozenset(
-    {"database_url", "redis_url", "twilio_auth_token", "phone_hash_key", "secret_key"}
-    | {"metrics_token"}
-)
 
 
 def production_problems(settings: Settings) -> list[str]:
