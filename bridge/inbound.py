@@ -173,8 +173,8 @@ def _finish(session: Session, inbound: InboundSms, outcome: InboundOutcome) -> N
         inbound.status,
         extra={
             "inbound_id": inbound.id,
-            "from": mask_phone(inbound.from_phone),
-            "to": mask_phone(inbound.to_phone),
+            "from": inbound.from_phone,  # the log formatter masks them
+            "to": inbound.to_phone,
             "keyword": inbound.keyword,
             "channel_id": inbound.channel_id,
         },

@@ -46,8 +46,11 @@ _DROPPED_FIELDS = frozenset(
         "metrics_token",
     }
 )
-# `extra=` keys that hold one phone number: masked even when it is not in E.164.
+# `extra=` keys that hold one phone number: masked even when it is not in E.164. Call sites pass
+# the number itself; this formatter is the one place that masks.
 _PHONE_FIELDS = frozenset({"phone", "to", "from", "from_", "sender", "recipient"})
+# Masked already (`***1234`): masking again would hide the last four digits too.
+_MASKED_PHONE = re.compile(r"\*\*\*[0-9]{0,4}")
 
 # The attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(
@@ -149,7 +152,8 @@ class JsonFormatter(logging.Formatter):
         if value is None or isinstance(value, bool | int | float):
             return value
         if key.lower() in _PHONE_FIELDS:
-            return mask_phone(str(value))
+            text = str(value)
+            return text if _MASKED_PHONE.fullmatch(text) else mask_phone(text)
         if isinstance(value, list | tuple):
             return [self._value(key, item) for item in value]
         return self.scrub(value if isinstance(value, str) else str(value))

@@ -32,7 +32,7 @@ from bridge.errors import PermanentSendError, SendError
 from bridge.metrics import SEND_LATENCY, SENDS
 from bridge.models import Contact, Delivery, DeliveryStatus, Lane
 from bridge.organizations import opt_out
-from bridge.phones import mask_phone, phone_time_zones
+from bridge.phones import phone_time_zones
 from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
 from bridge.twilio_client import UNSUBSCRIBED_CODE, OutgoingSms, Sender, SendResult
@@ -279,7 +279,7 @@ def _record_error(
         "send failed",
         extra={
             "delivery_id": delivery.id,
-            "to": mask_phone(delivery.to_phone),
+            "to": delivery.to_phone,  # the log formatter masks it
             "twilio_code": error.code,
             "status": status,
         },

@@ -1,24 +1,32 @@
 """The bridge's settings: one typed object built from the environment by `load_settings`.
 
 Nothing here runs at import time; the web app, the worker and the CLI each call `load_settings()`
-once and hand the result to `bridge.runtime.Runtime`.
+once and hand the result to `bridge.runtime.Runtime`. Settings that cannot run (a bad value, an
+unknown BRIDGE_ENV, production without real secrets) raise `SettingsRefused`, one line per
+variable; the web process also calls `require_web_settings` (no public webhook secret).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from bridge.errors import ConfigurationError
 
 DEVELOPMENT_PHONE_HASH_KEY = "development-phone-hash-key-not-secret"
 DEVELOPMENT_SECRET_KEY = "development-secret-key-not-secret"
+ENVIRONMENTS = ("development", "test", "production")
+# Production secrets: long enough that guessing is hopeless (`openssl rand -hex 32` gives 64).
+MIN_SECRET_LENGTH = 32
 
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -98,8 +106,11 @@ class Settings(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: str) -> str:
-        # "Production" must not slip past the production checks.
-        return value.strip().lower()
+        # "Production" must not slip past the production checks, nor "prod" run as development.
+        env = value.strip().lower()
+        if env not in ENVIRONMENTS:
+            raise ValueError(f"must be one of {', '.join(ENVIRONMENTS)}, not {value!r}")
+        return env
 
     @field_validator("database_url")
     @classmethod
@@ -119,8 +130,11 @@ class Settings(BaseModel):
 
     @field_validator("public_base_url", "twilio_api_base_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL like https://sms.example.com, not {value!r}")
+        return value.strip().rstrip("/")
 
     @field_validator("quiet_hours")
     @classmethod
@@ -139,6 +153,21 @@ class Settings(BaseModel):
     @property
     def quiet_window(self) -> tuple[time, time] | None:
         return parse_quiet_hours(self.quiet_hours)
+
+    @property
+    def public_base_url_is_loopback(self) -> bool:
+        return is_loopback_url(self.public_base_url)
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url`'s host is `localhost` or a loopback address (`127.evil.example` is not)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # Environment variable -> Settings field. Only these are read.
@@ -170,6 +199,28 @@ _ENVIRONMENT = {
 }
 
 
+_VARIABLES = {field: name for name, field in _ENVIRONMENT.items()}
+# Values a refusal never repeats: secrets, and URLs that may hold passwords.
+_SECRETS = frozenset(
+    {
+        "database_url",
+        "redis_url",
+        "twilio_auth_token",
+        "phone_hash_key",
+        "secret_key",
+        "metrics_token",
+    }
+)
+
+
+class SettingsRefused(ConfigurationError):
+    """Settings the process will not start with: one problem per line, each naming its variable."""
+
+    def __init__(self, problems: list[str], heading: str = "refusing to start:") -> None:
+        super().__init__("\n".join([heading, *(f"  {p}" for p in problems)]))
+        self.problems = problems
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build the settings from the environment (or `environ`), then apply keyword overrides."""
     environ = os.environ if environ is None else environ
@@ -186,22 +237,78 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     values.update(overrides)
     try:
         settings = Settings(**values)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
+    except PydanticValidationError as exc:
+        raise SettingsRefused(_describe(exc)) from None
     if settings.is_production:
-        _refuse_development_secrets(settings)
+        problems = production_problems(settings)
+        if problems:
+            raise SettingsRefused(problems, "BRIDGE_ENV=production refuses to start:")
     return settings
 
 
-def _refuse_development_secrets(settings: Settings) -> None:
+def _describe(exc: PydanticValidationError) -> list[str]:
+    # One line per variable, named as the operator set it, without pydantic's links and types.
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        given = error.get("input")
+        shown = ""
+        if isinstance(given, str) and field not in _SECRETS and repr(given) not in message:
+            shown = f" (got {given!r})"
+        lines.append(f"{_VARIABLES.get(field, field.upper())}: {message}{shown}")
+    return lines
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What BRIDGE_ENV=production refuses (DESIGN section 8), one line per variable."""
     problems = []
-    if settings.phone_hash_key == DEVELOPMENT_PHONE_HASH_KEY or len(settings.phone_hash_key) < 16:
-        problems.append("PHONE_HASH_KEY must be set to a secret of at least 16 characters")
-    if settings.secret_key == DEVELOPMENT_SECRET_KEY:
-        problems.append("SECRET_KEY must be set")
-    if not settings.twilio_configured:
-        problems.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set")
-    if settings.database_url.startswith("sqlite"):
-        problems.append("DATABASE_URL must point at PostgreSQL")
+    for name, value, development in [
+        ("SECRET_KEY", settings.secret_key, DEVELOPMENT_SECRET_KEY),
+        ("PHONE_HASH_KEY", settings.phone_hash_key, DEVELOPMENT_PHONE_HASH_KEY),
+    ]:
+        if value == development:
+            problems.append(f"{name}: must be set to a secret of its own, not the development one")
+        elif len(value) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{name}: must be at least {MIN_SECRET_LENGTH} characters "
+                "(openssl rand -hex 32 makes one)"
+            )
+    for name, present in [
+        ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+        ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+        ("METRICS_TOKEN", settings.metrics_token),
+    ]:
+        if not present:
+            problems.append(f"{name}: must be set")
+    for name, url in [
+        ("PUBLIC_BASE_URL", settings.public_base_url),
+        ("TWILIO_API_BASE_URL", settings.twilio_api_base_url),
+    ]:
+        if urlsplit(url).scheme != "https":
+            problems.append(f"{name}: must be an https URL, not {url!r}")
+    if not settings.database_url.startswith("postgresql"):
+        problems.append("DATABASE_URL: must point at PostgreSQL, not a SQLite file")
+    return problems
+
+
+def web_problems(settings: Settings) -> list[str]:
+    """What the web process refuses in any environment: webhooks checked with a public secret.
+
+    Without TWILIO_AUTH_TOKEN, Twilio webhooks are checked with SECRET_KEY, whose development value
+    is in the source: fine on this machine (`bridge sms simulate`), a forgery open to anyone at a
+    public address.
+    """
+    if settings.twilio_auth_token or settings.public_base_url_is_loopback:
+        return []
+    return [
+        f"TWILIO_AUTH_TOKEN: must be set while PUBLIC_BASE_URL ({settings.public_base_url}) is "
+        "not a loopback address: Twilio's webhooks are checked with it"
+    ]
+
+
+def require_web_settings(settings: Settings) -> None:
+    """Raise `SettingsRefused` when the web process must not start with `settings`."""
+    problems = web_problems(settings)
     if problems:
-        raise ConfigurationError("BRIDGE_ENV=production refuses to start: " + "; ".join(problems))
+        raise SettingsRefused(problems)

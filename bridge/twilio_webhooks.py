@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bridge.settings import DEVELOPMENT_SECRET_KEY, Settings
+from bridge.settings import Settings
 from bridge.twilio_client import MAX_MEDIA
 
 # PostgreSQL refuses NUL in text and nothing can encode a lone surrogate as UTF-8: either would
@@ -58,19 +57,6 @@ def signing_token(settings: Settings) -> str:
     token so the webhook runs exactly the checks it runs in production.
     """
     return settings.twilio_auth_token or settings.secret_key
-
-
-def signs_with_public_secret(settings: Settings) -> bool:
-    """Whether webhooks are checked against the published development SECRET_KEY off localhost.
-
-    Anyone can read that key in the source, so a server reachable at a real address would take
-    forged inbound SMS and status callbacks; on localhost it is what `bridge sms simulate` uses.
-    """
-    if settings.twilio_auth_token or settings.secret_key != DEVELOPMENT_SECRET_KEY:
-        return False
-    host = urlsplit(settings.public_base_url).hostname or ""
-    local = host in {"localhost", "::1"} or host.endswith(".localhost") or host.startswith("127.")
-    return not local
 
 
 def is_valid_signature(

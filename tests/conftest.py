@@ -23,6 +23,8 @@ from tests.services import (
 )
 
 TEST_HASH_KEY = "test-phone-hash-key-0123456789"
+# Off loopback (PUBLIC_BASE_URL below) the web process needs a webhook secret of its own.
+TEST_AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 BACKENDS = ["sqlite", "postgresql"]
 _URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
 
@@ -97,6 +99,7 @@ def settings(database_url: str, redis_url: str, tmp_path: os.PathLike[str]) -> S
         redis_url=redis_url,
         phone_hash_key=TEST_HASH_KEY,
         public_base_url="https://bridge.example.com",
+        twilio_auth_token=TEST_AUTH_TOKEN,
         outbox_path=str(os.path.join(tmp_path, "outbox.log")),
         quiet_hours="",
     )

@@ -11,9 +11,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from bridge.db import transaction
 from bridge.logs import configure_logging, log_context
+from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
+from tests import factories
+from tests.fixtures.twilio import payloads
 from webhooks import create_app
 
 PHONE = "+14155550123"
@@ -168,3 +172,32 @@ def test_a_request_id_that_is_not_an_id_is_replaced(runtime: Runtime) -> None:
         .get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
     )
     assert response.headers["X-Request-ID"] != "<script>alert(1)</script>"
+
+
+def test_a_number_masked_already_keeps_its_last_four_digits(stream: io.StringIO) -> None:
+    logging.getLogger("bridge.test").info("sent", extra={"to": "***0123", "from": "***"})
+    [entry] = lines(stream)
+    assert (entry["to"], entry["from"]) == ("***0123", "***")
+
+
+def test_the_inbound_sms_line_shows_the_last_four_digits_of_each_number(
+    runtime: Runtime, stream: io.StringIO, redis_client: object
+) -> None:
+    """The real path: a signed webhook, recorded by bridge.inbound, logged once, masked once."""
+    with transaction(runtime.sessions) as session:
+        org, _ = factories.organization(session, runtime.settings)
+        [to] = sender_numbers(session, org.id)
+    app = create_app(runtime=runtime)
+    configure_logging(runtime.settings, stream=stream)  # create_app installed its own handler
+    payload = payloads.inbound(PHONE, to, BODY)
+    token = runtime.settings.twilio_auth_token or ""
+    body, headers = payloads.signed(token, runtime.settings.public_base_url, "/twilio/sms", payload)
+
+    answered = app.test_client().post("/twilio/sms", data=body, headers=headers)
+
+    assert answered.status_code == 200
+    [entry] = [e for e in lines(stream) if e["message"] == "inbound sms unmatched"]
+    assert entry["from"] == "***0123"
+    assert entry["to"] == "***" + to[-4:]
+    assert "5550123" not in stream.getvalue() and to not in stream.getvalue()
+    assert BODY not in stream.getvalue()

@@ -7,14 +7,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge.logs import configure_logging
 from bridge.runtime import Runtime
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings, load_settings, require_web_settings
 
 MAX_BODY = 64 * 1024
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the Flask app from settings (read from the environment when not given)."""
-    runtime = runtime or Runtime(settings or load_settings())
+    settings = runtime.settings if runtime else settings or load_settings()
+    require_web_settings(settings)
+    runtime = runtime or Runtime(settings)
     configure_logging(runtime.settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY

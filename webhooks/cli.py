@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, ScriptInfo
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.db import transaction
@@ -42,13 +42,30 @@ def _create_app() -> Flask:
     try:
         return create_app()
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(str(exc)) from None
 
 
-cli = FlaskGroup(
-    create_app=_create_app,
-    add_default_commands=False,
-    add_version_option=False,
+class BridgeGroup(AppGroup):
+    """A click group whose commands run in the app built from the environment.
+
+    Not Flask's `FlaskGroup`: its `--app`, `--env-file` and `--debug`, `.env` files, `FLASK_*`
+    variables and plugin commands have no use here, and it builds the app just to list commands.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # A caller may bring its own app (Flask's test runner does); otherwise the environment's.
+        extra.setdefault("obj", ScriptInfo(create_app=_create_app, set_debug_flag=False))
+        return super().make_context(info_name, args, parent, **extra)
+
+
+cli = BridgeGroup(
+    name="bridge",
     help="Operate the SMS bridge (settings come from the environment, as for the web process).",
 )
 
@@ -80,7 +97,21 @@ def _phone(region: str, value: str, hint: str) -> str:
     try:
         return normalize_phone(value, region, param=hint.lstrip("-").lower())
     except ValidationError as exc:
-        raise click.BadParameter(f"{value!r}: {exc.message}", param_hint=hint) from exc
+        raise click.BadParameter(f"{value!r}: {exc.message}", param_hint=hint) from None
+
+
+def _sender(region: str, value: str, hint: str) -> str:
+    # The phone-number messages speak of contacts; a sender is a number of the Twilio account.
+    try:
+        return normalize_phone(value, region, param="sender")
+    except ValidationError:
+        raise click.BadParameter(
+            f"{value!r} is not a sender number: give a phone number of your Twilio account in "
+            f"E.164 (+ and the country code) or in the national format of {region}. Short codes "
+            "and alphanumeric sender ids send through a Messaging Service (--messaging-service-sid "
+            "of org create).",
+            param_hint=hint,
+        ) from None
 
 
 def _settings() -> Settings:
@@ -126,7 +157,7 @@ def org() -> None:
 def org_create(name: str, senders: tuple[str, ...], messaging_service_sid: str | None) -> None:
     """Create an organization and print its id and API key (shown this once) as JSON."""
     region = _settings().default_region
-    numbers = [_phone(region, sender, "--sender") for sender in senders]
+    numbers = [_sender(region, sender, "--sender") for sender in senders]
     if messaging_service_sid is not None and not _MESSAGING_SERVICE_SID.match(
         messaging_service_sid
     ):
@@ -148,7 +179,7 @@ def org_create(name: str, senders: tuple[str, ...], messaging_service_sid: str |
 @click.argument("phone")
 def org_add_sender(organization_id: str, phone: str) -> None:
     """Add a sender number to an organization's pool and print its senders as JSON."""
-    number = _phone(_settings().default_region, phone, "PHONE")
+    number = _sender(_settings().default_region, phone, "PHONE")
     with store_errors(), transaction(runtime().sessions) as session:
         get_organization(session, organization_id)
         add_sender(session, _settings(), organization_id, number)
@@ -190,10 +221,30 @@ def sms_simulate(
     post_url = (base_url or settings.public_base_url).rstrip("/") + "/twilio/sms"
     signature = sign(settings, signed_url, params)
     status, answer = post_form(post_url, params, {"X-Twilio-Signature": signature})
+    if status == 403:
+        raise click.ClickException(refused_signature(settings, signed_url, post_url))
     if not 200 <= status < 300:
         click.echo(answer, err=True)
         raise click.ClickException(f"the server answered {status}")
     click.echo(answer)
+
+
+def refused_signature(settings: Settings, signed_url: str, post_url: str) -> str:
+    """Why a server answers 403 to `sms simulate`, and how to make it accept the SMS."""
+    secret = "TWILIO_AUTH_TOKEN" if settings.twilio_auth_token else "SECRET_KEY"
+    lines = [
+        "the server answered 403: it did not accept the request's Twilio signature.",
+        f"This command signed the SMS for {signed_url} with {secret}; the server checks the",
+        "signature against its own PUBLIC_BASE_URL and its TWILIO_AUTH_TOKEN (SECRET_KEY when",
+        "that is unset). Run this command with the server's settings, e.g.",
+        f"  PUBLIC_BASE_URL=http://localhost:5001 {secret}=... bridge sms simulate ...",
+    ]
+    if not post_url.startswith(settings.public_base_url + "/"):
+        lines.append(
+            f"(--url only says where to post: {post_url}; the signature still follows "
+            f"PUBLIC_BASE_URL, {settings.public_base_url})"
+        )
+    return "\n".join(lines)
 
 
 def _simulated_from(value: str, region: str) -> str:

@@ -5,14 +5,21 @@ machine and nothing answers there, starts the redis-server bundled in the `redis
 with its data under `instance/redis`. The database is DATABASE_URL or the SQLite file under
 `instance/`. Migrates, then runs the Procfile's `web` and `worker` with honcho, prints how to reach
 the service, and on Ctrl-C (or SIGTERM) stops everything it started, the bundled Redis last.
+
+Before any of that it makes sure it is alone: with the web port taken, or another `make run` on
+the same `instance/`, it says so and changes nothing. The web process listens on 127.0.0.1 only, and
+web and worker share one PUBLIC_BASE_URL (honcho gives the worker a PORT of its own).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +47,14 @@ def main() -> int:
         settings = load_settings()
     except ConfigurationError as exc:
         print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    taken = port_taken(settings.port)
+    if taken:
+        print(f"make run: {taken}", file=sys.stderr)
+        return 1
+    lock = lock_instance()
+    if isinstance(lock, str):
+        print(f"make run: {lock}", file=sys.stderr)
         return 1
     stopping = False
 
@@ -78,11 +93,53 @@ def main() -> int:
             stop(honcho, "web and worker")
         if bundled is not None:
             stop(bundled, "the bundled Redis")
+    os.close(lock)
     if stopping:
         return 0
     # honcho ends on its own only when web or worker died (it then stops the other).
     print("make run: web or worker stopped; see the lines above", file=sys.stderr)
     return 1
+
+
+def port_taken(port: int) -> str | None:
+    """Why the web process could not listen on 127.0.0.1:`port`, or None when it can."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As gunicorn does: a port left in TIME_WAIT by an earlier run is free, a listener is not.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return f"cannot listen on 127.0.0.1:{port}: {exc.strerror}"
+        return (
+            f"port {port} is taken: another make run, or another program, listens there. "
+            "Nothing was started or changed. Stop it, or use another port: "
+            f"PORT={port + 1} make run"
+        )
+    finally:
+        probe.close()
+    return None
+
+
+def lock_instance() -> int | str:
+    """Hold `instance/make-run.lock` while we run (a file descriptor), or say who holds it."""
+    folder = instance_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "make-run.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return (
+            f"another make run (pid {holder}) uses {folder}: its database, Redis and counters. "
+            "Nothing was started or changed. Stop it first, or give this one a folder and a port "
+            "of its own: BRIDGE_INSTANCE_DIR=instance2 PORT=5001 make run"
+        )
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 class RedisUnavailable(Exception):
@@ -143,6 +200,11 @@ def process_environment(settings: Settings) -> dict[str, str]:
     """The environment web and worker run with: ours, plus what make run decided."""
     env = dict(os.environ)
     env.setdefault("PORT", str(settings.port))
+    # honcho gives each process a PORT of its own (the worker's is PORT+100): the worker must not
+    # build status-callback URLs from it. Web and worker both get the web's address.
+    env["PUBLIC_BASE_URL"] = settings.public_base_url
+    # The Procfile's web line binds 0.0.0.0 (Heroku's router); on a workstation, this machine only.
+    env["BIND_HOST"] = "127.0.0.1"
     env.setdefault("REDIS_URL", settings.redis_url)
     env.setdefault("DATABASE_URL", settings.database_url)
     env["PYTHONUNBUFFERED"] = "1"

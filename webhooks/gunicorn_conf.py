@@ -6,6 +6,7 @@ Gunicorn's command line (the Procfile) still decides the bind address and the nu
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -48,3 +49,15 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_starting(server: Any) -> None:
+    """Refuse to start, one line per setting at fault, before any worker boots (no traceback)."""
+    from bridge.errors import ConfigurationError
+    from bridge.settings import load_settings, require_web_settings
+
+    try:
+        require_web_settings(load_settings())
+    except ConfigurationError as exc:
+        print(f"web: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

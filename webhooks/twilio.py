@@ -11,7 +11,6 @@ import logging
 
 import redis
 from flask import Blueprint, Response, request
-from flask.blueprints import BlueprintSetupState
 from prometheus_client import Counter
 
 from bridge.db import DATABASE_DOWN, transaction
@@ -21,7 +20,6 @@ from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.twilio_webhooks import (
     form_params,
     is_valid_signature,
-    signs_with_public_secret,
     twiml,
 )
 from webhooks.context import runtime
@@ -35,17 +33,6 @@ bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 SIGNATURE = "X-Twilio-Signature"
 SIGNATURE_SETTINGS = "X-Twilio-Webhooks-Signature-Settings"
 IDEMPOTENCY_TOKEN = "I-Twilio-Idempotency-Token"
-
-
-@bp.record_once
-def _warn_about_a_public_signing_secret(state: BlueprintSetupState) -> None:
-    # Once per app, at start: the operator sees it in the first lines the web process logs.
-    if signs_with_public_secret(state.app.extensions["bridge"].settings):
-        log.warning(
-            "Twilio webhooks are checked against the development SECRET_KEY, which is public: "
-            "anyone can forge inbound SMS and status callbacks to PUBLIC_BASE_URL. Set "
-            "TWILIO_AUTH_TOKEN (or SECRET_KEY when Twilio is not used)."
-        )
 
 
 def signed_url() -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from rq import Queue
 from rq.worker import HerokuWorker
 
+from bridge.errors import ConfigurationError
 from bridge.logs import configure_logging
 from bridge.runtime import Runtime, connect_redis
 from bridge.settings import load_settings
@@ -41,9 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
     parser.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings)
-    runtime = install(Runtime(settings))
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        runtime = install(Runtime(settings))
+    except ConfigurationError as exc:
+        # For the operator reading the deploy log: the lines, not a traceback.
+        print(f"worker: {exc}", file=sys.stderr)
+        return 1
     sweeper = None if args.no_sweeper else start_sweeper_process()
     worker = build_worker(runtime)
     log.info("worker starting", extra={"queues": list(queues.ALL)})

@@ -13,8 +13,12 @@ import pytest
 from bridge.errors import ConfigurationError
 from bridge.settings import (
     DEVELOPMENT_PHONE_HASH_KEY,
+    DEVELOPMENT_SECRET_KEY,
+    SettingsRefused,
+    is_loopback_url,
     load_settings,
     normalize_database_url,
+    require_web_settings,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,10 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = {
     "BRIDGE_ENV": "production",
     "DATABASE_URL": "postgres://u:p@db.example.com:5432/bridge",
-    "PHONE_HASH_KEY": "a-real-secret-of-enough-length",
-    "SECRET_KEY": "another-real-secret",
+    "PHONE_HASH_KEY": "a-real-secret-of-enough-length-0123456789",
+    "SECRET_KEY": "another-real-secret-of-enough-length-01234",
     "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
     "TWILIO_AUTH_TOKEN": "t" * 32,
+    "PUBLIC_BASE_URL": "https://sms.example.com",
+    "METRICS_TOKEN": "m" * 32,
 }
 
 
@@ -144,22 +150,140 @@ def test_production_with_real_secrets_starts() -> None:
     assert load_settings(PRODUCTION | {"BRIDGE_ENV": " Production "}).is_production
 
 
+# Each change to a good production environment, and the one line it is refused with.
+PRODUCTION_REFUSALS = [
+    ({"PHONE_HASH_KEY": ""}, "PHONE_HASH_KEY: must be set to a secret of its own"),
+    ({"PHONE_HASH_KEY": DEVELOPMENT_PHONE_HASH_KEY}, "PHONE_HASH_KEY: must be set to a secret"),
+    ({"PHONE_HASH_KEY": "short"}, "PHONE_HASH_KEY: must be at least 32 characters"),
+    ({"PHONE_HASH_KEY": "p" * 31}, "PHONE_HASH_KEY: must be at least 32 characters"),
+    ({"SECRET_KEY": ""}, "SECRET_KEY: must be set to a secret of its own"),
+    ({"SECRET_KEY": DEVELOPMENT_SECRET_KEY}, "SECRET_KEY: must be set to a secret of its own"),
+    ({"SECRET_KEY": "s" * 31}, "SECRET_KEY: must be at least 32 characters"),
+    ({"BRIDGE_ENV": "PRODUCTION", "SECRET_KEY": ""}, "SECRET_KEY: must be set"),
+    ({"TWILIO_ACCOUNT_SID": ""}, "TWILIO_ACCOUNT_SID: must be set"),
+    ({"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN: must be set"),
+    ({"METRICS_TOKEN": ""}, "METRICS_TOKEN: must be set"),
+    ({"PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL: must be an https URL"),
+    ({"PUBLIC_BASE_URL": "http://sms.example.com"}, "PUBLIC_BASE_URL: must be an https URL"),
+    (
+        {"TWILIO_API_BASE_URL": "http://api.twilio.com"},
+        "TWILIO_API_BASE_URL: must be an https URL",
+    ),
+    ({"DATABASE_URL": ""}, "DATABASE_URL: must point at PostgreSQL"),
+    ({"DATABASE_URL": "sqlite:////tmp/x.sqlite3"}, "DATABASE_URL: must point at PostgreSQL"),
+]
+
+
+@pytest.mark.parametrize(("change", "complaint"), PRODUCTION_REFUSALS)
+def test_production_refuses_to_start_without_real_settings(
+    change: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(SettingsRefused) as info:
+        load_settings(PRODUCTION | change)
+    [problem] = info.value.problems
+    assert problem.startswith(complaint)
+    assert str(info.value).splitlines() == [
+        "BRIDGE_ENV=production refuses to start:",
+        "  " + problem,
+    ]
+
+
+def test_production_names_every_missing_setting_one_line_each() -> None:
+    with pytest.raises(SettingsRefused) as info:
+        load_settings({"BRIDGE_ENV": "production"})
+    named = [line.split(":")[0] for line in info.value.problems]
+    assert named == [
+        "SECRET_KEY",
+        "PHONE_HASH_KEY",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "METRICS_TOKEN",
+        "PUBLIC_BASE_URL",
+        "DATABASE_URL",
+    ]
+    assert len(str(info.value).splitlines()) == 1 + len(named)
+
+
+@pytest.mark.parametrize("env", ["prod", "staging", "dev", "production!", "tests"])
+def test_an_unknown_bridge_env_refuses_to_start(env: str) -> None:
+    with pytest.raises(SettingsRefused) as info:
+        load_settings({"BRIDGE_ENV": env})
+    [problem] = info.value.problems
+    assert problem.startswith("BRIDGE_ENV: must be one of development, test, production")
+    assert repr(env) in problem
+
+
+@pytest.mark.parametrize("env", ["development", "test", " Test ", "DEVELOPMENT"])
+def test_the_known_environments_start(env: str) -> None:
+    assert load_settings({"BRIDGE_ENV": env}).env == env.strip().lower()
+
+
 @pytest.mark.parametrize(
-    ("change", "complaint"),
+    ("url", "loopback"),
     [
-        ({"PHONE_HASH_KEY": ""}, "PHONE_HASH_KEY"),
-        ({"PHONE_HASH_KEY": DEVELOPMENT_PHONE_HASH_KEY}, "PHONE_HASH_KEY"),
-        ({"PHONE_HASH_KEY": "short"}, "PHONE_HASH_KEY"),
-        ({"SECRET_KEY": ""}, "SECRET_KEY"),
-        ({"TWILIO_AUTH_TOKEN": ""}, "TWILIO"),
-        ({"DATABASE_URL": ""}, "DATABASE_URL"),
-        ({"BRIDGE_ENV": "PRODUCTION", "SECRET_KEY": ""}, "SECRET_KEY"),
+        ("http://localhost:5000", True),
+        ("http://LOCALHOST", True),
+        ("http://127.0.0.1:8000", True),
+        ("http://127.1.2.3", True),
+        ("http://[::1]:5000", True),
+        ("http://127.evil.example", False),
+        ("http://127.0.0.1.evil.example", False),
+        ("http://localhost.evil.example", False),
+        ("http://evil.example/localhost", False),
+        ("http://user@127.0.0.1@evil.example", False),
+        ("https://bridge.example.com", False),
+        ("http://10.0.0.5:5000", False),
+        ("http://0.0.0.0:5000", False),
+        ("http://[::ffff:203.0.113.7]", False),
     ],
 )
-def test_production_refuses_development_secrets(change: dict[str, str], complaint: str) -> None:
-    with pytest.raises(ConfigurationError) as info:
-        load_settings(PRODUCTION | change)
-    assert complaint in str(info.value)
+def test_loopback_is_read_from_the_parsed_host(url: str, loopback: bool) -> None:
+    assert is_loopback_url(url) is loopback
+
+
+@pytest.mark.parametrize(
+    ("environ", "refused"),
+    [
+        ({}, False),  # http://localhost:5000
+        ({"PUBLIC_BASE_URL": "http://127.0.0.1:5000"}, False),
+        ({"PUBLIC_BASE_URL": "https://sms.example.com"}, True),
+        ({"PUBLIC_BASE_URL": "http://127.evil.example:5000"}, True),
+        ({"PUBLIC_BASE_URL": "https://sms.example.com", "SECRET_KEY": "x" * 40}, True),
+        ({"PUBLIC_BASE_URL": "https://sms.example.com", "TWILIO_AUTH_TOKEN": "t" * 32}, False),
+    ],
+)
+def test_the_web_process_needs_twilio_auth_token_off_loopback(
+    environ: dict[str, str], refused: bool
+) -> None:
+    settings = load_settings(environ)  # every process may load these; only the web one refuses
+    if not refused:
+        require_web_settings(settings)
+        return
+    with pytest.raises(SettingsRefused) as info:
+        require_web_settings(settings)
+    [problem] = info.value.problems
+    assert problem.startswith("TWILIO_AUTH_TOKEN: must be set while PUBLIC_BASE_URL")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PUBLIC_BASE_URL", "localhost:5000"), ("TWILIO_API_BASE_URL", "ftp://api.twilio.com")],
+)
+def test_base_urls_must_be_http_urls(name: str, value: str) -> None:
+    with pytest.raises(SettingsRefused) as info:
+        load_settings({name: value})
+    assert info.value.problems[0].startswith(f"{name}: must be an http(s) URL")
+
+
+def test_a_bad_value_is_one_line_naming_the_variable_and_never_shows_a_secret() -> None:
+    with pytest.raises(SettingsRefused) as info:
+        load_settings({"PORT": "eighty", "DATABASE_URL": "mysql://u:hunter2@h/db"})
+    assert str(info.value).splitlines()[0] == "refusing to start:"
+    lines = info.value.problems
+    assert [line.split(":")[0] for line in lines] == ["DATABASE_URL", "PORT"]
+    assert "'eighty'" in lines[1]
+    assert "hunter2" not in str(info.value)
+    assert "pydantic" not in str(info.value)
 
 
 def test_keyword_overrides_win_and_are_checked_too() -> None:

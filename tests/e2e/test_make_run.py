@@ -1,5 +1,7 @@
-"""`make run` from a clean clone: it starts Redis when none answers, migrates, serves, takes an
-inbound SMS from `bridge sms simulate`, and Ctrl-C stops everything it started.
+"""`make run` from a clean clone: it starts Redis when none answers, migrates, serves on 127.0.0.1
+only, takes an inbound SMS from `bridge sms simulate`, sends with the web's address in every
+StatusCallback, refuses a second `make run` without changing anything, and Ctrl-C stops everything
+it started.
 
 The clone reuses this virtualenv (`make run VENV=...`, with the install stamp pointed at a fresh
 file) instead of installing every dependency again; the code that runs is the clone's.
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,12 +36,23 @@ def _clone(tmp_path: Path) -> Path:
     return clone
 
 
-def _run_make(clone: Path, env: dict[str, str], tmp_path: Path) -> None:
+def _make_run(clone: Path, tmp_path: Path) -> list[str]:
     stamp = tmp_path / "installed"
     stamp.touch()
-    os.utime(clone / "pyproject.toml", (0, 0))  # older than the stamp: nothing to install
+    for lock in ["pyproject.toml", "requirements.txt", "requirements-dev.txt"]:
+        if (clone / lock).exists():  # older than the stamp: nothing to install
+            os.utime(clone / lock, (0, 0))
+    return ["make", "run", f"VENV={VENV}", f"STAMP={stamp}"]
+
+
+Check = Callable[[Path, dict[str, str], Callable[..., "subprocess.CompletedProcess[str]"]], None]
+
+
+def _run_make(
+    clone: Path, env: dict[str, str], tmp_path: Path, while_running: Check | None = None
+) -> None:
     make = subprocess.Popen(
-        ["make", "run", f"VENV={VENV}", f"STAMP={stamp}"],
+        _make_run(clone, tmp_path),
         cwd=clone,
         env=env,
         stdout=subprocess.PIPE,
@@ -81,6 +95,8 @@ def _run_make(clone: Path, env: dict[str, str], tmp_path: Path) -> None:
         )
         assert status == 200, inbound
         assert [item["from"] for item in inbound["data"]] == [CONTACT]
+        if while_running is not None:
+            while_running(clone, env, cli)
     finally:
         # Ctrl-C: the terminal signals the whole foreground process group.
         os.killpg(make.pid, signal.SIGINT)
@@ -107,12 +123,103 @@ def _runs_in(pid: str, folder: Path) -> bool:
     return cwd.startswith(str(folder)) or str(folder).encode() in cmdline
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as in /proc/net/tcp*) of the sockets listening on `port`."""
+    found = set()
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"]:
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def _serves_locally_and_sends_with_the_webs_address(
+    clone: Path, env: dict[str, str], cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    port = int(env["PORT"])
+    # 127.0.0.1 only: not 0.0.0.0, nor [::].
+    assert _listening_addresses(port) == {"0100007F"}
+
+    key = json.loads(cli("org", "create", "Second Shop", "--sender", "+16285550173").stdout)[
+        "api_key"
+    ]
+    base = f"http://127.0.0.1:{port}"
+    status, thread = http(
+        "POST",
+        base + "/v1/threads",
+        {"resource_id": "order-7", "subscribers": [{"type": "contact", "phone": "+14155550174"}]},
+        {"Authorization": f"Bearer {key}"},
+    )
+    assert status == 201, thread
+    status, posted = http(
+        "POST",
+        base + "/v1/threads/thrd_order-7/messages",
+        {"text": "Your order leaves at noon."},
+        {"Authorization": f"Bearer {key}"},
+    )
+    assert status == 201, posted
+    outbox = clone / "instance" / "outbox.log"
+
+    def sent() -> list[dict[str, str]]:
+        text = outbox.read_text() if outbox.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if "+14155550174" in line]
+
+    wait_for("the worker to write the SMS to the outbox", lambda: sent() != [], timeout=30)
+    # The worker runs with honcho's PORT (the web's + 100): its callbacks still go to the web.
+    [sms] = sent()
+    assert sms["status_callback"].startswith(f"http://localhost:{port}/twilio/status?d=dlv_")
+
+
+def _a_second_make_run_changes_nothing(
+    clone: Path, env: dict[str, str], cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    metrics = clone / "instance" / "metrics"
+    before = sorted(p.name for p in metrics.iterdir())
+    assert before, "the first make run's counters are missing"
+    base = f"http://127.0.0.1:{env['PORT']}"
+
+    def second(**changes: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _make_run(clone, clone.parent / "second"),
+            cwd=clone,
+            env=env | changes,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    (clone.parent / "second").mkdir()
+    same_port = second()
+    output = same_port.stdout + same_port.stderr
+    assert same_port.returncode != 0, output
+    assert f"make run: port {env['PORT']} is taken" in output
+    assert "is running" not in output and "Traceback" not in output
+    # Same instance/, another port: the first one's database and counters are still its own.
+    other_port = second(PORT=str(free_port()))
+    output = other_port.stdout + other_port.stderr
+    assert other_port.returncode != 0, output
+    assert "another make run (pid " in output and "Nothing was started or changed" in output
+    assert "is running" not in output and "Traceback" not in output
+
+    assert sorted(p.name for p in metrics.iterdir()) == before
+    assert answers(base + "/readyz") == 200
+
+
 def test_make_run_starts_the_bundled_redis_where_redis_url_points_at_nothing(
     tmp_path: Path,
 ) -> None:
     clone = _clone(tmp_path)
     env = environment(PORT=str(free_port()), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    _run_make(clone, env, tmp_path)
+
+    def checks(
+        clone: Path, env: dict[str, str], cli: Callable[..., subprocess.CompletedProcess[str]]
+    ) -> None:
+        _serves_locally_and_sends_with_the_webs_address(clone, env, cli)
+        _a_second_make_run_changes_nothing(clone, env, cli)
+
+    _run_make(clone, env, tmp_path, checks)
     assert (clone / "instance" / "bridge.sqlite3").exists()
     assert (clone / "instance" / "redis").is_dir()
 

@@ -250,8 +250,11 @@ def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
 def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
     settings: Settings, server: str, runtime: Runtime
 ) -> None:
+    # The test server checks webhooks with its TWILIO_AUTH_TOKEN (its PUBLIC_BASE_URL is public).
     wrong = create_app(
-        runtime=Runtime(settings.model_copy(update={"secret_key": "not-the-servers-key"}))
+        runtime=Runtime(
+            settings.model_copy(update={"twilio_auth_token": "not-the-servers-token-0123"})
+        )
     )
     result = run(
         wrong,
@@ -268,6 +271,67 @@ def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
     )
     assert result.exit_code == 1
     assert "403" in result.output
+    assert "signed the SMS for https://bridge.example.com/twilio/sms with TWILIO_AUTH_TOKEN" in (
+        result.output
+    )
+
+
+def test_sms_simulate_against_a_server_with_another_public_base_url_says_why_it_got_403(
+    settings: Settings, server: str, runtime: Runtime, session: Session
+) -> None:
+    # The server checks signatures for https://bridge.example.com; the CLI signs for another URL.
+    elsewhere = settings.model_copy(update={"public_base_url": "http://localhost:5001"})
+    result = run(
+        create_app(runtime=Runtime(elsewhere)),
+        "sms", "simulate", "--from", "+14155550123", "--to", "+14155550100", "--body", "x",
+        "--url", server,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert (
+        "Error: the server answered 403: it did not accept the request's Twilio signature."
+        in result.stderr.splitlines()
+    )
+    assert "signed the SMS for http://localhost:5001/twilio/sms" in result.stderr
+    assert "against its own PUBLIC_BASE_URL" in result.stderr
+    assert f"--url only says where to post: {server}/twilio/sms" in result.stderr
+    assert "Traceback" not in result.output
+    assert session.execute(select(InboundSms)).first() is None
+
+
+def test_the_help_shows_the_bridges_options_not_flasks() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "bridge"), "--help"],
+        env=os.environ | {"BRIDGE_ENV": "production"},  # the help needs no settings at all
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    for flask_option in ["--env-file", "--app", "--debug", "--version", "-A", "-e"]:
+        assert flask_option not in done.stdout
+    assert done.stdout.startswith("Usage: bridge [OPTIONS] COMMAND [ARGS]...")
+    for command in ["db", "org", "sms", "sweep"]:
+        assert f"  {command} " in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["org", "create", "Acme", "--sender", "555"],  # a short code
+        ["org", "create", "Acme", "--sender", "+1555"],
+        ["org", "create", "Acme", "--sender", "MyShop"],  # an alphanumeric sender id
+        ["org", "add-sender", "org_x", "12345"],
+    ],
+)
+def test_a_wrong_sender_says_what_a_sender_must_be(
+    app: Flask, session: Session, args: list[str]
+) -> None:
+    result = run(app, *args)
+    assert result.exit_code == 2, result.output
+    assert "is not a sender number: give a phone number of your Twilio account" in result.output
+    assert "contact" not in result.output
+    assert "Messaging Service" in result.output
 
 
 def test_sms_simulate_to_a_server_that_is_not_there_exits_1(app: Flask) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from bridge.messages import post_message
 from bridge.models import Contact, Delivery, InboundSms, Message, Organization
 from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings, SettingsRefused, load_settings
 from bridge.threads import create_thread
 from tests import factories
 from tests.conftest import TEST_HASH_KEY
@@ -244,16 +243,18 @@ def test_the_raw_query_string_is_part_of_the_signed_url(
     assert client.post(path, data=body, headers=headers).status_code == 200
 
 
-def test_without_twilio_credentials_the_secret_key_signs(
+def test_without_twilio_credentials_the_secret_key_signs_on_loopback(
     settings: Settings, runtime: Runtime, world: Conversation
 ) -> None:
+    # The development secret checks webhooks only while PUBLIC_BASE_URL is this machine.
+    local = "http://localhost:5000"
     development = settings.model_copy(
-        update={"twilio_auth_token": None, "twilio_account_sid": None}
+        update={"twilio_auth_token": None, "twilio_account_sid": None, "public_base_url": local}
     )
     app = create_app(runtime=Runtime(development))
     payload = payloads.inbound(world.jane.phone, world.to, "hi")
-    body, headers = payloads.signed(development.secret_key, BASE, "/twilio/sms", payload)
-    _, with_nothing = payloads.signed("", BASE, "/twilio/sms", payload)
+    body, headers = payloads.signed(development.secret_key, local, "/twilio/sms", payload)
+    _, with_nothing = payloads.signed("", local, "/twilio/sms", payload)
 
     with app.test_client() as client:
         assert client.post("/twilio/sms", data=body, headers=with_nothing).status_code == 403
@@ -262,24 +263,26 @@ def test_without_twilio_credentials_the_secret_key_signs(
 
 
 @pytest.mark.parametrize(
-    ("public_base_url", "changes", "warned"),
+    ("public_base_url", "changes", "refused"),
     [
         ("https://bridge.example.com", {}, True),
         ("http://203.0.113.7:8000", {}, True),
+        ("http://127.evil.example:5000", {}, True),
+        ("http://localhost.evil.example", {}, True),
+        ("https://bridge.example.com", {"secret_key": "a-secret-of-our-own-0123456789"}, True),
         ("http://localhost:5000", {}, False),
         ("http://127.0.0.1:8000", {}, False),
+        ("http://127.0.0.2:8000", {}, False),
         ("http://[::1]:5000", {}, False),
         ("https://bridge.example.com", {"twilio_auth_token": AUTH_TOKEN}, False),
-        ("https://bridge.example.com", {"secret_key": "a-secret-of-our-own-0123456789"}, False),
     ],
 )
-def test_the_public_development_signing_secret_is_warned_about_at_start_off_localhost(
+def test_off_loopback_the_web_process_refuses_to_start_without_twilio_auth_token(
     sqlite_url: str,
     redis_url: str,
-    caplog: pytest.LogCaptureFixture,
     public_base_url: str,
     changes: dict[str, str],
-    warned: bool,
+    refused: bool,
 ) -> None:
     settings = load_settings(
         {},
@@ -289,17 +292,18 @@ def test_the_public_development_signing_secret_is_warned_about_at_start_off_loca
         public_base_url=public_base_url,
         **changes,
     )
-    caplog.set_level(logging.WARNING, logger="webhooks.twilio")
-
+    if refused:
+        with pytest.raises(SettingsRefused) as info:
+            create_app(runtime=Runtime(settings))
+        assert info.value.problems == [
+            f"TWILIO_AUTH_TOKEN: must be set while PUBLIC_BASE_URL ({public_base_url}) is not a "
+            "loopback address: Twilio's webhooks are checked with it"
+        ]
+        return
     app = create_app(runtime=Runtime(settings))
     with app.test_client() as client:
-        client.get("/healthz")
-        client.get("/healthz")
+        assert client.get("/healthz").status_code == 200
     app.extensions["bridge"].close()
-
-    warnings = [r for r in caplog.records if "development SECRET_KEY" in r.getMessage()]
-    assert len(warnings) == (1 if warned else 0)
-    assert all(r.levelno == logging.WARNING for r in warnings)
 
 
 @pytest.mark.parametrize("missing", ["MessageSid", "From"])
