@@ -26,7 +26,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
 
     from webhooks import api, errors, ops, twilio
+    from workers.events import install_enqueue_on_commit
 
+    install_enqueue_on_commit(runtime)  # events recorded by a request go out after its commit
     errors.register(app)
     ops.init_app(app)
     app.register_blueprint(api.bp)

@@ -19,6 +19,7 @@ from bridge.runtime import Runtime, connect_redis
 from bridge.settings import load_settings
 from workers import queues
 from workers.context import install
+from workers.events import install_enqueue_on_commit
 from workers.sweeper import start_sweeper_process
 
 log = logging.getLogger("workers")
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings)
     runtime = install(Runtime(settings))
+    install_enqueue_on_commit(runtime)  # events recorded by jobs go out after their commit
     sweeper = None if args.no_sweeper else start_sweeper_process()
     worker = build_worker(runtime)
     log.info("worker starting", extra={"queues": list(queues.ALL)})

@@ -1,0 +1,243 @@
+"""Events out on the `events` queue: dispatch, per-endpoint drains, and the sweeper's redrive.
+
+- `dispatch(event_ids)` makes each event's per-endpoint deliveries and queues a drain per endpoint;
+  it is enqueued after the commit that recorded the events (`install_enqueue_on_commit`).
+- `deliver_events(endpoint_id)` drains one endpoint: claims its due deliveries in batches, POSTs
+  them, records each attempt, and schedules itself for the next retry. At most
+  `MAX_IN_FLIGHT_PER_ENDPOINT` drains of one endpoint run at once (a Redis semaphore whose
+  entries expire, so a killed worker frees its place), so one slow endpoint ties up at most that
+  many workers and every other endpoint's drain, and every SMS queue ahead of `events`, goes on.
+- `redrive_events(runtime, now)` (called by every sweep) dispatches events whose job Redis lost and
+  re-queues drains of endpoints with overdue deliveries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+import weakref
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.db import transaction, utcnow
+from bridge.event_sending import (
+    claim_due,
+    dispatch_events,
+    next_due_at,
+    overdue_endpoints,
+    record_attempt,
+    release,
+    undispatched_event_ids,
+)
+from bridge.events import take_recorded
+from bridge.events_sender import EventSender, HttpEventSender
+from bridge.runtime import Runtime
+from workers import queues
+from workers.context import runtime
+
+log = logging.getLogger(__name__)
+
+DISPATCH = "workers.events.dispatch"
+DELIVER = "workers.events.deliver_events"
+JOB_OPTIONS: dict[str, Any] = {"result_ttl": 0, "failure_ttl": 86400, "job_timeout": 900}
+
+MAX_IN_FLIGHT_PER_ENDPOINT = 2
+SLICE_SECONDS = 30.0  # a drain hands its worker back after this long, and queues its sequel
+# The sweeper leaves a delivery this long past due before it decides its drain was lost.
+OVERDUE_GRACE = timedelta(seconds=30)
+
+DRAIN_KEY = "bridge:events:drain:"  # "<when>:<token>" of the one drain waiting per endpoint
+DRAIN_KEY_TTL = 300
+IN_FLIGHT_KEY = "bridge:events:inflight:"  # a sorted set: drain token -> lease expiry
+
+# Take the endpoint's drain slot unless a drain as soon or sooner holds it.
+_TAKE_DRAIN = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local held_at = tonumber(string.match(held, '^([^:]+)'))
+  if held_at and held_at <= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+
+# A starting drain frees the slot if it holds it (or nobody does); else a sooner one replaced it.
+_START_DRAIN = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 1 end
+if string.match(held, ':(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# A place among the endpoint's drains in flight: expired places are dropped first.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return 1
+"""
+
+
+def enqueue_dispatch(connection: redis.Redis, event_ids: Sequence[str]) -> bool:
+    """Queue the dispatch of freshly committed events; False if Redis could not take it."""
+    if not event_ids:
+        return True
+    try:
+        Queue(queues.EVENTS, connection=connection).enqueue(
+            DISPATCH, args=(list(event_ids),), **JOB_OPTIONS
+        )
+    except redis.RedisError:
+        log.warning("event dispatch not enqueued; the sweeper will pick it up")
+        return False
+    return True
+
+
+def enqueue_drain(connection: redis.Redis, endpoint_id: str, at: datetime | None = None) -> bool:
+    """Queue (or schedule at `at`) a drain of the endpoint unless one as soon already waits."""
+    when = time.time() if at is None else at.timestamp()
+    token = secrets.token_hex(8)
+    ttl = DRAIN_KEY_TTL + max(0, int(when - time.time()))
+    try:
+        taken = connection.register_script(_TAKE_DRAIN)(
+            keys=[DRAIN_KEY + endpoint_id], args=[f"{when:.3f}", token, ttl]
+        )
+        if not taken:
+            return True
+        target = Queue(queues.EVENTS, connection=connection)
+        kwargs = {"token": token}
+        if at is None or when <= time.time():
+            target.enqueue(DELIVER, args=(endpoint_id,), kwargs=kwargs, **JOB_OPTIONS)
+        else:
+            target.enqueue_at(at, DELIVER, args=(endpoint_id,), kwargs=kwargs, **JOB_OPTIONS)
+    except redis.RedisError:
+        log.warning("event drain not enqueued; the sweeper will pick it up")
+        return False
+    return True
+
+
+_installed: weakref.WeakSet[sessionmaker[Session]] = weakref.WeakSet()
+
+
+def install_enqueue_on_commit(rt: Runtime) -> None:
+    """After each commit of `rt`'s sessions, queue the dispatch of the events it recorded."""
+    sessions = rt.sessions
+    if sessions in _installed:
+        return
+    _installed.add(sessions)
+
+    def after_commit(session: Session) -> None:
+        enqueue_dispatch(rt.redis, take_recorded(session))
+
+    def after_rollback(session: Session) -> None:
+        take_recorded(session)  # rolled back: those events do not exist
+
+    sa_event.listen(sessions, "after_commit", after_commit)
+    sa_event.listen(sessions, "after_rollback", after_rollback)
+
+
+def dispatch(event_ids: list[str]) -> int:
+    """Make the events' per-endpoint deliveries and queue a drain of each endpoint touched."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        endpoints = dispatch_events(session, event_ids, utcnow())
+    for endpoint_id in endpoints:
+        enqueue_drain(rt.redis, endpoint_id)
+    return len(endpoints)
+
+
+def deliver_events(
+    endpoint_id: str, token: str | None = None, sender: EventSender | None = None
+) -> dict[str, int]:
+    """Send the endpoint's due events, then schedule the drain that comes next."""
+    rt = runtime()
+    if token is not None and not rt.redis.register_script(_START_DRAIN)(
+        keys=[DRAIN_KEY + endpoint_id], args=[token]
+    ):
+        return {"superseded": 1}
+    place = secrets.token_hex(8)
+    if not _acquire(rt, endpoint_id, place):
+        # As many drains as allowed are at it; they go on until nothing is due.
+        return {"busy": 1}
+    own_sender = sender is None
+    sender = sender or HttpEventSender(rt.settings.webhook_timeout, rt.settings.is_production)
+    counts = {"succeeded": 0, "failed": 0}
+    next_at: datetime | None = None
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < SLICE_SECONDS:
+            batch = claim_due(rt.sessions, rt.settings, endpoint_id)
+            if not batch:
+                break
+            for i, claimed in enumerate(batch):
+                attempted_at = utcnow()
+                result = sender.post(claimed.outgoing(attempted_at))
+                recorded = record_attempt(rt.sessions, claimed, result, attempted_at)
+                counts["succeeded" if result.ok else "failed"] += 1
+                _acquire(rt, endpoint_id, place)  # extend the lease
+                if not result.ok:
+                    release(rt.sessions, [c.delivery_id for c in batch[i + 1 :]])
+                    next_at = recorded.next_attempt_at
+                    break
+            if next_at is not None:
+                break
+    finally:
+        _release(rt, endpoint_id, place)
+        if own_sender:
+            sender.close()
+    _queue_next(rt, endpoint_id)
+    return counts
+
+
+def _queue_next(rt: Runtime, endpoint_id: str) -> None:
+    with rt.sessions() as session:
+        when = next_due_at(session, endpoint_id)
+    if when is None:
+        return
+    now = utcnow()
+    enqueue_drain(rt.redis, endpoint_id, None if when <= now else when)
+
+
+def _acquire(rt: Runtime, endpoint_id: str, place: str) -> bool:
+    lease = SLICE_SECONDS + 2 * rt.settings.webhook_timeout + 30
+    now = time.time()
+    try:
+        return bool(
+            rt.redis.register_script(_ACQUIRE)(
+                keys=[IN_FLIGHT_KEY + endpoint_id],
+                args=[now, MAX_IN_FLIGHT_PER_ENDPOINT, now + lease, place, int(lease) + 60],
+            )
+        )
+    except redis.RedisError:
+        return True  # the claims in the database still keep two drains off one delivery
+
+
+def _release(rt: Runtime, endpoint_id: str, place: str) -> None:
+    with contextlib.suppress(redis.RedisError):  # else the place expires with its lease
+        rt.redis.zrem(IN_FLIGHT_KEY + endpoint_id, place)
+
+
+def redrive_events(rt: Runtime, now: datetime | None = None) -> dict[str, int]:
+    """Dispatch events whose job was lost and re-queue drains of endpoints left overdue."""
+    now = now or utcnow()
+    with rt.sessions() as session:
+        lost = undispatched_event_ids(session, now - OVERDUE_GRACE)
+    touched: set[str] = set()
+    if lost:
+        with transaction(rt.sessions) as session:
+            touched.update(dispatch_events(session, lost, now))
+    with rt.sessions() as session:
+        touched.update(overdue_endpoints(session, rt.settings, now - OVERDUE_GRACE, now))
+    requeued = sum(1 for endpoint_id in sorted(touched) if enqueue_drain(rt.redis, endpoint_id))
+    return {"events_dispatched": len(lost), "event_drains": requeued}
