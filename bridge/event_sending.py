@@ -309,15 +309,23 @@ def record_attempt(
     return Recorded(status, next_at, disabled)
 
 
-def release(sessions: sessionmaker[Session], delivery_ids: Sequence[str]) -> None:
-    """Give back claimed deliveries that were not attempted (no attempt is counted)."""
+def release(
+    sessions: sessionmaker[Session], delivery_ids: Sequence[str], not_before: datetime | None
+) -> None:
+    """Give back claimed deliveries that were not attempted, due again at `not_before` if given.
+
+    No attempt is counted: after a failed attempt they wait for its retry (see `record_attempt`).
+    """
     if not delivery_ids:
         return
+    values: dict[str, object] = {"status": PENDING, "claimed_at": None}
+    if not_before is not None:
+        values["next_attempt_at"] = not_before
     with transaction(sessions) as session:
         session.execute(
             update(EventDelivery)
             .where(EventDelivery.id.in_(delivery_ids), EventDelivery.status == SENDING)
-            .values(status=PENDING, claimed_at=None)
+            .values(**values)
         )
 
 

@@ -174,6 +174,7 @@ def deliver_events(
     sender = sender or HttpEventSender(rt.settings.webhook_timeout, rt.settings.is_production)
     counts = {"succeeded": 0, "failed": 0}
     next_at: datetime | None = None
+    failed = False
     started = time.monotonic()
     try:
         while time.monotonic() - started < SLICE_SECONDS:
@@ -187,10 +188,11 @@ def deliver_events(
                 counts["succeeded" if result.ok else "failed"] += 1
                 _acquire(rt, endpoint_id, place)  # extend the lease
                 if not result.ok:
-                    release(rt.sessions, [c.delivery_id for c in batch[i + 1 :]])
                     next_at = recorded.next_attempt_at
+                    release(rt.sessions, [c.delivery_id for c in batch[i + 1 :]], next_at)
+                    failed = True
                     break
-            if next_at is not None:
+            if failed:
                 break
     finally:
         _release(rt, endpoint_id, place)
