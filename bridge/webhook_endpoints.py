@@ -184,6 +184,9 @@ def update_endpoint(
 ) -> WebhookEndpoint:
     """Change url, events, description or enabled; enabling clears the reason and the failures."""
     endpoint = get_endpoint(session, organization_id, endpoint_id, for_update=True)
+    for name in ("url", "events", "enabled"):
+        if name in changes and changes[name] is None:
+            raise ValidationError(f"{name} may not be null", name)
     if "url" in changes:
         endpoint.url = check_url(changes["url"], settings)
     if "events" in changes:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from bridge import inbound, models, organizations
 from bridge.db import transaction
 from bridge.serialize import inbound_json, organization_json, user_json
-from webhooks import api_channels, api_threads, openapi
+from webhooks import api_channels, api_events, api_threads, openapi
 from webhooks.auth import authenticate
 from webhooks.context import runtime
 from webhooks.errors import register_database_errors
@@ -49,6 +49,7 @@ def _install(state: BlueprintSetupState) -> None:
 register_database_errors(bp)
 bp.register_blueprint(api_threads.bp)
 bp.register_blueprint(api_channels.bp)
+bp.register_blueprint(api_events.bp)
 
 
 def _organization_data(session: Session, org: models.Organization) -> dict[str, Any]:
