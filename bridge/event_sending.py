@@ -52,7 +52,7 @@ RETRY_SCHEDULE: tuple[timedelta, ...] = (
     timedelta(hours=10),
 )
 JITTER = 0.1  # each delay is drawn within 10% of the schedule's, so retries do not stampede
-BATCH = 10  # deliveries one claim takes
+BATCH = 25  # deliveries one claim takes (and one transaction records)
 DISPATCH_BATCH = 500
 
 
@@ -242,6 +242,15 @@ class Recorded:
     endpoint_disabled: bool
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt made: the delivery, what came of it and when it started."""
+
+    claimed: Claimed
+    result: AttemptResult
+    attempted_at: datetime
+
+
 def record_attempt(
     sessions: sessionmaker[Session],
     claimed: Claimed,
@@ -250,62 +259,103 @@ def record_attempt(
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> Recorded:
-    """Save the attempt and settle the delivery: succeeded, pending again later, or failed."""
+    """Save one attempt and settle its delivery (see `record_attempts`)."""
+    return record_attempts(sessions, [Outcome(claimed, result, attempted_at)], now, rng)[0]
+
+
+def record_attempts(
+    sessions: sessionmaker[Session],
+    outcomes: Sequence[Outcome],
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> list[Recorded]:
+    """Save a batch's attempts in one transaction and settle each delivery: succeeded, pending
+    again after its retry delay, or failed after the last one. The endpoints' failure clocks move
+    with them, and an endpoint failing for 5 days is disabled."""
     now = now or utcnow()
+    if not outcomes:
+        return []
     with transaction(sessions) as session:
-        delivery = session.execute(
-            select(EventDelivery).where(EventDelivery.id == claimed.delivery_id).with_for_update()
-        ).scalar_one_or_none()
-        if delivery is None:
-            return Recorded("deleted", None, False)  # the endpoint was deleted meanwhile
-        attempts = delivery.attempts + 1
-        next_at = None
-        if result.ok:
-            status = SUCCEEDED
-        else:
-            delay = retry_delay(attempts, rng)
-            next_at = None if delay is None else now + delay
-            status = FAILED if next_at is None else PENDING
-        if delivery.status == SENDING:  # not canceled (endpoint disabled) meanwhile
-            delivery.status = status
-            delivery.attempts = attempts
-            delivery.next_attempt_at = next_at
-            delivery.claimed_at = None
-            delivery.updated_at = now
-        session.add(
-            WebhookAttempt(
-                id=new_id("wha"),
-                delivery_id=delivery.id,
-                event_id=delivery.event_id,
-                endpoint_id=delivery.endpoint_id,
-                organization_id=delivery.organization_id,
-                attempted_at=attempted_at,
-                succeeded=result.ok,
-                status_code=result.status_code,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                next_retry_at=next_at,
-                response_body=result.response_body,
-            )
+        ids = [o.claimed.delivery_id for o in outcomes]
+        deliveries = {
+            d.id: d
+            for d in session.execute(
+                select(EventDelivery).where(EventDelivery.id.in_(ids)).with_for_update()
+            ).scalars()
+        }
+        endpoints = {
+            e.id: e
+            for e in session.execute(
+                select(WebhookEndpoint)
+                .where(WebhookEndpoint.id.in_({d.endpoint_id for d in deliveries.values()}))
+                .with_for_update()
+            ).scalars()
+        }
+        recorded = []
+        for outcome in outcomes:
+            delivery = deliveries.get(outcome.claimed.delivery_id)
+            if delivery is None:
+                recorded.append(Recorded("deleted", None, False))  # its endpoint was deleted
+                continue
+            endpoint = endpoints[delivery.endpoint_id]
+            recorded.append(_settle(session, delivery, endpoint, outcome, now, rng))
+    return recorded
+
+
+def _settle(
+    session: Session,
+    delivery: EventDelivery,
+    endpoint: WebhookEndpoint,
+    outcome: Outcome,
+    now: datetime,
+    rng: random.Random | None,
+) -> Recorded:
+    result = outcome.result
+    attempts = delivery.attempts + 1
+    next_at = None
+    if result.ok:
+        status = SUCCEEDED
+    else:
+        delay = retry_delay(attempts, rng)
+        next_at = None if delay is None else now + delay
+        status = FAILED if next_at is None else PENDING
+    if delivery.status == SENDING:  # not canceled (endpoint disabled) meanwhile
+        delivery.status = status
+        delivery.attempts = attempts
+        delivery.next_attempt_at = next_at
+        delivery.claimed_at = None
+        delivery.updated_at = now
+    session.add(
+        WebhookAttempt(
+            id=new_id("wha"),
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            endpoint_id=delivery.endpoint_id,
+            organization_id=delivery.organization_id,
+            attempted_at=outcome.attempted_at,
+            succeeded=result.ok,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            next_retry_at=next_at,
+            response_body=result.response_body,
         )
-        endpoint = session.execute(
-            select(WebhookEndpoint)
-            .where(WebhookEndpoint.id == delivery.endpoint_id)
-            .with_for_update()
-        ).scalar_one()
-        disabled = note_outcome(session, endpoint, result.ok, now)
-        if not result.ok and next_at is not None and not disabled:
-            # The endpoint's other due deliveries wait for this retry rather than each probing.
-            session.execute(
-                update(EventDelivery)
-                .where(
-                    EventDelivery.endpoint_id == endpoint.id,
-                    EventDelivery.status == PENDING,
-                    EventDelivery.next_attempt_at < next_at,
-                    EventDelivery.id != delivery.id,
-                )
-                .values(next_attempt_at=next_at)
+    )
+    disabled = note_outcome(session, endpoint, result.ok, now)
+    if not result.ok and next_at is not None and not disabled:
+        # The endpoint's other due deliveries wait for this retry rather than each probing.
+        session.flush()
+        session.execute(
+            update(EventDelivery)
+            .where(
+                EventDelivery.endpoint_id == endpoint.id,
+                EventDelivery.status == PENDING,
+                EventDelivery.next_attempt_at < next_at,
+                EventDelivery.id != delivery.id,
             )
+            .values(next_attempt_at=next_at)
+            .execution_options(synchronize_session=False)
+        )
     return Recorded(status, next_at, disabled)
 
 

@@ -29,11 +29,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.db import transaction, utcnow
 from bridge.event_sending import (
+    Outcome,
     claim_due,
     dispatch_events,
     next_due_at,
     overdue_endpoints,
-    record_attempt,
+    record_attempts,
     release,
     undispatched_event_ids,
 )
@@ -173,26 +174,26 @@ def deliver_events(
     own_sender = sender is None
     sender = sender or HttpEventSender(rt.settings.webhook_timeout, rt.settings.is_production)
     counts = {"succeeded": 0, "failed": 0}
-    next_at: datetime | None = None
-    failed = False
     started = time.monotonic()
     try:
         while time.monotonic() - started < SLICE_SECONDS:
             batch = claim_due(rt.sessions, rt.settings, endpoint_id)
             if not batch:
                 break
-            for i, claimed in enumerate(batch):
+            _acquire(rt, endpoint_id, place)  # extend the lease
+            outcomes = []
+            for claimed in batch:
                 attempted_at = utcnow()
                 result = sender.post(claimed.outgoing(attempted_at))
-                recorded = record_attempt(rt.sessions, claimed, result, attempted_at)
-                counts["succeeded" if result.ok else "failed"] += 1
-                _acquire(rt, endpoint_id, place)  # extend the lease
+                outcomes.append(Outcome(claimed, result, attempted_at))
                 if not result.ok:
-                    next_at = recorded.next_attempt_at
-                    release(rt.sessions, [c.delivery_id for c in batch[i + 1 :]], next_at)
-                    failed = True
-                    break
-            if failed:
+                    break  # a failing endpoint is not sent the rest of the batch
+            recorded = record_attempts(rt.sessions, outcomes)
+            counts["succeeded"] += sum(1 for o in outcomes if o.result.ok)
+            counts["failed"] += sum(1 for o in outcomes if not o.result.ok)
+            if not outcomes[-1].result.ok:
+                unsent = [c.delivery_id for c in batch[len(outcomes) :]]
+                release(rt.sessions, unsent, recorded[-1].next_attempt_at)
                 break
     finally:
         _release(rt, endpoint_id, place)

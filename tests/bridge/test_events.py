@@ -14,6 +14,7 @@ from bridge.errors import NotFound, ValidationError
 from bridge.event_sending import (
     RETRY_SCHEDULE,
     claim_due,
+    claim_lease,
     dispatch_events,
     record_attempt,
     resend_event,
@@ -294,7 +295,7 @@ def test_a_claim_left_by_a_killed_worker_is_taken_again_after_the_lease(
     # The worker dies here: nothing recorded. Within the lease nobody else takes it...
     assert claim_due(runtime.sessions, runtime.settings, endpoint.id, now) == []
     # ...after it, another worker does.
-    later = now + timedelta(seconds=runtime.settings.webhook_timeout * 10 + 61)
+    later = now + claim_lease(runtime.settings) + timedelta(seconds=1)
     assert len(claim_due(runtime.sessions, runtime.settings, endpoint.id, later)) == 1
 
 

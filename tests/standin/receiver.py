@@ -155,3 +155,25 @@ class Receiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a receiver answering 200 at once until SIGTERM; print its URL on one line."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.standin.receiver")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    receiver = Receiver(args.port or None).start()
+    print(receiver.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    receiver.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
