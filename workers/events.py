@@ -7,6 +7,7 @@
   `MAX_IN_FLIGHT_PER_ENDPOINT` drains of one endpoint run at once (a Redis semaphore whose
   entries expire, so a killed worker frees its place), so one slow endpoint ties up at most that
   many workers and every other endpoint's drain, and every SMS queue ahead of `events`, goes on.
+  A drain also hands its worker back as soon as SMS work waits on a queue ahead of `events`.
 - `redrive_events(runtime, now)` (called by every sweep) dispatches events whose job Redis lost and
   re-queues drains of endpoints with overdue deliveries.
 """
@@ -52,6 +53,9 @@ JOB_OPTIONS: dict[str, Any] = {"result_ttl": 0, "failure_ttl": 86400, "job_timeo
 
 MAX_IN_FLIGHT_PER_ENDPOINT = 2
 SLICE_SECONDS = 30.0  # a drain hands its worker back after this long, and queues its sequel
+# How often a drain looks whether SMS wait on the queues ahead of `events`; when they do it hands
+# its worker back at once (after the POST in progress, at most WEBHOOK_TIMEOUT).
+SMS_CHECK_SECONDS = 0.2
 # The sweeper leaves a delivery this long past due before it decides its drain was lost.
 OVERDUE_GRACE = timedelta(seconds=30)
 
@@ -175,6 +179,7 @@ def deliver_events(
     sender = sender or HttpEventSender(rt.settings.webhook_timeout, rt.settings.is_production)
     counts = {"succeeded": 0, "failed": 0}
     started = time.monotonic()
+    sms_check = _Every(SMS_CHECK_SECONDS)
     try:
         while time.monotonic() - started < SLICE_SECONDS:
             batch = claim_due(rt.sessions, rt.settings, endpoint_id)
@@ -182,18 +187,26 @@ def deliver_events(
                 break
             _acquire(rt, endpoint_id, place)  # extend the lease
             outcomes = []
+            yielding = False
             for claimed in batch:
                 attempted_at = utcnow()
                 result = sender.post(claimed.outgoing(attempted_at))
                 outcomes.append(Outcome(claimed, result, attempted_at))
                 if not result.ok:
                     break  # a failing endpoint is not sent the rest of the batch
+                if sms_check.due() and sms_waiting(rt.redis):
+                    yielding = True  # SMS come first: this drain is queued again behind them
+                    break
             recorded = record_attempts(rt.sessions, outcomes)
             counts["succeeded"] += sum(1 for o in outcomes if o.result.ok)
             counts["failed"] += sum(1 for o in outcomes if not o.result.ok)
+            unsent = [c.delivery_id for c in batch[len(outcomes) :]]
             if not outcomes[-1].result.ok:
-                unsent = [c.delivery_id for c in batch[len(outcomes) :]]
                 release(rt.sessions, unsent, recorded[-1].next_attempt_at)
+                break
+            if yielding:
+                release(rt.sessions, unsent, None)
+                counts["yielded"] = 1
                 break
     finally:
         _release(rt, endpoint_id, place)
@@ -201,6 +214,31 @@ def deliver_events(
             sender.close()
     _queue_next(rt, endpoint_id)
     return counts
+
+
+def sms_waiting(connection: redis.Redis) -> bool:
+    """Whether a queue ahead of `events` (SMS, maintenance) has jobs waiting."""
+    try:
+        return any(
+            Queue(name, connection=connection).count for name in queues.ALL if name != queues.EVENTS
+        )
+    except redis.RedisError:
+        return False
+
+
+class _Every:
+    """True at most once every `seconds` (the first call included)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = float("-inf")
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 def _queue_next(rt: Runtime, endpoint_id: str) -> None:

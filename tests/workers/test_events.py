@@ -30,6 +30,7 @@ from workers.events import (
     IN_FLIGHT_KEY,
     MAX_IN_FLIGHT_PER_ENDPOINT,
     deliver_events,
+    dispatch,
     install_enqueue_on_commit,
 )
 from workers.sweeper import sweep
@@ -317,3 +318,22 @@ def test_a_claim_left_by_a_killed_worker_is_sent_again_after_the_lease(
     assert sweep(rt)["event_drains"] == 1
     work_events(rt.redis)
     assert receiver.event_ids() == [event_id, event_id]  # at least once: never lost
+
+
+def test_a_drain_hands_its_worker_back_when_sms_wait(
+    events_runtime: Runtime, receiver: Receiver
+) -> None:
+    rt = events_runtime
+    org = make_org(rt)
+    endpoint = endpoint_for(rt, org, receiver.url)
+    ids = record(rt, org, 30)
+    rt.redis.delete(f"rq:queue:{queues.EVENTS}")  # the dispatch is done by hand below
+    dispatch(ids)
+    sms = Queue(queues.TEXT, connection=rt.redis).enqueue("os.getpid")  # an SMS job waits
+    counts = deliver_events(endpoint.id)
+    assert counts == {"succeeded": 1, "failed": 0, "yielded": 1}
+    waiting = Queue(queues.EVENTS, connection=rt.redis).get_jobs()
+    assert [j.func_name for j in waiting] == ["workers.events.deliver_events"]  # queued again
+    sms.delete()
+    work_events(rt.redis)
+    assert sorted(receiver.event_ids()) == sorted(ids)
