@@ -210,9 +210,12 @@ def describe_error(exc: BaseException, timeout: float) -> str:
 class HttpEventSender:
     """POSTs events with `requests`: pinned address, explicit timeout, no redirects, 1 KiB read."""
 
-    def __init__(self, timeout: float, production: bool, pool_size: int = 10) -> None:
+    def __init__(
+        self, timeout: float, production: bool, pool_size: int = 10, verify: bool | str = True
+    ) -> None:
         self.timeout = timeout
         self.production = production
+        self.verify = verify  # True (the system's CAs) or a CA bundle's path (tests)
         self.session = requests.Session()
         self.session.trust_env = False  # no proxies or .netrc from the environment
         adapter = PinnedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
@@ -242,6 +245,7 @@ class HttpEventSender:
                 timeout=(self.timeout, self.timeout),
                 allow_redirects=False,
                 stream=True,
+                verify=self.verify,
             )
             try:
                 raw = response.raw.read(MAX_RESPONSE_BODY, decode_content=True) or b""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
@@ -193,3 +196,35 @@ def test_in_production_a_loopback_url_is_refused_at_send_time_and_never_reached(
         assert result.error is not None and result.error.startswith("refused: url ")
     time.sleep(0.1)
     assert receiver.received == []
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for `name` (its own CA), made with the openssl command."""
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_connects_to_the_resolved_address_and_checks_the_certificate_on_the_name(
+    tmp_path: Path,
+) -> None:
+    cert, key = _certificate(tmp_path, "localhost")
+    with Receiver(tls=(cert, key), host="localhost").start() as receiver:
+        sender = HttpEventSender(5, production=False, verify=cert)
+        result = sender.post(outgoing(receiver.url))
+        assert result.ok, result
+        (got,) = receiver.wait_for(1)
+        assert got.headers["host"] == f"localhost:{receiver.port}"
+    # A certificate for another name is refused, though the address is the same.
+    other_cert, other_key = _certificate(tmp_path, "other.example")
+    with Receiver(tls=(other_cert, other_key), host="localhost").start() as receiver:
+        result = HttpEventSender(5, production=False, verify=other_cert).post(
+            outgoing(receiver.url)
+        )
+        assert not result.ok and result.error == "TLS handshake or certificate check failed"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,9 +79,17 @@ class _Handler(BaseHTTPRequestHandler):
 class Receiver:
     """The receiver; `url` is where to register it (`http://127.0.0.1:<port>/hooks`)."""
 
-    def __init__(self, port: int | None = None, path: str = "/hooks") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        path: str = "/hooks",
+        tls: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.port = port or free_port()
         self.path = path
+        self.tls = tls  # (certificate file, key file): serve https
+        self.host = host  # the name in `url` (it listens on 127.0.0.1 whatever it is)
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._status = 200
@@ -92,11 +101,16 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}{self.path}"
 
     def start(self) -> Self:
         server = _Server(("127.0.0.1", self.port), _Handler)
         server.receiver = self
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._released.clear()
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
