@@ -14,9 +14,10 @@ functions build those objects from the domain's rows.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from bridge.db import epoch, utcnow
@@ -46,11 +47,7 @@ def record_event(
     session: Session, organization_id: str, type: str, object_json: dict[str, Any]
 ) -> Event:
     """Add an event to the caller's transaction (one INSERT at its flush); it commits with it."""
-    expected = EVENT_OBJECTS.get(type)
-    if expected is None:
-        raise ValueError(f"unknown event type {type!r}")
-    if object_json.get("object") != expected:
-        raise ValueError(f"a {type} event carries a {expected}, not {object_json.get('object')!r}")
+    _check(type, object_json)
     event = Event(
         id=new_id("evt"),
         organization_id=organization_id,
@@ -61,6 +58,43 @@ def record_event(
     session.add(event)
     session.info.setdefault(RECORDED_KEY, []).append(event.id)
     return event
+
+
+def record_events(
+    session: Session, organization_id: str, items: Sequence[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """Add many events to the caller's transaction in one multi-row INSERT; their ids.
+
+    For changes made in bulk (a fan-out's deliveries, a batch of sends recorded together), where
+    one `record_event` per row would be one INSERT per row.
+    """
+    if not items:
+        return []
+    now = utcnow()
+    ids = [new_id("evt") for _ in items]
+    rows = []
+    for event_id, (type, object_json) in zip(ids, items, strict=True):
+        _check(type, object_json)
+        rows.append(
+            {
+                "id": event_id,
+                "organization_id": organization_id,
+                "type": type,
+                "data": {"object": object_json},
+                "created_at": now,
+            }
+        )
+    session.execute(insert(Event), rows)
+    session.info.setdefault(RECORDED_KEY, []).extend(ids)
+    return ids
+
+
+def _check(type: str, object_json: dict[str, Any]) -> None:
+    expected = EVENT_OBJECTS.get(type)
+    if expected is None:
+        raise ValueError(f"unknown event type {type!r}")
+    if object_json.get("object") != expected:
+        raise ValueError(f"a {type} event carries a {expected}, not {object_json.get('object')!r}")
 
 
 def take_recorded(session: Session) -> list[str]:

@@ -30,6 +30,7 @@ from bridge.events import (
     list_events,
     message_object,
     record_event,
+    record_events,
     take_recorded,
 )
 from bridge.events_sender import AttemptResult
@@ -73,6 +74,23 @@ def test_a_transaction_rolled_back_writes_no_event(runtime: Runtime) -> None:
         raise RuntimeError("the change fails after the event was recorded")
     with runtime.sessions() as session:
         assert session.execute(select(func.count()).select_from(Event)).scalar_one() == 0
+
+
+def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
+    org = make_org(runtime)
+    items = [("delivery.updated", {"object": "delivery", "id": f"dlv_{i}"}) for i in range(3)]
+    with pytest.raises(RuntimeError), transaction(runtime.sessions) as session:
+        record_events(session, org.id, items)
+        raise RuntimeError("rolled back")
+    with transaction(runtime.sessions) as session:
+        ids = record_events(session, org.id, items)
+        assert take_recorded(session) == ids
+        with pytest.raises(ValueError, match="carries a delivery"):
+            record_events(session, org.id, [("delivery.updated", {"object": "message"})])
+    with runtime.sessions() as session:
+        rows, _ = list_events(session, org.id, "delivery.updated", 50, None)
+    assert sorted(r.id for r in rows) == sorted(ids)
+    assert {r.data["object"]["id"] for r in rows} == {"dlv_0", "dlv_1", "dlv_2"}
 
 
 def test_an_event_must_carry_the_object_of_its_type(runtime: Runtime) -> None:
