@@ -28,7 +28,7 @@ from bridge.db import transaction, utcnow
 from bridge.runtime import Runtime
 from bridge.sending import resolve_stale, stale_pending_messages
 from workers.enqueue import enqueue_fan_out, enqueue_published
-from workers.events import redrive_events
+from workers.events import install_enqueue_on_commit, redrive_events
 from workers.inbound import drain_kept
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def run_sweeper_process(parent_pid: int) -> None:
     settings = load_settings()
     configure_logging(settings)
     runtime = Runtime(settings)
+    install_enqueue_on_commit(runtime)  # events its sweeps record go out after their commit
     interval = settings.sweep_interval
     try:
         while os.getppid() == parent_pid:
