@@ -5,21 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-PREFIXES = (
-    "org",
-    "usr",
-    "cnt",
-    "msg",
-    "chnl",
-    "dlv",
-    "in",
-    "key",
-    "snd",
-    "we",
-    "evt",
-    "evd",
-    "wha",
-)
+PREFIXES = ("org", "usr", "cnt", "msg", "chnl", "dlv", "in", "key", "snd")
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "order-1\n" through.
 RESOURCE_ID = re.compile(r"\A[A-Za-z0-9_\-.:]{1,128}\Z")
