@@ -102,6 +102,9 @@ class Settings(BaseModel):
     metrics_token: str | None = Field(None, repr=False)
     api_rate_limit: int = 600  # REST API requests per API key per minute
     outbox_path: str = Field(default_factory=default_outbox_path)
+    # Events out (DESIGN 5.8, 5.9): how long a receiver has to answer, how long events are kept.
+    webhook_timeout: float = Field(5.0, gt=0)
+    retention_days: int = Field(180, ge=0)  # 0 keeps everything
 
     @field_validator("env")
     @classmethod
@@ -196,6 +199,9 @@ _ENVIRONMENT = {
     "METRICS_TOKEN": "metrics_token",
     "API_RATE_LIMIT": "api_rate_limit",
     "OUTBOX_PATH": "outbox_path",
+    # Events out.
+    "WEBHOOK_TIMEOUT": "webhook_timeout",
+    "RETENTION_DAYS": "retention_days",
 }
 
 

@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
 
     from webhooks import api, console, errors, ops, twilio
+    from workers.enqueue import install_enqueue_on_commit
 
+    install_enqueue_on_commit(runtime)  # events recorded by a request go out after its commit
     errors.register(app)
     ops.init_app(app)
     app.register_blueprint(api.bp)

@@ -22,7 +22,7 @@ from bridge.serialize import (
     Organization,
     User,
 )
-from webhooks import api_channels, api_messages, api_threads, openapi
+from webhooks import api_channels, api_events, api_messages, api_threads, openapi
 from webhooks.auth import authenticate
 from webhooks.context import runtime
 from webhooks.errors import register_database_errors
@@ -43,6 +43,7 @@ register_database_errors(bp)
 bp.register_blueprint(api_threads.bp)
 bp.register_blueprint(api_channels.bp)
 bp.register_blueprint(api_messages.bp)
+bp.register_blueprint(api_events.bp)
 
 
 @bp.before_request

@@ -20,6 +20,7 @@ from bridge.runtime import Runtime, connect_redis
 from bridge.settings import load_settings
 from workers import queues
 from workers.context import install
+from workers.enqueue import install_enqueue_on_commit
 from workers.sweeper import start_sweeper_process
 
 log = logging.getLogger("workers")
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # For the operator reading the deploy log: the lines, not a traceback.
         print(f"worker: {exc}", file=sys.stderr)
         return 1
+    install_enqueue_on_commit(runtime)  # events recorded by jobs go out after their commit
     sweeper = None if args.no_sweeper else start_sweeper_process()
     worker = build_worker(runtime)
     log.info("worker starting", extra={"queues": list(queues.ALL)})

@@ -11,15 +11,18 @@ import json
 import logging
 import secrets
 import time
+import weakref
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from bridge.events import take_recorded
 from bridge.messages import Posted
 from bridge.publishing import PublishResult
 from workers import queues
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 FAN_OUT = "workers.jobs.fan_out"
 PUBLISH_SCHEDULED = "workers.jobs.publish_scheduled"
 DRAIN = "workers.inbound.drain"
+DISPATCH_EVENTS = "workers.events.dispatch"
+EVENT_JOB_OPTIONS: dict[str, Any] = {"result_ttl": 0, "failure_ttl": 86400, "job_timeout": 900}
 # A fan-out runs in slices (workers.fanout.SLICE_SECONDS), so an hour is far more than one needs.
 FAN_OUT_OPTIONS = {"job_timeout": 3600, "result_ttl": 0, "failure_ttl": 86400}
 
@@ -242,3 +247,37 @@ def sweep_now(runtime: Runtime) -> dict[str, int]:
     from workers.sweeper import sweep  # the sweep itself belongs to the worker side
 
     return sweep(runtime)
+
+
+def enqueue_dispatch(connection: redis.Redis, event_ids: Sequence[str]) -> bool:
+    """Queue the dispatch of freshly committed events; False if Redis could not take it."""
+    if not event_ids:
+        return True
+    try:
+        Queue(queues.EVENTS, connection=connection).enqueue(
+            DISPATCH_EVENTS, args=(list(event_ids),), **EVENT_JOB_OPTIONS
+        )
+    except redis.RedisError:
+        log.warning("event dispatch not enqueued; the sweeper will pick it up")
+        return False
+    return True
+
+
+_installed: weakref.WeakSet[sessionmaker[Session]] = weakref.WeakSet()
+
+
+def install_enqueue_on_commit(rt: Runtime) -> None:
+    """After each commit of `rt`'s sessions, queue the dispatch of the events it recorded."""
+    sessions = rt.sessions
+    if sessions in _installed:
+        return
+    _installed.add(sessions)
+
+    def after_commit(session: Session) -> None:
+        enqueue_dispatch(rt.redis, take_recorded(session))
+
+    def after_rollback(session: Session) -> None:
+        take_recorded(session)  # rolled back: those events do not exist
+
+    event.listen(sessions, "after_commit", after_commit)
+    event.listen(sessions, "after_rollback", after_rollback)

@@ -9,6 +9,8 @@ from bridge.models import Lane
 TEXT = Lane.TEXT.value
 NOTIFICATIONS = Lane.NOTIFICATIONS.value  # bulk: tracking updates and pickup reminders
 MAINTENANCE = "maintenance"  # inbound drains after a database outage
+# Events out (DESIGN 5.8): last, so a slow endpoint never holds back an SMS.
+EVENTS = "events"
 
 # In priority order: a worker takes from the first queue that has work.
-ALL = (TEXT, NOTIFICATIONS, MAINTENANCE)
+ALL = (TEXT, NOTIFICATIONS, MAINTENANCE, EVENTS)

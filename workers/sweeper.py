@@ -4,7 +4,8 @@ One sweep (also `bridge sweep`):
 - processes inbound SMS kept in Redis while the database was down (`workers.inbound.drain_kept`);
 - publishes scheduled messages that are due, and enqueues their fan-out;
 - settles deliveries left `sending`/`unknown` past SEND_STALE_AFTER by asking Twilio first;
-- re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER.
+- re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER;
+- redrives events whose dispatch or drain Redis lost (`workers.events.redrive_events`).
 
 Each worker starts it in a process of its own (`start_sweeper_process`), every SWEEP_INTERVAL,
 not through Redis, so it keeps going after Redis is flushed or the worker restarts. A short Redis
@@ -27,7 +28,8 @@ from bridge.db import transaction, utcnow
 from bridge.publishing import publish_due_messages
 from bridge.runtime import Runtime
 from bridge.stale import resolve_stale
-from workers.enqueue import enqueue_fan_out, enqueue_published
+from workers.enqueue import enqueue_fan_out, enqueue_published, install_enqueue_on_commit
+from workers.events import redrive_events
 from workers.inbound import drain_kept
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
         if fresh and enqueue_fan_out(runtime.redis, message_id, queue):
             requeued += 1
     counts["requeued"] = requeued
+    counts.update(redrive_events(runtime, now))
     if any(counts.values()):
         log.info("sweep", extra={"counts": counts})
     return counts
@@ -106,6 +109,7 @@ def run_sweeper_process(parent_pid: int) -> None:
     settings = load_settings()
     configure_logging(settings)
     runtime = Runtime(settings)
+    install_enqueue_on_commit(runtime)  # events its sweeps record go out after their commit
     interval = settings.sweep_interval
     try:
         while os.getppid() == parent_pid:

@@ -61,10 +61,10 @@ def _indexed(engine: Engine, table: str) -> list[tuple[str, ...]]:
     return [*found, tuple(primary)]  # type: ignore[list-item]
 
 
-def test_one_revision_ships() -> None:
+def test_the_revisions_ship_in_one_line() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0001"]
-    assert [r.revision for r in script.walk_revisions()] == ["0001"]
+    assert script.get_heads() == ["0002"]
+    assert [r.revision for r in script.walk_revisions()] == ["0002", "0001"]
 
 
 def test_the_migration_creates_exactly_the_models_schema(empty_engine: Engine) -> None:
@@ -74,7 +74,7 @@ def test_the_migration_creates_exactly_the_models_schema(empty_engine: Engine) -
     upgrade(empty_engine)  # a second run (a second release) changes nothing
     assert _differences(empty_engine) == []
     with empty_engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
 
 
 def test_the_lookup_indexes_exist(empty_engine: Engine) -> None:
@@ -99,6 +99,10 @@ def test_the_lookup_indexes_exist(empty_engine: Engine) -> None:
     assert leads("inbound_sms", "message_sid")
     assert leads("sender_numbers", "phone")
     assert leads("api_keys", "key_hash")
+    # Events out: the event log by organization (and type), due deliveries per endpoint, attempts.
+    assert leads("events", "organization_id", "type", "seq")
+    assert leads("event_deliveries", "endpoint_id", "status", "next_attempt_at")
+    assert leads("webhook_attempts", "endpoint_id", "seq")
 
 
 def test_downgrade_removes_every_table(empty_engine: Engine) -> None:

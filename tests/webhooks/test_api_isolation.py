@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from bridge.db import Base, transaction
+from bridge.events import record_event
 from bridge.runtime import Runtime
 from tests import factories
 from tests.webhooks.conftest import ApiOrg
@@ -23,6 +24,7 @@ BODIES: dict[str, Any] = {
     "post_message": {"text": "hello"},
     "post_channel_message": {"text": "hello"},
     "edit_message": {"text": "edited"},
+    "update_webhook_endpoint": {"enabled": False},
 }
 
 
@@ -56,7 +58,16 @@ def test_another_organizations_ids_are_404_everywhere(
         "channel_id": scheduled["channel_id"],
         "message_id": scheduled["id"],
     }
+    endpoint = api.post(
+        "/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/secret-hooks", "events": ["*"]}
+    ).json
+    with transaction(runtime.sessions) as session:
+        event = record_event(
+            session, api.organization_id, "contact.opted_out", {"object": "contact"}
+        )
+    ids |= {"endpoint_id": endpoint["id"], "event_id": event.id}
     secrets = [*ids.values(), "Uma Secret", "Cora Secret", contact.phone, contact.phone_hash]
+    secrets += [endpoint["secret"], endpoint["url"]]
 
     before = _snapshot(runtime.engine)
     probed = []
@@ -74,7 +85,7 @@ def test_another_organizations_ids_are_404_everywhere(
         assert not [s for s in secrets if s in text], (op.method, path, text)
         probed.append(op.view)
     assert _snapshot(runtime.engine) == before
-    assert len(probed) == 15
+    assert len(probed) == 22  # 15, and the 7 of events out
 
     # ids inside bodies and query strings are no way in either
     created = other_api.post("/v1/threads", {"resource_id": "theirs", "subscribers": [contact.id]})

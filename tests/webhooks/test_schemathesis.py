@@ -25,8 +25,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.config import SchemathesisConfig
+from webhooks.present import contact_data
 
 from bridge.db import transaction
+from bridge.events import record_event
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from tests import factories
@@ -82,7 +84,16 @@ def fuzzed(settings: Settings, runtime: Runtime, redis_client: Any) -> Iterator[
         json={"text": "later", "publish_to_channel_at": int(time.time()) + 3600},
         headers=headers,
     ).json
+    endpoint = client.post(
+        "/v1/webhook_endpoints",
+        json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]},
+        headers=headers,
+    ).json
+    with transaction(unlimited.sessions) as session:
+        event = record_event(session, org.id, "contact.opted_out", contact_data(session, contact))
     ids = {
+        "endpoint_id": endpoint["id"],
+        "event_id": event.id,
         "thread_id": thread["id"],
         "channel_id": later["channel_id"],
         "message_id": later["id"],
@@ -114,7 +125,7 @@ def test_the_api_keeps_to_its_description(fuzzed: tuple[Flask, dict]) -> None:
     app, seed = fuzzed
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=CONFIG)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 23
+    assert len(operations) == 33
     for op in operations:
         names = [p.name for p in op.path_parameters]
         existing = {name: seed["ids"][name] for name in names} or None

@@ -1,0 +1,188 @@
+"""Events: what happened, recorded in the transaction of the change it reports (DESIGN 5.8).
+
+`record_event` is the outbox: it adds one row to the caller's session, so the event commits with
+the change or not at all, and costs the caller one INSERT. Which endpoints receive it is worked out
+later by a worker (`bridge.event_sending.dispatch_events`). The ids of the events a session
+recorded wait in `session.info` until its commit, for whoever enqueues work after commit
+(`take_recorded`).
+
+An event is `{"object": "event", "id": "evt_...", "type", "created_at", "organization_id",
+"data": {"object": {...}}}`, the object as the API returns it at that moment; the `*_object`
+functions build those objects from the domain's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from bridge.db import epoch, utcnow
+from bridge.errors import NotFound, ValidationError
+from bridge.ids import new_id
+from bridge.models import Event
+from bridge.pages import page
+
+if TYPE_CHECKING:
+    from bridge.models import Contact, Delivery, InboundSms, Message
+
+# Each event type and the kind of object its `data.object` is.
+EVENT_OBJECTS: dict[str, str] = {
+    "message.created": "message",
+    "message.updated": "message",
+    "delivery.updated": "delivery",
+    "inbound.received": "inbound_sms",
+    "contact.opted_out": "contact",
+    "contact.opted_in": "contact",
+}
+EVENT_TYPES = tuple(EVENT_OBJECTS)
+
+RECORDED_KEY = "bridge.events.recorded"
+
+
+def record_event(
+    session: Session, organization_id: str, type: str, object_json: dict[str, Any]
+) -> Event:
+    """Add an event to the caller's transaction (one INSERT at its flush); it commits with it."""
+    _check(type, object_json)
+    event = Event(
+        id=new_id("evt"),
+        organization_id=organization_id,
+        type=type,
+        data={"object": object_json},
+        created_at=utcnow(),
+    )
+    session.add(event)
+    session.info.setdefault(RECORDED_KEY, []).append(event.id)
+    return event
+
+
+def record_events(
+    session: Session, organization_id: str, items: Sequence[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """Add many events to the caller's transaction in one multi-row INSERT; their ids.
+
+    For changes made in bulk (a fan-out's deliveries, a batch of sends recorded together), where
+    one `record_event` per row would be one INSERT per row.
+    """
+    if not items:
+        return []
+    now = utcnow()
+    ids = [new_id("evt") for _ in items]
+    rows = []
+    for event_id, (type, object_json) in zip(ids, items, strict=True):
+        _check(type, object_json)
+        rows.append(
+            {
+                "id": event_id,
+                "organization_id": organization_id,
+                "type": type,
+                "data": {"object": object_json},
+                "created_at": now,
+            }
+        )
+    session.execute(insert(Event), rows)
+    session.info.setdefault(RECORDED_KEY, []).extend(ids)
+    return ids
+
+
+def _check(type: str, object_json: dict[str, Any]) -> None:
+    expected = EVENT_OBJECTS.get(type)
+    if expected is None:
+        raise ValueError(f"unknown event type {type!r}")
+    if object_json.get("object") != expected:
+        raise ValueError(f"a {type} event carries a {expected}, not {object_json.get('object')!r}")
+
+
+def take_recorded(session: Session) -> list[str]:
+    """The ids of the events this session recorded since the last call (after its commit)."""
+    ids: list[str] = session.info.pop(RECORDED_KEY, [])
+    return ids
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The event as the API shows it and as endpoints receive it."""
+    return {
+        "object": "event",
+        "id": event.id,
+        "type": event.type,
+        "created_at": epoch(event.created_at),
+        "organization_id": event.organization_id,
+        "data": event.data,
+    }
+
+
+def event_body(event: Event) -> str:
+    """The JSON body POSTed to endpoints (what the signature covers)."""
+    return json.dumps(event_json(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def get_event(session: Session, organization_id: str, event_id: str) -> Event:
+    """The organization's event, or NotFound (also for another organization's)."""
+    event = session.execute(
+        select(Event).where(Event.id == event_id, Event.organization_id == organization_id)
+    ).scalar_one_or_none()
+    if event is None:
+        raise NotFound("no such event")
+    return event
+
+
+def list_events(
+    session: Session, organization_id: str, type: str | None, limit: int, before: str | None
+) -> tuple[list[Event], bool]:
+    """The organization's events, newest first, of one type when `type` is given."""
+    scope = [Event.organization_id == organization_id]
+    if type is not None:
+        if type not in EVENT_OBJECTS:
+            raise ValidationError(f"type must be one of {', '.join(EVENT_TYPES)}", "type")
+        scope.append(Event.type == type)
+    return page(session, Event, scope, limit, before, "an event")
+
+
+# The objects events carry. bridge.serialize imports the modules that will record events
+# (channels, threads), so it is imported where used, not at the top, to keep imports acyclic.
+
+
+def message_object(session: Session, message: Message) -> dict[str, Any]:
+    """A message as the API returns it, named after its thread (or else its channel)."""
+    from bridge.models import Channel, Thread
+    from bridge.serialize import message_json
+
+    if message.thread_id:
+        row = session.execute(
+            select(Thread.name, Thread.resource_id).where(Thread.id == message.thread_id)
+        ).one_or_none()
+        name, resource_id = (row[0], row[1]) if row else (None, None)
+        return message_json(message, name, resource_id)
+    channel_name = None
+    if message.channel_id:
+        channel_name = session.execute(
+            select(Channel.name).where(Channel.id == message.channel_id)
+        ).scalar_one_or_none()
+    return message_json(message, channel_name, None)
+
+
+def delivery_object(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the API returns it."""
+    from bridge.serialize import delivery_json
+
+    return delivery_json(delivery)
+
+
+def inbound_object(inbound: InboundSms) -> dict[str, Any]:
+    """An inbound SMS record as the API returns it."""
+    from bridge.serialize import inbound_json
+
+    return inbound_json(inbound)
+
+
+def contact_object(session: Session, contact: Contact) -> dict[str, Any]:
+    """A contact as the API returns it, with whether it has opted out now."""
+    from bridge.organizations import is_opted_out
+    from bridge.serialize import contact_json
+
+    opted_out = is_opted_out(session, contact.organization_id, contact.phone_hash)
+    return contact_json(contact, opted_out)

@@ -1,0 +1,243 @@
+"""Events out on the `events` queue: dispatch, per-endpoint drains, and the sweeper's redrive.
+
+- `dispatch(event_ids)` makes each event's per-endpoint deliveries and queues a drain per endpoint;
+  it is enqueued after the commit that recorded the events (`enqueue.install_enqueue_on_commit`).
+- `deliver_events(endpoint_id)` drains one endpoint: claims its due deliveries in batches, POSTs
+  them, records each attempt, and schedules itself for the next retry. At most
+  `MAX_IN_FLIGHT_PER_ENDPOINT` drains of one endpoint run at once (a Redis semaphore whose
+  entries expire, so a killed worker frees its place), so one slow endpoint ties up at most that
+  many workers and every other endpoint's drain, and every SMS queue ahead of `events`, goes on.
+  A drain also hands its worker back as soon as SMS work waits on a queue ahead of `events`.
+- `redrive_events(runtime, now)` (called by every sweep) dispatches events whose job Redis lost and
+  re-queues drains of endpoints with overdue deliveries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta
+
+import redis
+from rq import Queue
+
+from bridge.db import transaction, utcnow
+from bridge.event_sending import (
+    Outcome,
+    claim_due,
+    dispatch_events,
+    next_due_at,
+    overdue_endpoints,
+    record_attempts,
+    release,
+    undispatched_event_ids,
+)
+from bridge.events_sender import EventSender, HttpEventSender
+from bridge.runtime import Runtime
+from workers import queues
+from workers.context import runtime
+from workers.enqueue import EVENT_JOB_OPTIONS as JOB_OPTIONS
+
+log = logging.getLogger(__name__)
+
+DELIVER = "workers.events.deliver_events"
+
+MAX_IN_FLIGHT_PER_ENDPOINT = 2
+SLICE_SECONDS = 30.0  # a drain hands its worker back after this long, and queues its sequel
+# How often a drain looks whether SMS wait on the queues ahead of `events`; when they do it hands
+# its worker back at once (after the POST in progress, at most WEBHOOK_TIMEOUT).
+SMS_CHECK_SECONDS = 0.2
+# The sweeper leaves a delivery this long past due before it decides its drain was lost.
+OVERDUE_GRACE = timedelta(seconds=30)
+
+DRAIN_KEY = "bridge:events:drain:"  # "<when>:<token>" of the one drain waiting per endpoint
+DRAIN_KEY_TTL = 300
+IN_FLIGHT_KEY = "bridge:events:inflight:"  # a sorted set: drain token -> lease expiry
+
+# Take the endpoint's drain slot unless a drain as soon or sooner holds it.
+_TAKE_DRAIN = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local held_at = tonumber(string.match(held, '^([^:]+)'))
+  if held_at and held_at <= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+
+# A starting drain frees the slot if it holds it (or nobody does); else a sooner one replaced it.
+_START_DRAIN = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 1 end
+if string.match(held, ':(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# A place among the endpoint's drains in flight: expired places are dropped first.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return 1
+"""
+
+
+def enqueue_drain(connection: redis.Redis, endpoint_id: str, at: datetime | None = None) -> bool:
+    """Queue (or schedule at `at`) a drain of the endpoint unless one as soon already waits."""
+    when = time.time() if at is None else at.timestamp()
+    token = secrets.token_hex(8)
+    ttl = DRAIN_KEY_TTL + max(0, int(when - time.time()))
+    try:
+        taken = connection.register_script(_TAKE_DRAIN)(
+            keys=[DRAIN_KEY + endpoint_id], args=[f"{when:.3f}", token, ttl]
+        )
+        if not taken:
+            return True
+        target = Queue(queues.EVENTS, connection=connection)
+        kwargs = {"token": token}
+        if at is None or when <= time.time():
+            target.enqueue(DELIVER, args=(endpoint_id,), kwargs=kwargs, **JOB_OPTIONS)
+        else:
+            target.enqueue_at(at, DELIVER, args=(endpoint_id,), kwargs=kwargs, **JOB_OPTIONS)
+    except redis.RedisError:
+        log.warning("event drain not enqueued; the sweeper will pick it up")
+        return False
+    return True
+
+
+def dispatch(event_ids: list[str]) -> int:
+    """Make the events' per-endpoint deliveries and queue a drain of each endpoint touched."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        endpoints = dispatch_events(session, event_ids, utcnow())
+    for endpoint_id in endpoints:
+        enqueue_drain(rt.redis, endpoint_id)
+    return len(endpoints)
+
+
+def deliver_events(
+    endpoint_id: str, token: str | None = None, sender: EventSender | None = None
+) -> dict[str, int]:
+    """Send the endpoint's due events, then schedule the drain that comes next."""
+    rt = runtime()
+    if token is not None and not rt.redis.register_script(_START_DRAIN)(
+        keys=[DRAIN_KEY + endpoint_id], args=[token]
+    ):
+        return {"superseded": 1}
+    place = secrets.token_hex(8)
+    if not _acquire(rt, endpoint_id, place):
+        # As many drains as allowed are at it; they go on until nothing is due.
+        return {"busy": 1}
+    own_sender = sender is None
+    sender = sender or HttpEventSender(rt.settings.webhook_timeout, rt.settings.is_production)
+    counts = {"succeeded": 0, "failed": 0}
+    started = time.monotonic()
+    sms_check = _Every(SMS_CHECK_SECONDS)
+    try:
+        while time.monotonic() - started < SLICE_SECONDS:
+            batch = claim_due(rt.sessions, rt.settings, endpoint_id)
+            if not batch:
+                break
+            _acquire(rt, endpoint_id, place)  # extend the lease
+            outcomes = []
+            yielding = False
+            for claimed in batch:
+                attempted_at = utcnow()
+                result = sender.post(claimed.outgoing(attempted_at))
+                outcomes.append(Outcome(claimed, result, attempted_at))
+                if not result.ok:
+                    break  # a failing endpoint is not sent the rest of the batch
+                if sms_check.due() and sms_waiting(rt.redis):
+                    yielding = True  # SMS come first: this drain is queued again behind them
+                    break
+            recorded = record_attempts(rt.sessions, outcomes)
+            counts["succeeded"] += sum(1 for o in outcomes if o.result.ok)
+            counts["failed"] += sum(1 for o in outcomes if not o.result.ok)
+            unsent = [c.delivery_id for c in batch[len(outcomes) :]]
+            if not outcomes[-1].result.ok:
+                release(rt.sessions, unsent, recorded[-1].next_attempt_at)
+                break
+            if yielding:
+                release(rt.sessions, unsent, None)
+                counts["yielded"] = 1
+                break
+    finally:
+        _release(rt, endpoint_id, place)
+        if own_sender:
+            sender.close()
+    _queue_next(rt, endpoint_id)
+    return counts
+
+
+def sms_waiting(connection: redis.Redis) -> bool:
+    """Whether a queue ahead of `events` (SMS, maintenance) has jobs waiting."""
+    try:
+        return any(
+            Queue(name, connection=connection).count for name in queues.ALL if name != queues.EVENTS
+        )
+    except redis.RedisError:
+        return False
+
+
+class _Every:
+    """True at most once every `seconds` (the first call included)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = float("-inf")
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+def _queue_next(rt: Runtime, endpoint_id: str) -> None:
+    with rt.sessions() as session:
+        when = next_due_at(session, endpoint_id)
+    if when is None:
+        return
+    now = utcnow()
+    enqueue_drain(rt.redis, endpoint_id, None if when <= now else when)
+
+
+def _acquire(rt: Runtime, endpoint_id: str, place: str) -> bool:
+    lease = SLICE_SECONDS + 2 * rt.settings.webhook_timeout + 30
+    now = time.time()
+    try:
+        return bool(
+            rt.redis.register_script(_ACQUIRE)(
+                keys=[IN_FLIGHT_KEY + endpoint_id],
+                args=[now, MAX_IN_FLIGHT_PER_ENDPOINT, now + lease, place, int(lease) + 60],
+            )
+        )
+    except redis.RedisError:
+        return True  # the claims in the database still keep two drains off one delivery
+
+
+def _release(rt: Runtime, endpoint_id: str, place: str) -> None:
+    with contextlib.suppress(redis.RedisError):  # else the place expires with its lease
+        rt.redis.zrem(IN_FLIGHT_KEY + endpoint_id, place)
+
+
+def redrive_events(rt: Runtime, now: datetime | None = None) -> dict[str, int]:
+    """Dispatch events whose job was lost and re-queue drains of endpoints left overdue."""
+    now = now or utcnow()
+    with rt.sessions() as session:
+        lost = undispatched_event_ids(session, now - OVERDUE_GRACE)
+    touched: set[str] = set()
+    if lost:
+        with transaction(rt.sessions) as session:
+            touched.update(dispatch_events(session, lost, now))
+    with rt.sessions() as session:
+        touched.update(overdue_endpoints(session, rt.settings, now - OVERDUE_GRACE, now))
+    requeued = sum(1 for endpoint_id in sorted(touched) if enqueue_drain(rt.redis, endpoint_id))
+    return {"events_dispatched": len(lost), "event_drains": requeued}
