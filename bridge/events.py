@@ -13,14 +13,14 @@ functions build those objects from the domain's rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from bridge.db import epoch, utcnow
+from bridge.db import utcnow
 from bridge.errors import NotFound, ValidationError
 from bridge.ids import new_id
 from bridge.models import Event
@@ -105,19 +105,16 @@ def take_recorded(session: Session) -> list[str]:
 
 def event_json(event: Event) -> dict[str, Any]:
     """The event as the API shows it and as endpoints receive it."""
-    return {
-        "object": "event",
-        "id": event.id,
-        "type": event.type,
-        "created_at": epoch(event.created_at),
-        "organization_id": event.organization_id,
-        "data": event.data,
-    }
+    from bridge.serialize import Event as EventModel
+
+    return dump(EventModel.of(event))
 
 
 def event_body(event: Event) -> str:
-    """The JSON body POSTed to endpoints (what the signature covers)."""
-    return json.dumps(event_json(event), separators=(",", ":"), ensure_ascii=False)
+    """The JSON body POSTed to endpoints (what the signature covers): the API's JSON of it."""
+    from bridge.serialize import Event as EventModel
+
+    return EventModel.of(event).model_dump_json(by_alias=True)
 
 
 def get_event(session: Session, organization_id: str, event_id: str) -> Event:
@@ -142,47 +139,39 @@ def list_events(
     return page(session, Event, scope, limit, before, "an event")
 
 
-# The objects events carry. bridge.serialize imports the modules that will record events
-# (channels, threads), so it is imported where used, not at the top, to keep imports acyclic.
+# The objects events carry: the API's response models, dumped as the API answers them. The
+# bridge.serialize package imports the modules that record events (threads, organizations), so it
+# is imported where used, not at the top, to keep imports acyclic.
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A response model as JSON data, exactly as the API writes it (aliases included)."""
+    return model.model_dump(mode="json", by_alias=True)
 
 
 def message_object(session: Session, message: Message) -> dict[str, Any]:
     """A message as the API returns it, named after its thread (or else its channel)."""
-    from bridge.models import Channel, Thread
-    from bridge.serialize import message_json
+    from bridge.serialize import load_message
 
-    if message.thread_id:
-        row = session.execute(
-            select(Thread.name, Thread.resource_id).where(Thread.id == message.thread_id)
-        ).one_or_none()
-        name, resource_id = (row[0], row[1]) if row else (None, None)
-        return message_json(message, name, resource_id)
-    channel_name = None
-    if message.channel_id:
-        channel_name = session.execute(
-            select(Channel.name).where(Channel.id == message.channel_id)
-        ).scalar_one_or_none()
-    return message_json(message, channel_name, None)
+    return dump(load_message(session, message))
 
 
 def delivery_object(delivery: Delivery) -> dict[str, Any]:
     """A delivery as the API returns it."""
-    from bridge.serialize import delivery_json
+    from bridge.serialize import Delivery as DeliveryModel
 
-    return delivery_json(delivery)
+    return dump(DeliveryModel.of(delivery))
 
 
 def inbound_object(inbound: InboundSms) -> dict[str, Any]:
     """An inbound SMS record as the API returns it."""
-    from bridge.serialize import inbound_json
+    from bridge.serialize import InboundSms as InboundSmsModel
 
-    return inbound_json(inbound)
+    return dump(InboundSmsModel.of(inbound))
 
 
 def contact_object(session: Session, contact: Contact) -> dict[str, Any]:
     """A contact as the API returns it, with whether it has opted out now."""
-    from bridge.organizations import is_opted_out
-    from bridge.serialize import contact_json
+    from bridge.serialize import Contact as ContactModel
 
-    opted_out = is_opted_out(session, contact.organization_id, contact.phone_hash)
-    return contact_json(contact, opted_out)
+    return dump(ContactModel.load(session, contact))

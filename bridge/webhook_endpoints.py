@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from bridge.db import epoch, utcnow
+from bridge.db import utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.events import EVENT_TYPES
 from bridge.events_sender import check_address
@@ -79,41 +79,6 @@ def check_events(events: Sequence[str]) -> list[str]:
     if ALL_EVENTS in chosen and len(chosen) > 1:
         raise ValidationError("events: '*' already names every type; give it alone", "events")
     return chosen
-
-
-def endpoint_json(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[str, Any]:
-    """A webhook endpoint as the API shows it; `secret` only when just created or rotated."""
-    data: dict[str, Any] = {
-        "object": "webhook_endpoint",
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "events": list(endpoint.events),
-        "description": endpoint.description,
-        "enabled": endpoint.enabled,
-        "disabled_reason": endpoint.disabled_reason,
-        "created_at": epoch(endpoint.created_at),
-        "updated_at": epoch(endpoint.updated_at),
-    }
-    if secret is not None:
-        data["secret"] = secret
-    return data
-
-
-def attempt_json(attempt: WebhookAttempt) -> dict[str, Any]:
-    """One attempt as the API shows it."""
-    return {
-        "object": "webhook_attempt",
-        "id": attempt.id,
-        "endpoint_id": attempt.endpoint_id,
-        "event_id": attempt.event_id,
-        "attempted_at": epoch(attempt.attempted_at),
-        "succeeded": attempt.succeeded,
-        "status_code": attempt.status_code,
-        "error": attempt.error,
-        "duration_ms": attempt.duration_ms,
-        "next_retry_at": epoch(attempt.next_retry_at),
-        "response_body": attempt.response_body,
-    }
 
 
 def create_endpoint(

@@ -1,33 +1,31 @@
 """Webhook endpoints and the event log (DESIGN 5.8; nested in /v1 by `webhooks.api`).
 
-Views stay thin, in the fixed order: authenticate, read the request, call one domain function in a
-transaction, enqueue after commit, answer.
+Views stay thin, in the fixed order: read the request (done by `operation`, the actor by the
+blueprint), call one domain function in a transaction, enqueue after commit, answer.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, g
 from flask.typing import ResponseReturnValue
 
 from bridge import event_sending, events, webhook_endpoints
 from bridge.db import transaction
-from webhooks.auth import authenticate
-from webhooks.context import runtime
-from webhooks.event_schemas import (
+from bridge.serialize import (
     Event,
     EventList,
-    EventQuery,
+    WebhookAttempt,
     WebhookAttemptList,
     WebhookEndpoint,
-    WebhookEndpointCreate,
     WebhookEndpointDeleted,
     WebhookEndpointList,
-    WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
 )
-from webhooks.http import json_body, operation, query_args, respond, respond_list
+from webhooks.context import runtime
+from webhooks.event_schemas import EventQuery, WebhookEndpointCreate, WebhookEndpointUpdate
+from webhooks.http import operation, respond
 from webhooks.schemas import PageQuery
-from workers.events import enqueue_drain
+from workers.enqueue import enqueue_event_drain
 
 bp = Blueprint("events", __name__)
 
@@ -41,22 +39,20 @@ bp = Blueprint("events", __name__)
     responses={201: WebhookEndpointWithSecret},
     errors=(409,),
 )
-def create_webhook_endpoint() -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(WebhookEndpointCreate)
+def create_webhook_endpoint(body: WebhookEndpointCreate) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
         endpoint = webhook_endpoints.create_endpoint(
             session,
             rt.settings,
-            actor.organization_id,
+            g.actor.organization_id,
             body.url,
             body.events,
             body.description,
             body.enabled,
         )
-        data = webhook_endpoints.endpoint_json(endpoint, secret=endpoint.secret)
-    return respond(WebhookEndpointWithSecret, data, 201)
+        answer = WebhookEndpointWithSecret.with_secret(endpoint, endpoint.secret)
+    return respond(answer, 201)
 
 
 @operation(
@@ -67,15 +63,13 @@ def create_webhook_endpoint() -> ResponseReturnValue:
     query=PageQuery,
     responses={200: WebhookEndpointList},
 )
-def list_webhook_endpoints() -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(PageQuery)
+def list_webhook_endpoints(query: PageQuery) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         rows, has_more = webhook_endpoints.list_endpoints(
-            session, actor.organization_id, args.limit, args.before
+            session, g.actor.organization_id, query.limit, query.before
         )
-        data = [webhook_endpoints.endpoint_json(e) for e in rows]
-    return respond_list(WebhookEndpointList, data, has_more)
+        answer = WebhookEndpointList.of([WebhookEndpoint.of(e) for e in rows], has_more)
+    return respond(answer)
 
 
 @operation(
@@ -86,11 +80,10 @@ def list_webhook_endpoints() -> ResponseReturnValue:
     responses={200: WebhookEndpoint},
 )
 def get_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        endpoint = webhook_endpoints.get_endpoint(session, actor.organization_id, endpoint_id)
-        data = webhook_endpoints.endpoint_json(endpoint)
-    return respond(WebhookEndpoint, data)
+        endpoint = webhook_endpoints.get_endpoint(session, g.actor.organization_id, endpoint_id)
+        answer = WebhookEndpoint.of(endpoint)
+    return respond(answer)
 
 
 @operation(
@@ -101,20 +94,18 @@ def get_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
     body=WebhookEndpointUpdate,
     responses={200: WebhookEndpoint},
 )
-def update_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    body = json_body(WebhookEndpointUpdate)
+def update_webhook_endpoint(endpoint_id: str, body: WebhookEndpointUpdate) -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as session:
         endpoint = webhook_endpoints.update_endpoint(
             session,
             rt.settings,
-            actor.organization_id,
+            g.actor.organization_id,
             endpoint_id,
             body.model_dump(exclude_unset=True),
         )
-        data = webhook_endpoints.endpoint_json(endpoint)
-    return respond(WebhookEndpoint, data)
+        answer = WebhookEndpoint.of(endpoint)
+    return respond(answer)
 
 
 @operation(
@@ -125,11 +116,10 @@ def update_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
     responses={200: WebhookEndpointDeleted},
 )
 def delete_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        endpoint = webhook_endpoints.delete_endpoint(session, actor.organization_id, endpoint_id)
-        data = {"object": "webhook_endpoint", "id": endpoint.id, "deleted": True}
-    return respond(WebhookEndpointDeleted, data)
+        endpoint = webhook_endpoints.delete_endpoint(session, g.actor.organization_id, endpoint_id)
+        answer = WebhookEndpointDeleted.of(endpoint)
+    return respond(answer)
 
 
 @operation(
@@ -140,13 +130,12 @@ def delete_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
     responses={200: WebhookEndpointWithSecret},
 )
 def rotate_webhook_secret(endpoint_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
         endpoint, secret = webhook_endpoints.rotate_secret(
-            session, actor.organization_id, endpoint_id
+            session, g.actor.organization_id, endpoint_id
         )
-        data = webhook_endpoints.endpoint_json(endpoint, secret=secret)
-    return respond(WebhookEndpointWithSecret, data)
+        answer = WebhookEndpointWithSecret.with_secret(endpoint, secret)
+    return respond(answer)
 
 
 @operation(
@@ -157,15 +146,13 @@ def rotate_webhook_secret(endpoint_id: str) -> ResponseReturnValue:
     query=PageQuery,
     responses={200: WebhookAttemptList},
 )
-def list_webhook_attempts(endpoint_id: str) -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(PageQuery)
+def list_webhook_attempts(endpoint_id: str, query: PageQuery) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         rows, has_more = webhook_endpoints.list_attempts(
-            session, actor.organization_id, endpoint_id, args.limit, args.before
+            session, g.actor.organization_id, endpoint_id, query.limit, query.before
         )
-        data = [webhook_endpoints.attempt_json(a) for a in rows]
-    return respond_list(WebhookAttemptList, data, has_more)
+        answer = WebhookAttemptList.of([WebhookAttempt.of(a) for a in rows], has_more)
+    return respond(answer)
 
 
 @operation(
@@ -176,15 +163,13 @@ def list_webhook_attempts(endpoint_id: str) -> ResponseReturnValue:
     query=EventQuery,
     responses={200: EventList},
 )
-def list_events() -> ResponseReturnValue:
-    actor = authenticate()
-    args = query_args(EventQuery)
+def list_events(query: EventQuery) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         rows, has_more = events.list_events(
-            session, actor.organization_id, args.type, args.limit, args.before
+            session, g.actor.organization_id, query.type, query.limit, query.before
         )
-        data = [events.event_json(e) for e in rows]
-    return respond_list(EventList, data, has_more)
+        answer = EventList.of([Event.of(e) for e in rows], has_more)
+    return respond(answer)
 
 
 @operation(
@@ -195,10 +180,9 @@ def list_events() -> ResponseReturnValue:
     responses={200: Event},
 )
 def get_event(event_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     with transaction(runtime().sessions) as session:
-        data = events.event_json(events.get_event(session, actor.organization_id, event_id))
-    return respond(Event, data)
+        answer = Event.of(events.get_event(session, g.actor.organization_id, event_id))
+    return respond(answer)
 
 
 @operation(
@@ -209,11 +193,10 @@ def get_event(event_id: str) -> ResponseReturnValue:
     responses={202: Event},
 )
 def resend_event(event_id: str) -> ResponseReturnValue:
-    actor = authenticate()
     rt = runtime()
     with transaction(rt.sessions) as session:
-        endpoints = event_sending.resend_event(session, actor.organization_id, event_id)
-        data = events.event_json(events.get_event(session, actor.organization_id, event_id))
+        endpoints = event_sending.resend_event(session, g.actor.organization_id, event_id)
+        answer = Event.of(events.get_event(session, g.actor.organization_id, event_id))
     for endpoint_id in endpoints:
-        enqueue_drain(rt.redis, endpoint_id)
-    return respond(Event, data, 202)
+        enqueue_event_drain(rt.redis, endpoint_id)
+    return respond(answer, 202)

@@ -54,8 +54,14 @@ STATUS = "status"
 # The database may take minutes to come back; the sweeper drains too, so this only speeds it up.
 _RETRY_INTERVALS = [5, 10, 30, 60, 120, 300]
 
-# Take the message's slot unless a fan-out at the same time or sooner holds it; a sooner one
-# replaces a later one (which then finds itself superseded when it runs).
+# At most one drain of an endpoint's events waits in RQ: this key holds "<when>:<token>" of it,
+# as FAN_OUT_KEY does for a message's fan-out, and with the same two scripts.
+EVENT_DRAIN_KEY = "bridge:events:drain:"
+EVENT_DRAIN_KEY_TTL = 300
+DELIVER_EVENTS = "workers.events.deliver_events"
+
+# Take a slot (a message's fan-out, an endpoint's drain) unless a job at the same time or sooner
+# holds it; a sooner one replaces a later one (which then finds itself superseded when it runs).
 _TAKE_SLOT = """
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -66,7 +72,7 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', tonumber(ARGV[3]))
 return 1
 """
 
-# A starting fan-out frees the slot if it holds it (or nobody does); it is superseded otherwise.
+# A starting job frees the slot if it holds it (or nobody does); it is superseded otherwise.
 _START = """
 local held = redis.call('GET', KEYS[1])
 if not held then return 1 end
@@ -130,13 +136,9 @@ def enqueue_fan_out(
     Returns False only if Redis could not take it.
     """
     when = time.time() if at is None else at.timestamp()
-    token = secrets.token_hex(8)
-    ttl = FAN_OUT_KEY_TTL + max(0, int(when - time.time()))
     try:
-        taken = connection.register_script(_TAKE_SLOT)(
-            keys=[FAN_OUT_KEY + message_id], args=[f"{when:.3f}", token, ttl]
-        )
-        if not taken:
+        token = _take_slot(connection, FAN_OUT_KEY + message_id, when, FAN_OUT_KEY_TTL)
+        if token is None:
             return True  # a fan-out as soon as this one is already queued or scheduled
         target = Queue(queue, connection=connection)
         kwargs = {"queue": queue, "token": token, "rounds": rounds}
@@ -154,9 +156,52 @@ def enqueue_fan_out(
 
 def start_fan_out(connection: redis.Redis, message_id: str, token: str | None) -> bool:
     """Free the message's fan-out slot as its job starts; False if a newer fan-out replaced it."""
+    return _start_slot(connection, FAN_OUT_KEY + message_id, token)
+
+
+def _take_slot(connection: redis.Redis, key: str, when: float, ttl: int) -> str | None:
+    # The token of the slot taken for a job at `when`, or None if one as soon already holds it.
+    token = secrets.token_hex(8)
+    ttl += max(0, int(when - time.time()))
+    taken = connection.register_script(_TAKE_SLOT)(keys=[key], args=[f"{when:.3f}", token, ttl])
+    return token if taken else None
+
+
+def _start_slot(connection: redis.Redis, key: str, token: str | None) -> bool:
     if token is None:
         return True
-    return bool(connection.register_script(_START)(keys=[FAN_OUT_KEY + message_id], args=[token]))
+    return bool(connection.register_script(_START)(keys=[key], args=[token]))
+
+
+def enqueue_event_drain(
+    connection: redis.Redis, endpoint_id: str, at: datetime | None = None
+) -> bool:
+    """Queue (or schedule at `at`) a drain of the endpoint's events unless one as soon waits.
+
+    Returns False only if Redis could not take it (the sweeper redrives overdue endpoints).
+    """
+    when = time.time() if at is None else at.timestamp()
+    try:
+        token = _take_slot(connection, EVENT_DRAIN_KEY + endpoint_id, when, EVENT_DRAIN_KEY_TTL)
+        if token is None:
+            return True
+        target = Queue(queues.EVENTS, connection=connection)
+        kwargs = {"token": token}
+        if at is None or when <= time.time():
+            target.enqueue(DELIVER_EVENTS, args=(endpoint_id,), kwargs=kwargs, **EVENT_JOB_OPTIONS)
+        else:
+            target.enqueue_at(
+                at, DELIVER_EVENTS, args=(endpoint_id,), kwargs=kwargs, **EVENT_JOB_OPTIONS
+            )
+    except redis.RedisError:
+        log.warning("event drain not enqueued; the sweeper will pick it up")
+        return False
+    return True
+
+
+def start_event_drain(connection: redis.Redis, endpoint_id: str, token: str | None) -> bool:
+    """Free the endpoint's drain slot as its job starts; False if a sooner drain replaced it."""
+    return _start_slot(connection, EVENT_DRAIN_KEY + endpoint_id, token)
 
 
 def enqueue_scheduled(connection: redis.Redis, message_id: str, when: datetime) -> bool:

@@ -38,11 +38,9 @@ from bridge.events_sender import EventSender, HttpEventSender
 from bridge.runtime import Runtime
 from workers import queues
 from workers.context import runtime
-from workers.enqueue import EVENT_JOB_OPTIONS as JOB_OPTIONS
+from workers.enqueue import enqueue_event_drain, start_event_drain
 
 log = logging.getLogger(__name__)
-
-DELIVER = "workers.events.deliver_events"
 
 MAX_IN_FLIGHT_PER_ENDPOINT = 2
 SLICE_SECONDS = 30.0  # a drain hands its worker back after this long, and queues its sequel
@@ -52,31 +50,7 @@ SMS_CHECK_SECONDS = 0.2
 # The sweeper leaves a delivery this long past due before it decides its drain was lost.
 OVERDUE_GRACE = timedelta(seconds=30)
 
-DRAIN_KEY = "bridge:events:drain:"  # "<when>:<token>" of the one drain waiting per endpoint
-DRAIN_KEY_TTL = 300
 IN_FLIGHT_KEY = "bridge:events:inflight:"  # a sorted set: drain token -> lease expiry
-
-# Take the endpoint's drain slot unless a drain as soon or sooner holds it.
-_TAKE_DRAIN = """
-local held = redis.call('GET', KEYS[1])
-if held then
-  local held_at = tonumber(string.match(held, '^([^:]+)'))
-  if held_at and held_at <= tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', tonumber(ARGV[3]))
-return 1
-"""
-
-# A starting drain frees the slot if it holds it (or nobody does); else a sooner one replaced it.
-_START_DRAIN = """
-local held = redis.call('GET', KEYS[1])
-if not held then return 1 end
-if string.match(held, ':(.*)$') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
 
 # A place among the endpoint's drains in flight: expired places are dropped first.
 _ACQUIRE = """
@@ -88,36 +62,13 @@ return 1
 """
 
 
-def enqueue_drain(connection: redis.Redis, endpoint_id: str, at: datetime | None = None) -> bool:
-    """Queue (or schedule at `at`) a drain of the endpoint unless one as soon already waits."""
-    when = time.time() if at is None else at.timestamp()
-    token = secrets.token_hex(8)
-    ttl = DRAIN_KEY_TTL + max(0, int(when - time.time()))
-    try:
-        taken = connection.register_script(_TAKE_DRAIN)(
-            keys=[DRAIN_KEY + endpoint_id], args=[f"{when:.3f}", token, ttl]
-        )
-        if not taken:
-            return True
-        target = Queue(queues.EVENTS, connection=connection)
-        kwargs = {"token": token}
-        if at is None or when <= time.time():
-            target.enqueue(DELIVER, args=(endpoint_id,), kwargs=kwargs, **JOB_OPTIONS)
-        else:
-            target.enqueue_at(at, DELIVER, args=(endpoint_id,), kwargs=kwargs, **JOB_OPTIONS)
-    except redis.RedisError:
-        log.warning("event drain not enqueued; the sweeper will pick it up")
-        return False
-    return True
-
-
 def dispatch(event_ids: list[str]) -> int:
     """Make the events' per-endpoint deliveries and queue a drain of each endpoint touched."""
     rt = runtime()
     with transaction(rt.sessions) as session:
         endpoints = dispatch_events(session, event_ids, utcnow())
     for endpoint_id in endpoints:
-        enqueue_drain(rt.redis, endpoint_id)
+        enqueue_event_drain(rt.redis, endpoint_id)
     return len(endpoints)
 
 
@@ -126,9 +77,7 @@ def deliver_events(
 ) -> dict[str, int]:
     """Send the endpoint's due events, then schedule the drain that comes next."""
     rt = runtime()
-    if token is not None and not rt.redis.register_script(_START_DRAIN)(
-        keys=[DRAIN_KEY + endpoint_id], args=[token]
-    ):
+    if not start_event_drain(rt.redis, endpoint_id, token):
         return {"superseded": 1}
     place = secrets.token_hex(8)
     if not _acquire(rt, endpoint_id, place):
@@ -206,7 +155,7 @@ def _queue_next(rt: Runtime, endpoint_id: str) -> None:
     if when is None:
         return
     now = utcnow()
-    enqueue_drain(rt.redis, endpoint_id, None if when <= now else when)
+    enqueue_event_drain(rt.redis, endpoint_id, None if when <= now else when)
 
 
 def _acquire(rt: Runtime, endpoint_id: str, place: str) -> bool:
@@ -239,5 +188,7 @@ def redrive_events(rt: Runtime, now: datetime | None = None) -> dict[str, int]:
             touched.update(dispatch_events(session, lost, now))
     with rt.sessions() as session:
         touched.update(overdue_endpoints(session, rt.settings, now - OVERDUE_GRACE, now))
-    requeued = sum(1 for endpoint_id in sorted(touched) if enqueue_drain(rt.redis, endpoint_id))
+    requeued = sum(
+        1 for endpoint_id in sorted(touched) if enqueue_event_drain(rt.redis, endpoint_id)
+    )
     return {"events_dispatched": len(lost), "event_drains": requeued}

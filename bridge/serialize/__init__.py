@@ -6,9 +6,9 @@ model and the web layer dumps it. The models forbid extra fields and are validat
 built, so a response that drifts from its description fails loudly in the tests instead of quietly
 in a client.
 
-The models live in two private modules, re-exported here: `_conversations` (messages,
-subscribers, threads, channels) and `_records` (deliveries, inbound SMS, the organization, its
-users and contacts, and the list pages).
+The models live in three private modules, re-exported here: `_conversations` (messages,
+subscribers, threads, channels), `_records` (deliveries, inbound SMS, the organization, its
+users and contacts, and the list pages) and `_events` (webhook endpoints, attempts, events).
 """
 
 from bridge.serialize._conversations import (
@@ -22,6 +22,18 @@ from bridge.serialize._conversations import (
     Timestamp,
     load_message,
     load_messages,
+)
+from bridge.serialize._events import (
+    Event,
+    EventList,
+    EventType,
+    Subscription,
+    WebhookAttempt,
+    WebhookAttemptList,
+    WebhookEndpoint,
+    WebhookEndpointDeleted,
+    WebhookEndpointList,
+    WebhookEndpointWithSecret,
 )
 from bridge.serialize._records import (
     ChannelList,
@@ -45,6 +57,9 @@ __all__ = [
     "Delivery",
     "DeliveryList",
     "Epoch",
+    "Event",
+    "EventList",
+    "EventType",
     "InboundSms",
     "InboundSmsList",
     "Message",
@@ -54,9 +69,16 @@ __all__ = [
     "Reaction",
     "Response",
     "Subscriber",
+    "Subscription",
     "Thread",
     "Timestamp",
     "User",
+    "WebhookAttempt",
+    "WebhookAttemptList",
+    "WebhookEndpoint",
+    "WebhookEndpointDeleted",
+    "WebhookEndpointList",
+    "WebhookEndpointWithSecret",
     "load_message",
     "load_messages",
 ]
