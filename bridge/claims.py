@@ -29,7 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from bridge.db import utcnow
+from bridge.db import epoch, utcnow
+from bridge.events import record_deliveries
 from bridge.models import Contact, Delivery, DeliveryStatus, OptOut
 from bridge.publishing import OPTED_OUT
 from bridge.settings import Settings
@@ -121,7 +122,9 @@ def claim_deliveries(
             execution_options={"synchronize_session": False},
         )
     )
-    return _skip_opted_out(session, claimed, now)
+    sending = _skip_opted_out(session, claimed, now)
+    record_deliveries(session, sending)
+    return sending
 
 
 def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) -> list[Delivery]:
@@ -143,6 +146,8 @@ def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) ->
     if not opted:
         return claimed
     skip = [d.id for d in claimed if d.subscriber_id in opted]
+    changes = {"status": SKIPPED.value, "error_message": OPTED_OUT, "updated_at": epoch(now)}
+    record_deliveries(session, (d for d in claimed if d.id in skip), changes)
     session.execute(
         update(Delivery)
         .where(Delivery.id.in_(skip))

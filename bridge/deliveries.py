@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
+from bridge.events import record_deliveries
 from bridge.messages import get_message
 from bridge.models import Contact, Delivery, DeliveryStatus
 from bridge.organizations import opt_out
@@ -121,6 +122,7 @@ def apply_status(
             opted = opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
     if changed:
         delivery.updated_at = utcnow()
+        record_deliveries(session, [delivery])
     return StatusOutcome(delivery, changed, opted)
 
 

@@ -13,7 +13,7 @@ functions build those objects from the domain's rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -150,10 +150,43 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 
 def message_object(session: Session, message: Message) -> dict[str, Any]:
-    """A message as the API returns it, named after its thread (or else its channel)."""
-    from bridge.serialize import load_message
+    """A message as the API returns it, named after its thread (or else its channel).
 
-    return dump(load_message(session, message))
+    The thread or channel is read through the session's identity map, so a domain function that
+    has just loaded it pays no query.
+    """
+    from bridge.models import Channel, Thread
+    from bridge.serialize import Message as MessageModel
+
+    if message.thread_id:
+        thread = session.get(Thread, message.thread_id)
+        name, resource_id = (thread.name, thread.resource_id) if thread else (None, None)
+        return dump(MessageModel.of(message, name, resource_id))
+    channel = session.get(Channel, message.channel_id) if message.channel_id else None
+    return dump(MessageModel.of(message, channel.name if channel else None, None))
+
+
+def record_message(session: Session, type: str, message: Message) -> Event:
+    """Record `message.created` or `message.updated` for a message as it is now."""
+    return record_event(session, message.organization_id, type, message_object(session, message))
+
+
+def record_deliveries(
+    session: Session, deliveries: Iterable[Delivery], changes: Mapping[str, Any] | None = None
+) -> None:
+    """Record `delivery.updated` for each delivery, in one INSERT per organization.
+
+    `changes` are fields a bulk UPDATE gave all of them after they were loaded (API names, as
+    `status` or `updated_at`), so no row is read again to report them.
+    """
+    by_org: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for delivery in deliveries:
+        data = delivery_object(delivery)
+        if changes:
+            data.update(changes)
+        by_org.setdefault(delivery.organization_id, []).append(("delivery.updated", data))
+    for organization_id, items in by_org.items():
+        record_events(session, organization_id, items)
 
 
 def delivery_object(delivery: Delivery) -> dict[str, Any]:
@@ -170,8 +203,26 @@ def inbound_object(inbound: InboundSms) -> dict[str, Any]:
     return dump(InboundSmsModel.of(inbound))
 
 
-def contact_object(session: Session, contact: Contact) -> dict[str, Any]:
-    """A contact as the API returns it, with whether it has opted out now."""
+def contact_object(
+    session: Session, contact: Contact, opted_out: bool | None = None
+) -> dict[str, Any]:
+    """A contact as the API returns it, with whether it has opted out (looked up unless given)."""
     from bridge.serialize import Contact as ContactModel
 
-    return dump(ContactModel.load(session, contact))
+    if opted_out is None:
+        return dump(ContactModel.load(session, contact))
+    return dump(ContactModel.of(contact, opted_out))
+
+
+def record_opt_change(session: Session, organization_id: str, digest: str, opted_out: bool) -> None:
+    """Record `contact.opted_out` or `contact.opted_in` for the organization's contact, if any."""
+    from bridge.models import Contact as ContactRow
+
+    contact = session.execute(
+        select(ContactRow).where(
+            ContactRow.organization_id == organization_id, ContactRow.phone_hash == digest
+        )
+    ).scalar_one_or_none()
+    if contact is not None:
+        type = "contact.opted_out" if opted_out else "contact.opted_in"
+        record_event(session, organization_id, type, contact_object(session, contact, opted_out))

@@ -20,6 +20,7 @@ from bridge.actors import Actor
 from bridge.channels import last_publisher_thread
 from bridge.db import utcnow
 from bridge.errors import ValidationError
+from bridge.events import inbound_object, record_event, record_message
 from bridge.ids import new_id
 from bridge.messages import Posted, record_contact_message
 from bridge.models import (
@@ -167,6 +168,8 @@ def _finish(session: Session, inbound: InboundSms, outcome: InboundOutcome) -> N
     inbound.status, inbound.keyword = outcome.status, outcome.keyword
     inbound.channel_id, inbound.message_id = outcome.channel_id, outcome.message_id
     inbound.response_twiml = outcome.twiml
+    if inbound.organization_id is not None:  # an SMS to no organization's number has no audience
+        record_event(session, inbound.organization_id, "inbound.received", inbound_object(inbound))
     session.flush()
     log.info(
         "inbound sms %s",
@@ -390,6 +393,7 @@ def _meta_in_channel(
     if thread is not None:
         thread.updated_at = now
     publish_message(session, settings, message, now)
+    record_message(session, "message.created", message)
     return message
 
 

@@ -13,6 +13,7 @@ from bridge.actors import Actor
 from bridge.channels import get_channel, get_or_create_channel
 from bridge.db import get_owned, utcnow
 from bridge.errors import Conflict, Forbidden, ValidationError
+from bridge.events import record_message
 from bridge.models import Message, MessageType, SubscriberType, Thread
 from bridge.pages import page
 from bridge.publishing import PUBLISHABLE_TYPES, PublishResult, publish_message
@@ -148,6 +149,7 @@ def post_message(
     published = None
     if channel_id is not None and (when is None or when <= now):
         published = publish_message(session, settings, message, now)
+    record_message(session, "message.created", message)
     session.flush()
     return Posted(message, published)
 
@@ -181,6 +183,7 @@ def post_channel_message(
         published = publish_message(session, settings, message, now)
     else:
         channel.updated_at = now
+    record_message(session, "message.created", message)
     session.flush()
     return Posted(message, published)
 
@@ -210,7 +213,9 @@ def record_contact_message(
     if thread is not None:
         thread.updated_at = now
     # No flush here: publishing sets published_at first, so the message is inserted once, whole.
-    return Posted(message, publish_message(session, settings, message, now))
+    posted = Posted(message, publish_message(session, settings, message, now))
+    record_message(session, "message.created", message)
+    return posted
 
 
 def get_message(session: Session, organization_id: str, message_id: str) -> Message:
@@ -236,6 +241,7 @@ def edit_message(
     message.media_urls = media
     message.edited_at = now
     _touch(session, message, now)
+    record_message(session, "message.updated", message)
     return message
 
 
@@ -255,6 +261,7 @@ def cancel_message(session: Session, actor: Actor, message_id: str) -> Message:
         now = utcnow()
         message.canceled_at = now
         _touch(session, message, now)
+        record_message(session, "message.updated", message)
     return message
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from bridge.db import get_owned, insert_or_get, utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.events import record_opt_change
 from bridge.ids import new_id
 from bridge.models import ApiKey, Contact, OptOut, Organization, SenderNumber, User
 from bridge.phones import normalize_phone, phone_hash
@@ -287,6 +288,8 @@ def opt_out(session: Session, organization_id: str, digest: str, source: str = "
         return False
     row = OptOut(organization_id=organization_id, phone_hash=digest, source=source)
     _, added = insert_or_get(session, row, lambda: session.get(OptOut, (organization_id, digest)))
+    if added:
+        record_opt_change(session, organization_id, digest, opted_out=True)
     return added
 
 
@@ -295,7 +298,10 @@ def opt_in(session: Session, organization_id: str, digest: str) -> bool:
     result = session.execute(
         delete(OptOut).where(OptOut.organization_id == organization_id, OptOut.phone_hash == digest)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    opted_in = bool(result.rowcount)  # type: ignore[attr-defined]
+    if opted_in:
+        record_opt_change(session, organization_id, digest, opted_out=False)
+    return opted_in
 
 
 def is_opted_out(session: Session, organization_id: str, digest: str) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from bridge.channels import assign_senders, rename_channel
 from bridge.db import insert_or_get, utcnow
 from bridge.errors import NotFound
+from bridge.events import record_deliveries, record_message
 from bridge.ids import new_id
 from bridge.models import (
     Channel,
@@ -94,7 +95,10 @@ def publish_message(
     rows = _delivery_rows(session, settings, channel, message, lane, now)
     if rows:
         session.execute(insert(Delivery), rows)
-    skipped = sum(1 for r in rows if r["status"] == DeliveryStatus.SKIPPED)
+    skipped_rows = [r for r in rows if r["status"] == DeliveryStatus.SKIPPED]
+    # Built from the rows just inserted, not added to the session: no query to report them.
+    record_deliveries(session, (Delivery(**r) for r in skipped_rows))
+    skipped = len(skipped_rows)
     session.flush()
     return PublishResult(message.id, channel.id, lane.value, len(rows) - skipped, skipped)
 
@@ -292,4 +296,8 @@ def publish_due_messages(
             .with_for_update(skip_locked=True)
         ).scalars()
     )
-    return [publish_message(session, settings, m, now) for m in due]
+    published = []
+    for message in due:
+        published.append(publish_message(session, settings, message, now))
+        record_message(session, "message.updated", message)
+    return published

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, case, func, update
+from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.claims import status_in, still_owned
 from bridge.db import transaction, utcnow
 from bridge.deliveries import RANK
 from bridge.errors import PermanentSendError, SendError
+from bridge.events import record_deliveries
 from bridge.metrics import SEND_LATENCY, SENDS
 from bridge.models import Contact, Delivery, DeliveryStatus, Lane
 from bridge.organizations import opt_out
@@ -135,16 +136,32 @@ def record_sent(
         )
         .first()
     )
+    if row is not None:
+        _report_saved(session, [delivery_id])
     return None if row is None else str(row.status)
 
 
 def record_sends(
-    connection: Connection, sent: list[tuple[str, SendResult]], now: datetime | None = None
+    session: Session, sent: list[tuple[str, SendResult]], now: datetime | None = None
 ) -> None:
     """Save the SIDs of several accepted sends in one statement batch (see `record_sent`)."""
     if sent:
         now = now or utcnow()
-        connection.execute(_RECORD, [_record_params(d, result, now) for d, result in sent])
+        session.connection().execute(
+            _RECORD, [_record_params(d, result, now) for d, result in sent]
+        )
+        _report_saved(session, [d for d, _ in sent])
+
+
+def _report_saved(session: Session, delivery_ids: list[str]) -> None:
+    # The batch's UPDATE cannot return rows, so one SELECT for the whole batch reads what it
+    # wrote (a status callback that came first keeps its state), and one INSERT reports it.
+    saved = session.scalars(
+        select(Delivery)
+        .where(Delivery.id.in_(delivery_ids))
+        .execution_options(populate_existing=True)
+    )
+    record_deliveries(session, saved)
 
 
 def record_failure(
@@ -175,6 +192,7 @@ def record_failure(
         if error.code == UNSUBSCRIBED_CODE:
             _opt_out_recipient(session, delivery)
         fail_later_parts(session, delivery, now)
+    record_deliveries(session, [delivery])
     return delivery
 
 
@@ -189,23 +207,27 @@ def resume_at(settings: Settings, delivery: Delivery, at: datetime) -> datetime:
 
 def fail_later_parts(session: Session, delivery: Delivery, now: datetime) -> int:
     """Fail the parts after a part that failed for good: a message missing its start is noise."""
-    result = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.message_id == delivery.message_id,
-            Delivery.subscriber_id == delivery.subscriber_id,
-            Delivery.part > delivery.part,
-            Delivery.status == PENDING,
+    failed = list(
+        session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.message_id == delivery.message_id,
+                Delivery.subscriber_id == delivery.subscriber_id,
+                Delivery.part > delivery.part,
+                Delivery.status == PENDING,
+            )
+            .values(
+                status=FAILED,
+                error_code=delivery.error_code,
+                error_message="an earlier part failed",
+                updated_at=now,
+            )
+            .returning(Delivery),
+            execution_options={"synchronize_session": False},
         )
-        .values(
-            status=FAILED,
-            error_code=delivery.error_code,
-            error_message="an earlier part failed",
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    record_deliveries(session, failed)
+    return len(failed)
 
 
 def _opt_out_recipient(session: Session, delivery: Delivery) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.db import transaction, utcnow
 from bridge.errors import SendError
+from bridge.events import record_deliveries
 from bridge.models import Delivery, DeliveryStatus
 from bridge.sending import fail_later_parts, record_sent, resume_at
 from bridge.settings import Settings
@@ -91,12 +92,14 @@ def resolve_stale(
                 row.error_message = f"gave up after {row.attempts} attempts: not found at Twilio"
                 row.updated_at = now
                 fail_later_parts(session, row, now)
+                record_deliveries(session, [row])
                 outcome.failed += 1
             else:
                 row.status = PENDING
                 later = resume_at(settings, row, now)
                 row.not_before = later if later > now else None
                 row.updated_at = now
+                record_deliveries(session, [row])
                 outcome.resend += 1
                 outcome.messages[row.message_id] = row.queue
     return outcome

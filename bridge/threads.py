@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from bridge.actors import Actor
 from bridge.db import get_owned, insert_or_get, utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.events import record_message
 from bridge.ids import RESOURCE_ID, thread_id_for
 from bridge.models import Message, MessageType, SubscriberType, Thread, ThreadSubscriber
 from bridge.pages import RECENT_LIMIT
@@ -190,6 +191,7 @@ def _meta(session: Session, thread: Thread, actor: Actor, event: str, text: str)
     message = Message.new(actor, text, now, thread_id=thread.id, type=MessageType.META, event=event)
     session.add(message)
     thread.updated_at = now
+    record_message(session, "message.created", message)
     session.flush()
     return message
 

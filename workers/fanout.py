@@ -121,8 +121,8 @@ def _settle(runtime: Runtime, done: set[Future[SendOutcome]], result: FanOutResu
     if not sent:
         return
     try:
-        with runtime.engine.begin() as connection:
-            record_sends(connection, sent)
+        with transaction(runtime.sessions) as session:
+            record_sends(session, sent)
     except Exception as error:
         # Left `sending`: the sweeper finds these SIDs at Twilio and records them; never resent.
         log.error("recording %d sent SMS failed", len(sent), exc_info=error)

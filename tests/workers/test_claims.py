@@ -88,8 +88,8 @@ def test_sids_recorded_in_one_batch_never_move_a_callback_state_back(runtime: Ru
         (plain.id, SendResult(sid=f"SM{plain.id}", status="queued", num_segments=2)),
         (failed.id, SendResult(sid=f"SM{failed.id}", status="queued", num_segments=None)),
     ]
-    with runtime.engine.begin() as connection:
-        record_sends(connection, sent)
+    with transaction(runtime.sessions) as session:
+        record_sends(session, sent)
     rows = {row.id: row for row in factories.deliveries(runtime, message_id)}
     assert {d: (rows[d].status, rows[d].twilio_sid) for d, _ in sent} == {
         early.id: ("delivered", f"SM{early.id}"),
