@@ -296,8 +296,13 @@ def publish_due_messages(
             .with_for_update(skip_locked=True)
         ).scalars()
     )
-    published = []
-    for message in due:
-        published.append(publish_message(session, settings, message, now))
-        record_message(session, "message.updated", message)
+    return [publish_due_message(session, settings, m, now) for m in due]
+
+
+def publish_due_message(
+    session: Session, settings: Settings, message: Message, now: datetime
+) -> PublishResult:
+    """Publish a scheduled message at its time; the message is updated, so the event says so."""
+    published = publish_message(session, settings, message, now)
+    record_message(session, "message.updated", message)
     return published

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bridge.db import transaction, utcnow
 from bridge.models import Message
-from bridge.publishing import publish_message
+from bridge.publishing import publish_due_message
 from workers.context import runtime
 from workers.enqueue import (
     enqueue_fan_out,
@@ -65,7 +65,7 @@ def publish_scheduled(message_id: str) -> str:
         if message.channel_id is None or when is None:
             return "skipped"
         # RQ's scheduler keeps whole seconds and may fire early: then ask again at the time.
-        published = None if when > now else publish_message(session, rt.settings, message, now)
+        published = None if when > now else publish_due_message(session, rt.settings, message, now)
     if published is None:
         enqueue_scheduled(rt.redis, message_id, when)
         return "rescheduled"

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
+import sqlalchemy
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from bridge.claims import claim_deliveries
-from bridge.db import transaction
+from bridge.db import transaction, utcnow
 from bridge.deliveries import apply_status
 from bridge.errors import PermanentSendError
 from bridge.events import EVENT_OBJECTS
 from bridge.inbound import record_inbound_sms
 from bridge.messages import edit_message, get_message, post_channel_message
 from bridge.models import Delivery, Event, SenderNumber
+from bridge.organizations import opt_out
 from bridge.runtime import Runtime
 from bridge.sending import UNSUBSCRIBED_CODE, record_failure, record_sent
 from bridge.serialize import Delivery as DeliveryModel
@@ -30,6 +33,7 @@ from bridge.serialize import load_message
 from bridge.twilio_client import SendResult
 from tests import factories
 from tests.standin.receiver import Receiver
+from tests.standin.twilio import TwilioStandIn
 from tests.workers.test_events import (  # noqa: F401  (fixtures)
     endpoint_for,
     events_runtime,
@@ -37,6 +41,7 @@ from tests.workers.test_events import (  # noqa: F401  (fixtures)
     receiver,
     work_events,
 )
+from workers.jobs import publish_scheduled
 
 
 def test_every_change_records_its_event_and_each_arrives_once_signed(
@@ -118,3 +123,62 @@ def test_a_change_rolled_back_records_no_event(events_runtime: Runtime) -> None:
         raise RuntimeError("the request fails after the change")
     with rt.sessions() as session:
         assert session.execute(select(func.count()).select_from(Event)).scalar_one() == 0
+
+
+def test_a_fan_out_reports_its_deliveries_in_bulk(
+    events_runtime: Runtime,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    twilio: TwilioStandIn,
+    work: factories.Work,
+) -> None:
+    rt = events_runtime
+    org = factories.committed_organization(rt)
+    endpoint = endpoint_for(rt, org, receiver.url, ["delivery.updated"])
+    with transaction(rt.sessions) as session:
+        channel_id, contacts = factories.channel_of(session, rt.settings, org, factories.phones(21))
+        opt_out(session, org.id, contacts[0].phone_hash)
+    inserts: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO events"):
+            inserts.append(statement)
+
+    sqlalchemy.event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        factories.post_to_channel(rt, org, channel_id, "Your order is on its way")
+        work()
+    finally:
+        sqlalchemy.event.remove(rt.engine, "before_cursor_execute", count)
+
+    assert len(twilio.requests) == 20
+    # The skipped row at publish, then each SMS claimed (sending) and saved (sent).
+    got = receiver.wait_for(1 + 20 + 20)
+    time.sleep(0.2)
+    assert len(receiver.event_ids()) == len(set(receiver.event_ids())) == 41
+    statuses = Counter(
+        Webhook(endpoint.secret).verify(r.body, r.headers)["data"]["object"]["status"] for r in got
+    )
+    assert statuses == {"skipped": 1, "sending": 20, "sent": 20}
+    # Recorded a batch at a time (a claim, a batch of saved SIDs), not an INSERT per SMS.
+    assert len(inserts) < 20
+
+
+def test_a_scheduled_message_published_by_its_job_is_updated(
+    events_runtime: Runtime,  # noqa: F811
+) -> None:
+    rt = events_runtime
+    org = factories.committed_organization(rt)
+    with transaction(rt.sessions) as session:
+        channel_id, _ = factories.channel_of(session, rt.settings, org, factories.phones(1))
+    message_id = factories.post_to_channel(
+        rt, org, channel_id, "Later", publish_to_channel_at=time.time() + 60
+    )
+    with transaction(rt.sessions) as session:
+        message = get_message(session, org.id, message_id)
+        message.publish_to_channel_at = utcnow() - timedelta(seconds=1)
+    assert publish_scheduled(message_id) == "published"
+    with rt.sessions() as session:
+        events = list(session.execute(select(Event).order_by(Event.seq)).scalars())
+    assert [e.type for e in events][:2] == ["message.created", "message.updated"]
+    assert events[0].data["object"]["published_at"] is None
+    assert events[1].data["object"]["published_at"] is not None
