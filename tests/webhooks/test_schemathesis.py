@@ -25,10 +25,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.config import SchemathesisConfig
-from webhooks.present import contact_data
 
 from bridge.db import transaction
-from bridge.events import record_event
+from bridge.events import contact_object, record_event
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from tests import factories
@@ -90,7 +89,7 @@ def fuzzed(settings: Settings, runtime: Runtime, redis_client: Any) -> Iterator[
         headers=headers,
     ).json
     with transaction(unlimited.sessions) as session:
-        event = record_event(session, org.id, "contact.opted_out", contact_data(session, contact))
+        event = record_event(session, org.id, "contact.opted_out", contact_object(session, contact))
     ids = {
         "endpoint_id": endpoint["id"],
         "event_id": event.id,

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy
+from rq import Queue
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
@@ -41,6 +42,7 @@ from tests.workers.test_events import (  # noqa: F401  (fixtures)
     receiver,
     work_events,
 )
+from workers import queues
 from workers.jobs import publish_scheduled
 
 
@@ -123,6 +125,7 @@ def test_a_change_rolled_back_records_no_event(events_runtime: Runtime) -> None:
         raise RuntimeError("the request fails after the change")
     with rt.sessions() as session:
         assert session.execute(select(func.count()).select_from(Event)).scalar_one() == 0
+    assert Queue(queues.EVENTS, connection=rt.redis).count == 0  # and no dispatch was queued
 
 
 def test_a_fan_out_reports_its_deliveries_in_bulk(
