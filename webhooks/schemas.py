@@ -46,7 +46,7 @@ Phone = Annotated[
         max_length=64,
         pattern=r"^[0-9+()./ -]+$",
         description=(
-            "A mobile number in E.164 (`+14155550123`) or in the national format of the server's "
+            "A phone number in E.164 (`+14155550123`) or in the national format of the server's "
             "DEFAULT_REGION (`(415) 555-0123`), one libphonenumber finds valid."
         ),
         examples=["+14155550123"],
