@@ -76,7 +76,7 @@ def validate_type(kind: object) -> MessageType:
     return MessageType(kind)
 
 
-def validate_publish_at(value: object, now: datetime) -> datetime | None:
+def validate_publish_at(value: object) -> datetime | None:
     """Epoch seconds from 0 to before 2100; None, or a time not in the future, publishes at once."""
     if value is None:
         return None
@@ -94,7 +94,7 @@ def validate_publish_at(value: object, now: datetime) -> datetime | None:
 
 
 def _validated(
-    text: object, type: object, media_urls: object, publish_to_channel_at: object, now: datetime
+    text: object, type: object, media_urls: object, publish_to_channel_at: object
 ) -> tuple[str, MessageType, list[str], datetime | None]:
     """A new message's text, type, media and publish time, each checked."""
     kind = validate_type(type)
@@ -103,7 +103,7 @@ def _validated(
         validate_text(text, bool(media)),
         kind,
         media,
-        validate_publish_at(publish_to_channel_at, now),
+        validate_publish_at(publish_to_channel_at),
     )
 
 
@@ -120,7 +120,7 @@ def post_message(
     """Post a message to a thread; publish it to the channel of its contacts now or when due."""
     now = utcnow()
     thread = get_thread(session, actor.organization_id, thread_id)
-    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
+    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at)
     ensure_subscribed(session, thread, actor)
     channel_id = None
     # The channel is the thread's whole contact set; publishing leaves the author out.
@@ -160,7 +160,7 @@ def post_channel_message(
     """Post a message straight to a channel, with no thread."""
     now = utcnow()
     channel = get_channel(session, actor.organization_id, channel_id)
-    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
+    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at)
     message = Message.new(
         actor,
         body,
