@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.channels import get_channel
-from bridge.errors import ValidationError
+from bridge.errors import NotFound
 from bridge.models import (
     Channel,
     ChannelPhoneHash,
@@ -133,7 +133,7 @@ def channels_for_phone(
             .where(Channel.id == before)
         ).one_or_none()
         if cursor is None:
-            raise ValidationError("before must be the id of a channel in this list", "before")
+            raise NotFound("before must be the id of a channel in this list", "before")
         query = query.where(
             or_(
                 Channel.updated_at < cursor.updated_at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,7 +23,8 @@ from bridge.twilio_client import MAX_MEDIA
 
 MAX_TEXT_LENGTH = 16_000  # ten SMS parts of 1,600 characters
 MAX_URL_LENGTH = 2048
-SCHEDULE_GRACE = timedelta(seconds=60)  # clocks differ: a time just past still publishes at once
+# 2100-01-01T00:00:00Z: the end of the range publish_to_channel_at may take (epoch seconds).
+MAX_PUBLISH_AT = 4_102_444_800
 
 
 @dataclass(frozen=True)
@@ -76,31 +77,25 @@ def validate_type(kind: object) -> MessageType:
     return MessageType(kind)
 
 
-def validate_publish_at(value: object, now: datetime) -> datetime | None:
-    """An epoch-seconds time, not in the past beyond a small grace; None publishes at once."""
+def validate_publish_at(value: object) -> datetime | None:
+    """Epoch seconds from 0 to before 2100; None, or a time not in the future, publishes at once."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(
             "publish_to_channel_at must be epoch seconds", "publish_to_channel_at"
         )
-    try:
-        when = datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError) as exc:
+    # Fixed bounds, not ones relative to now, so the API description can state them exactly; the
+    # upper one still refuses a time given in milliseconds.
+    if not 0 <= value < MAX_PUBLISH_AT:
         raise ValidationError(
-            "publish_to_channel_at is out of range", "publish_to_channel_at"
-        ) from exc
-    if when < now - SCHEDULE_GRACE:
-        raise ValidationError("publish_to_channel_at is in the past", "publish_to_channel_at")
-    if when > now + timedelta(days=366):
-        raise ValidationError(
-            "publish_to_channel_at is more than a year away", "publish_to_channel_at"
+            "publish_to_channel_at must be epoch seconds before 2100", "publish_to_channel_at"
         )
-    return when
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _validated(
-    text: object, type: object, media_urls: object, publish_to_channel_at: object, now: datetime
+    text: object, type: object, media_urls: object, publish_to_channel_at: object
 ) -> tuple[str, MessageType, list[str], datetime | None]:
     """A new message's text, type, media and publish time, each checked."""
     kind = validate_type(type)
@@ -109,7 +104,7 @@ def _validated(
         validate_text(text, bool(media)),
         kind,
         media,
-        validate_publish_at(publish_to_channel_at, now),
+        validate_publish_at(publish_to_channel_at),
     )
 
 
@@ -126,7 +121,7 @@ def post_message(
     """Post a message to a thread; publish it to the channel of its contacts now or when due."""
     now = utcnow()
     thread = get_thread(session, actor.organization_id, thread_id)
-    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
+    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at)
     ensure_subscribed(session, thread, actor)
     channel_id = None
     # The channel is the thread's whole contact set; publishing leaves the author out.
@@ -167,7 +162,7 @@ def post_channel_message(
     """Post a message straight to a channel, with no thread."""
     now = utcnow()
     channel = get_channel(session, actor.organization_id, channel_id)
-    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at, now)
+    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at)
     message = Message.new(
         actor,
         body,
@@ -235,7 +230,12 @@ def edit_message(
     media = message.media_urls or []
     if "media_urls" in fields:
         media = validate_media_urls(fields["media_urls"])
-    text = validate_text(fields.get("text", message.text), bool(media))
+    text = fields.get("text", message.text)
+    if not media and (text is None or (isinstance(text, str) and not text.strip())):
+        # Blank text is fine beside media: the same edit suits one message and not another, so
+        # it clashes with the message's state (409) rather than being a malformed request.
+        raise Conflict("the message would be left with neither text nor media", "text")
+    text = validate_text(text, bool(media))
     now = utcnow()
     message.text = text
     message.media_urls = media

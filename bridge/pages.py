@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from bridge.errors import ValidationError
+from bridge.errors import NotFound, ValidationError
 
 MAX_PAGE = 150
 # A thread or channel shows at most this many recent messages (DESIGN 4).
@@ -44,7 +44,9 @@ def page(
             select(table.seq).where(table.id == before, *scope)
         ).scalar_one_or_none()
         if cursor is None:
-            raise ValidationError(f"before must be the id of {what} in this list", "before")
+            # A well-formed id that names nothing here: 404, as for an id in a path (and the same
+            # answer for another organization's object).
+            raise NotFound(f"before must be the id of {what} in this list", "before")
         query = query.where(table.seq < cursor)
     rows = list(session.execute(query.order_by(table.seq.desc()).limit(limit + 1)).scalars())
     return rows[:limit], len(rows) > limit

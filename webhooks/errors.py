@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from flask import Blueprint, Flask, Response
 from pydantic import Field
@@ -14,7 +15,13 @@ from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, Validation
 
 log = logging.getLogger(__name__)
 
-_TYPES = {
+ErrorType = Literal[
+    "invalid_request", "authentication_error", "permission_error", "not_found",
+    "method_not_allowed", "conflict", "payload_too_large", "unsupported_media_type",
+    "validation_error", "rate_limited", "service_unavailable", "internal_error", "error",
+]  # fmt: skip
+
+_TYPES: dict[int, ErrorType] = {
     400: "invalid_request",
     401: "authentication_error",
     403: "permission_error",
@@ -25,6 +32,7 @@ _TYPES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    500: "internal_error",
     503: "service_unavailable",
 }
 
@@ -47,7 +55,7 @@ class ApiError(Exception):
 
 
 class ErrorDetail(serialize.Response):
-    type: str
+    type: ErrorType = Field(description="One per status; `error` for a status not listed here.")
     message: str
     param: str | None = Field(description="The field at fault, when there is one.")
 

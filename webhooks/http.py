@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -21,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.routing import BaseConverter
 
 from webhooks.errors import ApiError
+from webhooks.schemas import CONTROL
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,7 +148,21 @@ def invalid(exc: pydantic.ValidationError) -> ApiError:
         message = "unknown field"
     elif worst["type"] == "missing":
         message = "this field is required"
+    elif worst["type"] == "string_pattern_mismatch":
+        message = _pattern_complaint(worst["input"]) or message
     return ApiError(422, f"{param}: {message}" if param else message, param or None)
+
+
+_CONTROL = re.compile(f"[{CONTROL}]")
+
+
+def _pattern_complaint(value: object) -> str | None:
+    # The two patterns a client most often misses, said in words rather than as a regex.
+    if isinstance(value, str) and _CONTROL.search(value):
+        return "contains a control character (of C0, only tab, LF and CR are allowed)"
+    if isinstance(value, str) and not value.strip():
+        return "must not be blank"
+    return None
 
 
 # Pydantic names the member of a union that failed (`str`, `constrained-str`, `NewContact`) in the

@@ -40,13 +40,109 @@ ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON, or not a JSON object.",
     401: "No API key, or an unknown or revoked one.",
     403: "X-Subscriber-Id names no user of this organization, or the actor may not do this.",
-    404: "No such object in this organization (another organization's objects are 404 too).",
+    404: (
+        "No such object in this organization (another organization's objects are 404 too), or "
+        "a `before` cursor that names no object of the list."
+    ),
     409: "The request clashes with the current state.",
-    413: "The body is larger than 64 KiB.",
+    413: "The body is larger than 64 KiB (65,536 bytes), also when it arrives chunked.",
     415: "The body is not JSON.",
-    422: "A field or parameter is invalid; `param` names it.",
+    422: (
+        "A field or parameter is invalid; `param` names it. Text refuses the C0 control "
+        "characters but tab, LF and CR, NUL included, and lone surrogates (escaped in JSON)."
+    ),
     429: "Too many requests with this API key; see Retry-After.",
     503: "The database is unavailable; try again shortly.",
+}
+
+
+TAGS = {
+    "organization": "The organization the API key names.",
+    "users": "Members of the organization.",
+    "contacts": "External people with a mobile number.",
+    "threads": "Conversations about a resource, and their subscribers.",
+    "messages": "Messages of threads and channels: post, page through, edit, cancel, deliveries.",
+    "channels": "The SMS conversations between the organization and sets of contacts.",
+    "inbound": "Inbound SMS records.",
+}
+
+# Links from an operation's answers to the operations its ids feed (OpenAPI runtime expressions),
+# so a client, or a stateful test, can go from what it created to what it can do with it.
+_THREAD = "$response.body#/id"
+_MESSAGE_ID = {"message_id": "$response.body#/id"}
+_THREAD_LINKS = {
+    "GetThread": ("get_thread", {"thread_id": _THREAD}),
+    "UpdateThread": ("update_thread", {"thread_id": _THREAD}),
+    "ListMessages": ("list_messages", {"thread_id": _THREAD}),
+    "PostMessage": ("post_message", {"thread_id": _THREAD}),
+    "AddSubscriber": ("add_subscriber", {"thread_id": _THREAD}),
+    "ArchiveSubscriber": (
+        "archive_subscriber",
+        {"thread_id": _THREAD, "subscriber_id": "$response.body#/subscriber_ids/0"},
+    ),
+    "MarkViewed": ("mark_viewed", {"thread_id": _THREAD}),
+    "EditRecentMessage": ("edit_message", {"message_id": "$response.body#/recent_messages/0/id"}),
+}
+_MESSAGE_LINKS = {
+    "ListDeliveries": ("list_deliveries", _MESSAGE_ID),
+    "EditMessage": ("edit_message", _MESSAGE_ID),
+    "CancelMessage": ("cancel_message", _MESSAGE_ID),
+    "GetThread": ("get_thread", {"thread_id": "$response.body#/thread_id"}),
+    "GetChannel": ("get_channel", {"channel_id": "$response.body#/channel_id"}),
+    "ListChannelMessages": ("list_channel_messages", {"channel_id": "$response.body#/channel_id"}),
+}
+_CHANNEL_LINKS = {
+    "ListChannelMessages": ("list_channel_messages", {"channel_id": "$response.body#/id"}),
+    "PostChannelMessage": ("post_channel_message", {"channel_id": "$response.body#/id"}),
+}
+_FIRST = "$response.body#/data/0/id"
+_MESSAGE_PAGE_LINKS = {
+    "ListDeliveries": ("list_deliveries", {"message_id": _FIRST}),
+    "EditMessage": ("edit_message", {"message_id": _FIRST}),
+    "CancelMessage": ("cancel_message", {"message_id": _FIRST}),
+}
+LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
+    "create_thread": _THREAD_LINKS,
+    "get_thread": _THREAD_LINKS,
+    "update_thread": _THREAD_LINKS,
+    "add_subscriber": _THREAD_LINKS,
+    "post_message": _MESSAGE_LINKS,
+    "post_channel_message": _MESSAGE_LINKS,
+    "edit_message": _MESSAGE_LINKS,
+    "list_messages": {
+        **_MESSAGE_PAGE_LINKS,
+        "NextPage": (
+            "list_messages",
+            {"thread_id": "$request.path.thread_id", "before": "$response.body#/data/0/id"},
+        ),
+    },
+    "list_channel_messages": _MESSAGE_PAGE_LINKS,
+    "get_channel": _CHANNEL_LINKS,
+    "find_channels": {
+        "GetChannel": ("get_channel", {"channel_id": _FIRST}),
+        "ListChannelMessages": ("list_channel_messages", {"channel_id": _FIRST}),
+        "PostChannelMessage": ("post_channel_message", {"channel_id": _FIRST}),
+    },
+    "create_contact": {
+        "GetContact": ("get_contact", {"contact_id": "$response.body#/id"}),
+        "FindContacts": ("find_contacts", {"phone": "$response.body#/phone"}),
+        "FindChannels": ("find_channels", {"phone": "$response.body#/phone"}),
+    },
+    "find_contacts": {"GetContact": ("get_contact", {"contact_id": _FIRST})},
+    "create_user": {"GetUser": ("get_user", {"user_id": "$response.body#/id"})},
+    "list_inbound": {
+        "NextPage": ("list_inbound", {"before": "$response.body#/data/0/id"}),
+        "GetChannel": ("get_channel", {"channel_id": "$response.body#/data/0/channel_id"}),
+    },
+}
+
+REQUEST_ID = {
+    "description": (
+        "The request's id, in the server's log lines too: the one the client sent when it is 8 to "
+        "200 letters, digits and `_ . : -`, else a new one."
+    ),
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{8,200}$"},
 }
 
 
@@ -79,6 +175,8 @@ def build_description() -> dict[str, Any]:
             "version": "1",
             "description": "Threads and channels carried over SMS. Timestamps are epoch seconds.",
         },
+        "servers": [{"url": "/", "description": "The server that serves this description."}],
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {
             "schemas": top.get("$defs", {}),
@@ -108,39 +206,64 @@ def _operation(op: Operation) -> dict[str, Any]:
             "schema": {"type": "string", "pattern": r"^usr_[A-Za-z0-9]+$"},
         }
     )
+    parameters.append(
+        {
+            "name": "X-Request-ID",
+            "in": "header",
+            "required": False,
+            "description": (
+                "An id for the request, kept when it is 8 to 200 letters, digits and `_ . : -` "
+                "(Heroku's router sends one); any other value is replaced, never refused."
+            ),
+            "schema": {"type": "string"},
+        }
+    )
     if op.query is not None:
         parameters.extend(_query_parameters(op.query))
     errors = {401, 403, 429, 503, *op.errors}
-    if path_names:
+    if path_names or (op.query is not None and "before" in op.query.model_fields):
         errors.add(404)
     if op.query is not None or op.body is not None:
         errors.add(422)
     result: dict[str, Any] = {
         "operationId": op.view,
         "summary": op.summary,
+        "tags": [_tag(op.rule)],
         "parameters": parameters,
     }
     if op.body is not None:
         errors |= {400, 413, 415}
         result["requestBody"] = {
+            "description": "JSON, at most 64 KiB (65,536 bytes): a larger body is a 413.",
             "required": op.body_required,
             "content": {
                 "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}
             },
         }
     responses: dict[str, Any] = {}
+    links = {
+        name: {"operationId": target, "parameters": parameters}
+        for name, (target, parameters) in LINKS.get(op.view, {}).items()
+    }
     for status, model in sorted(op.responses.items()):
         responses[str(status)] = _json_response(model, _success(op, status))
+        if links:
+            responses[str(status)]["links"] = links
     for status in sorted(errors):
         responses[str(status)] = _json_response(Error, ERROR_DESCRIPTIONS[status])
-    responses["429"]["headers"] = {
-        "Retry-After": {
-            "description": "Seconds until the rate-limit window resets.",
-            "schema": {"type": "integer", "minimum": 1},
-        }
+    responses["429"]["headers"]["Retry-After"] = {
+        "description": "Seconds until the rate-limit window resets.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
     }
     result["responses"] = responses
     return result
+
+
+def _tag(rule: str) -> str:
+    # Message routes nest in threads and channels; the rest go by their first segment.
+    segments = rule.strip("/").split("/")
+    return "messages" if "messages" in segments else segments[0]
 
 
 def _success(op: Operation, status: int) -> str:
@@ -154,6 +277,7 @@ def _success(op: Operation, status: int) -> str:
 def _json_response(model: type[pydantic.BaseModel], description: str) -> dict[str, Any]:
     return {
         "description": description,
+        "headers": {"X-Request-ID": REQUEST_ID},
         "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
     }
 

@@ -9,40 +9,92 @@ OpenAPI tells the truth about them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from bridge.messages import MAX_MEDIA, MAX_TEXT_LENGTH, MAX_URL_LENGTH
+from bridge.messages import MAX_MEDIA, MAX_PUBLISH_AT, MAX_TEXT_LENGTH, MAX_URL_LENGTH
 from bridge.pages import MAX_PAGE
-from bridge.serialize import Epoch
 
 PostableKind = Literal["text", "tracking_update", "pickup_reminder"]
-InboundState = Literal["received", "matched", "unmatched", "keyword"]
+# "received" is a state inside one transaction only: no stored record has it.
+InboundState = Literal["matched", "unmatched", "keyword"]
 
 # DESIGN section 3: 1 to 128 letters, digits and `_ - . :` (bridge.ids.RESOURCE_ID decides).
 RESOURCE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Label = Annotated[str, Field(max_length=128)]
+# Patterns are written for every regex engine that reads them (pydantic's Rust one, the JSON
+# Schema validators', Python's for generated clients and tests): explicit classes, no \s or \d.
+# DESIGN 6: text fields refuse the C0 control characters but tab, LF and CR.
+CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f"
+Text = Annotated[str, Field(pattern=rf"^[^{CONTROL}]*$")]
+# What str.strip() removes, less the control characters refused anyway: a "blank" string is
+# made of these only, in the server's eyes and in the description's alike.
+SPACE = r"\t\n\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[{SPACE}]*[^{CONTROL}{SPACE}][^{CONTROL}]*$"
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+Label = Annotated[Text, Field(max_length=128)]
+MessageText = Annotated[Text, Field(max_length=MAX_TEXT_LENGTH)]
+# A number is checked by libphonenumber, which no pattern can state: `format: phone` names it.
 Phone = Annotated[
     str,
     Field(
         min_length=1,
         max_length=64,
-        description="E.164, or the national format of DEFAULT_REGION.",
+        pattern=r"^[0-9+()./ -]+$",
+        description=(
+            "A phone number in E.164 (`+14155550123`) or in the national format of the server's "
+            "DEFAULT_REGION (`(415) 555-0123`), one libphonenumber finds valid."
+        ),
         examples=["+14155550123"],
+        json_schema_extra={"format": "phone"},
     ),
 ]
-Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"@")]
-MediaUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=r"^https://\S+$")]
+Email = Annotated[
+    str,
+    Field(min_length=3, max_length=320, pattern=rf"^[^{CONTROL}{SPACE}@]+@[^{CONTROL}{SPACE}@]+$"),
+]
+# An https URL with a host name (no user, no IP literal), as Twilio fetches media.
+MediaUrl = Annotated[
+    str,
+    Field(
+        min_length=9,
+        max_length=MAX_URL_LENGTH,
+        pattern=rf"^https://[A-Za-z0-9.-]+(:[0-9]{{1,5}})?([/?#][^{CONTROL}{SPACE}]*)?$",
+    ),
+]
 SubscriberId = Annotated[
     str, Field(min_length=5, max_length=64, pattern=r"^(usr|cnt|org)_[A-Za-z0-9]+$")
+]
+PublishAt = Annotated[
+    int,
+    Field(
+        ge=0,
+        lt=MAX_PUBLISH_AT,
+        description="Epoch seconds, before 2100; a time not in the future publishes at once.",
+    ),
+    # JSON has one number type: 1700000000.0 is an integer to it, and so to the description.
+    BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v),
 ]
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _not_null(value: object) -> object:
+    # For fields that may be left out but not sent as null.
+    if value is None:
+        raise PydanticCustomError("not_null", "must not be null: leave the field out instead")
+    return value
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # The default of a field that may only be left out is "absent", not the null pydantic shows.
+    schema.pop("default", None)
 
 
 # Requests ---------------------------------------------------------------------------------------
@@ -56,7 +108,7 @@ class OrganizationUpdate(_Request):
     """Change the organization's name or HELP text."""
 
     name: Name | None = None
-    help_text: Annotated[str, Field(max_length=1600)] | None = None
+    help_text: Annotated[Text, Field(max_length=1600)] | None = None
 
 
 class UserCreate(_Request):
@@ -109,20 +161,48 @@ class SubscriberAdd(_Request):
     subscriber: SubscriberSpec
 
 
-class MessageCreate(_Request):
-    """A message to post; it is published now, or at `publish_to_channel_at`."""
+MediaUrls = Annotated[list[MediaUrl], Field(max_length=MAX_MEDIA)]
 
-    text: Annotated[str, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+
+class MessageCreate(_Request):
+    """A message to post; it is published now, or at `publish_to_channel_at`.
+
+    It needs text that is not blank, or media (then the text may be blank or left out).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"pattern": NOT_BLANK}}},
+                {"required": ["media_urls"], "properties": {"media_urls": {"minItems": 1}}},
+            ]
+        }
+    )
+
+    # Absent, never null: a field left out is None here, an explicit null is refused (422).
+    text: MessageText | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
     type: PostableKind | None = None
-    media_urls: Annotated[list[MediaUrl], Field(max_length=MAX_MEDIA)] | None = None
-    publish_to_channel_at: Epoch | None = None
+    media_urls: MediaUrls | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_no_default
+    )
+    publish_to_channel_at: PublishAt | None = None
+
+    _no_null = field_validator("text", "media_urls", mode="before")(_not_null)
 
 
 class MessageUpdate(_Request):
-    """New text (and media) for a message: only its author may edit it."""
+    """New text or media for a message: only its author may edit it.
 
-    text: Annotated[str, Field(max_length=MAX_TEXT_LENGTH)] | None = None
-    media_urls: Annotated[list[MediaUrl], Field(max_length=MAX_MEDIA)] | None = None
+    Blank text needs media beside it, those of the request or those the message keeps: without
+    them the edit clashes with the message (409).
+    """
+
+    text: MessageText | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+    media_urls: MediaUrls | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_no_default
+    )
+
+    _no_null = field_validator("text", "media_urls", mode="before")(_not_null)
 
 
 # Query strings (lax: every value arrives as a string) -------------------------------------------
@@ -133,14 +213,27 @@ class _Query(BaseModel):
 
 
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE, description="Page size.")]
-Cursor = Annotated[
-    str, Field(min_length=1, max_length=64, description="Return objects older than this id.")
-]
+
+
+def _cursor(prefix: str, what: str) -> Any:
+    # The `before` of a list whose objects' ids start with `prefix`.
+    return Annotated[
+        str,
+        Field(
+            pattern=rf"^{prefix}_[A-Za-z0-9]{{1,60}}$",
+            description=f"The id of {what} in this list: the page starts after it (404 if none).",
+        ),
+    ]
+
+
+MessageCursor = _cursor("msg", "a message")
+ChannelCursor = _cursor("chnl", "a channel")
+InboundCursor = _cursor("in", "an inbound SMS")
 
 
 class PageQuery(_Query):
     limit: Limit = 50
-    before: Cursor | None = None
+    before: MessageCursor | None = None
 
 
 class PhoneQuery(_Query):
@@ -149,7 +242,9 @@ class PhoneQuery(_Query):
 
 class ChannelQuery(PageQuery):
     phone: Phone
+    before: ChannelCursor | None = None
 
 
 class InboundQuery(PageQuery):
     status: InboundState | None = None
+    before: InboundCursor | None = None

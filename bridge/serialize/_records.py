@@ -19,7 +19,8 @@ DeliveryState = Literal[
     "pending", "sending", "sent", "delivered", "undelivered", "failed", "skipped", "canceled",
     "unknown",
 ]  # fmt: skip
-InboundState = Literal["received", "matched", "unmatched", "keyword"]
+# Not "received": a record is stored with the outcome of its processing, in one transaction.
+InboundState = Literal["matched", "unmatched", "keyword"]
 
 
 class Delivery(Response):

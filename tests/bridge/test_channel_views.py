@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from bridge.channel_views import channels_for_phone
 from bridge.channels import get_or_create_channel
 from bridge.db import utcnow
-from bridge.errors import ValidationError
+from bridge.errors import NotFound
 from bridge.models import Channel
 from bridge.settings import Settings
 from tests import factories
@@ -50,6 +50,6 @@ def test_the_cursor_must_be_a_channel_of_the_same_list(
     )
     omars, _ = get_or_create_channel(session, org.id, [omar.id])
     session.commit()
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(NotFound) as caught:
         channels_for_phone(session, settings, org.id, cora.phone, 10, omars.id)
     assert caught.value.param == "before"

@@ -193,8 +193,15 @@ def test_a_body_that_is_not_json_is_415(api: ApiOrg) -> None:
         ),
         ({"text": "x", "media_urls": ["http://e.example/a.jpg"]}, "media_urls[0]"),
         ({"text": "x", "media_urls": ["https://e.example/a.jpg", "ftp://x"]}, "media_urls[1]"),
-        ({"text": "x", "publish_to_channel_at": 1_000_000_000}, "publish_to_channel_at"),
+        ({"text": "x", "publish_to_channel_at": -1}, "publish_to_channel_at"),
+        ({"text": "x", "publish_to_channel_at": 4_102_444_800}, "publish_to_channel_at"),
+        ({"text": "x", "publish_to_channel_at": 1_700_000_000_000}, "publish_to_channel_at"),
         ({"text": "x", "publish_to_channel_at": 10**30}, "publish_to_channel_at"),
+        ({"text": "x", "publish_to_channel_at": 1.5}, "publish_to_channel_at"),
+        ({"text": None}, "text"),
+        ({"text": "x", "media_urls": None}, "media_urls"),
+        ({"text": "bell \u0007"}, "text"),
+        ({"text": "x", "media_urls": ["https://[::1]/a.jpg"]}, "media_urls[0]"),
         ({"text": "x", "publish_to_channel_at": "tomorrow"}, "publish_to_channel_at"),
         ({"text": "x", "colour": "red"}, "colour"),
         ({"text": "nul \u0000 byte"}, "text"),
@@ -205,13 +212,48 @@ def test_a_bad_message_is_422_naming_the_field(api: ApiOrg, body: dict, param: s
     _error(api.post(f"/v1/threads/{_thread(api)}/messages", body), 422, "validation_error", param)
 
 
-def test_publish_time_in_the_past_within_grace_publishes_at_once(api: ApiOrg) -> None:
+@pytest.mark.parametrize("ago", [5, 86400, int(time.time())])
+def test_a_publish_time_not_in_the_future_publishes_at_once(api: ApiOrg, ago: int) -> None:
     posted = api.post(
         f"/v1/threads/{_thread(api)}/messages",
-        {"text": "x", "publish_to_channel_at": int(time.time()) - 5},
+        {"text": "x", "publish_to_channel_at": int(time.time()) - ago},
     )
     assert posted.status_code == 201
     assert posted.json["published_at"] is not None
+
+
+def test_control_characters_are_refused_in_every_text_field(api: ApiOrg) -> None:
+    tid = _thread(api)
+    for path, body, param in [
+        ("/v1/users", {"name": "Al\u001b[31m"}, "name"),
+        ("/v1/contacts", {"phone": "+14155550123", "name": "Cy\u0008"}, "name"),
+        (f"/v1/threads/{tid}/messages", {"text": "\u001f"}, "text"),
+        ("/v1/threads", {"resource_id": "order-9", "location_id": "a\u000bb"}, "location_id"),
+    ]:
+        error = _error(api.post(path, body), 422, "validation_error", param)
+        assert "control character" in error["message"]
+    edited = _error(
+        api.patch("/v1/organization", {"help_text": "Reply STOP\u0000"}),
+        422,
+        "validation_error",
+        "help_text",
+    )
+    assert "not allowed" in edited["message"]  # NUL: refused before the model
+    kept = api.post(f"/v1/threads/{tid}/messages", {"text": "tab\tCR\rLF\n"})
+    assert kept.status_code == 201 and kept.json["text"] == "tab\tCR\rLF\n"
+
+
+def test_editing_away_the_last_text_and_media_is_409(api: ApiOrg) -> None:
+    tid = _thread(api)
+    posted = api.post(f"/v1/threads/{tid}/messages", {"text": "hi"}).json
+    _error(api.patch(f"/v1/messages/{posted['id']}", {"text": " "}), 409, "conflict", "text")
+    _error(
+        api.patch(f"/v1/messages/{posted['id']}", {"text": None}), 422, "validation_error", "text"
+    )
+    with_media = api.post(
+        f"/v1/threads/{tid}/messages", {"media_urls": ["https://e.example/a.jpg"]}
+    ).json
+    assert api.patch(f"/v1/messages/{with_media['id']}", {"text": ""}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -255,9 +297,15 @@ def test_a_bad_limit_is_422(api: ApiOrg, limit: str) -> None:
 def test_a_bad_cursor_or_query_is_422(api: ApiOrg) -> None:
     tid = _thread(api, contact=False)
     _error(
-        api.get(f"/v1/threads/{tid}/messages", query_string={"before": "msg_nothing"}),
+        api.get(f"/v1/threads/{tid}/messages", query_string={"before": "chnl_nothing"}),
         422,
         "validation_error",
+        "before",
+    )
+    _error(
+        api.get(f"/v1/threads/{tid}/messages", query_string={"before": "msg_nothing"}),
+        404,
+        "not_found",
         "before",
     )
     _error(
@@ -265,10 +313,14 @@ def test_a_bad_cursor_or_query_is_422(api: ApiOrg) -> None:
     )
     _error(api.get("/v1/contacts"), 422, "validation_error", "phone")
     _error(api.get("/v1/channels", query_string={"phone": "12"}), 422, "validation_error", "phone")
-    not_in_the_list = api.get(
+    not_a_channel_id = api.get(
         "/v1/channels", query_string={"phone": factories.phone(), "before": "chn_nothing"}
     )
-    _error(not_in_the_list, 422, "validation_error", "before")
+    _error(not_a_channel_id, 422, "validation_error", "before")
+    not_in_the_list = api.get(
+        "/v1/channels", query_string={"phone": factories.phone(), "before": "chnl_nothing"}
+    )
+    _error(not_in_the_list, 404, "not_found", "before")
 
 
 def test_over_the_rate_limit_is_429(

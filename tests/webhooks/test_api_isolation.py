@@ -91,8 +91,15 @@ def test_another_organizations_ids_are_404_everywhere(
     created = other_api.post("/v1/threads", {"resource_id": "theirs", "subscribers": [contact.id]})
     assert created.status_code == 404
     cursor = other_api.get("/v1/inbound", query_string={"before": scheduled["id"]})
-    assert cursor.status_code == 422
+    assert cursor.status_code == 422  # a message id cannot be an inbound SMS cursor
     by_phone = other_api.get("/v1/channels", query_string={"phone": contact.phone})
     assert by_phone.json["data"] == []
     assert other_api.get("/v1/contacts", query_string={"phone": contact.phone}).json["data"] == []
     assert _snapshot(runtime.engine) == before
+
+    # nor is a cursor: another organization's message is no message of a list of one's own
+    theirs = other_api.post("/v1/threads", {"resource_id": "theirs-own"}).json
+    cursor = other_api.get(
+        f"/v1/threads/{theirs['id']}/messages", query_string={"before": scheduled["id"]}
+    )
+    assert cursor.status_code == 404 and cursor.json["error"]["param"] == "before"

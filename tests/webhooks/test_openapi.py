@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.webhooks.conftest import ApiOrg
+from webhooks.errors import ErrorType
+from webhooks.openapi import TAGS
 
 
 def _spec(client: FlaskClient) -> dict[str, Any]:
@@ -104,3 +106,76 @@ def test_real_responses_match_their_components(api: ApiOrg) -> None:
         _validator(spec, component).validate(body)
     broken = dict(checks[0][1], surprise=1)
     assert not _validator(spec, "Thread").is_valid(broken)
+
+
+def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
+    spec = _spec(client)
+    schemas = spec["components"]["schemas"]
+    assert spec["servers"] and {t["name"] for t in spec["tags"]} == set(TAGS)
+    assert all(not re.search(r"[^A-Za-z]", name) for name in schemas)  # no Foo-Input, no Foo_1
+    # a message needs text or media: {} and blank text alone are invalid, null is never text
+    message = _validator(spec, "MessageCreate")
+    assert not message.is_valid({})
+    assert not message.is_valid({"text": " \t"})
+    assert not message.is_valid({"text": None})
+    assert message.is_valid({"text": " ", "media_urls": ["https://e.example/a.jpg"]})
+    assert not _validator(spec, "MessageUpdate").is_valid({"text": None})
+    # text fields refuse C0 control characters but tab, LF and CR
+    assert not message.is_valid({"text": "bell \u0007"})
+    assert message.is_valid({"text": "tab\tCR\rLF\n"})
+    assert not _validator(spec, "UserCreate").is_valid({"name": "esc \u001b"})
+    phone = schemas["ContactCreate"]["properties"]["phone"]
+    assert phone["format"] == "phone" and "E.164" in phone["description"]
+    assert not _validator(spec, "ContactCreate").is_valid({"phone": "call me"})
+    statuses = schemas["InboundSms"]["properties"]["status"]["enum"]
+    assert statuses == ["matched", "unmatched", "keyword"]
+    assert set(schemas["ErrorDetail"]["properties"]["type"]["enum"]) == set(get_args(ErrorType))
+    inbound = spec["paths"]["/v1/inbound"]["get"]
+    before = next(p for p in inbound["parameters"] if p["name"] == "before")
+    assert before["schema"]["pattern"] == "^in_[A-Za-z0-9]{1,60}$"
+    assert "404" in inbound["responses"]
+
+
+def test_every_answer_carries_x_request_id_and_every_body_its_cap(client: FlaskClient) -> None:
+    spec = _spec(client)
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert any(p["name"] == "X-Request-ID" for p in op["parameters"]), (method, path)
+            for response in op["responses"].values():
+                assert response["headers"]["X-Request-ID"]["required"] is True
+            if "requestBody" in op:
+                assert "64 KiB" in op["requestBody"]["description"]
+                assert "64 KiB" in op["responses"]["413"]["description"]
+    assert "Retry-After" in spec["paths"]["/v1/threads"]["post"]["responses"]["429"]["headers"]
+
+
+def test_links_name_real_operations_and_parameters(client: FlaskClient) -> None:
+    spec = _spec(client)
+    operations = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
+    linked = set()
+    for op in operations.values():
+        for code, response in op["responses"].items():
+            for link in response.get("links", {}).values():
+                assert code.startswith("2")
+                target = operations[link["operationId"]]
+                names = {p["name"] for p in target["parameters"]}
+                assert set(link["parameters"]) <= names, link
+                assert all(v.startswith(("$response.body#/", "$request.path.")) for v in
+                           link["parameters"].values())  # fmt: skip
+                linked.add((op["operationId"], link["operationId"]))
+    for pair in [("create_thread", "get_thread"), ("create_thread", "list_messages"),
+                 ("create_thread", "add_subscriber"), ("post_message", "list_deliveries"),
+                 ("post_message", "edit_message"), ("post_message", "cancel_message"),
+                 ("create_contact", "get_contact"), ("get_channel", "list_channel_messages"),
+                 ("create_user", "get_user")]:  # fmt: skip
+        assert pair in linked
+
+
+def test_answers_keep_to_the_headers_they_document(api: ApiOrg) -> None:
+    kept = api.client.get("/v1/organization", headers=api.headers() | {"X-Request-ID": "req-1234"})
+    assert kept.headers["X-Request-ID"] == "req-1234"
+    replaced = api.client.get(
+        "/v1/threads/thrd_none", headers=api.headers() | {"X-Request-ID": "no good"}
+    )
+    assert replaced.status_code == 404
+    assert re.fullmatch(r"[A-Za-z0-9_.:-]{8,200}", replaced.headers["X-Request-ID"])

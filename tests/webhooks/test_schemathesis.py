@@ -1,14 +1,18 @@
-"""A property-based run of the API against its own /openapi.json (schemathesis, over WSGI).
+"""Property-based runs of the API against its own /openapi.json (schemathesis, over WSGI).
 
-Every operation gets generated requests, valid ones and (separately) invalid ones, both aimed at
-objects that exist and at ids that do not. No answer may be a 500, and every answer must be one the
-description documents, with the body its schema says. Bounded in examples: the run takes seconds.
+The first run aims generated requests at objects that exist and at ids that do not, operation by
+operation. The second is `st run --checks all` in process: schemathesis's own engine, every check
+and every phase (examples, coverage, fuzzing, stateful, the last following the description's
+links), must find nothing: the description accepts exactly what the server accepts. Bounded in
+examples, both take seconds.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -25,12 +29,16 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events
+from schemathesis.engine import from_schema as engine_for
+from werkzeug.serving import make_server
 
 from bridge.db import transaction
 from bridge.events import contact_object, record_event
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from tests import factories
+from tests.webhooks import schemathesis_hooks
 from webhooks import create_app
 
 POSITIVE_CHECKS = [
@@ -139,3 +147,86 @@ def test_the_api_keeps_to_its_description(fuzzed: tuple[Flask, dict]) -> None:
                 generation_mode=mode, headers=seed["headers"], path_parameters=path_parameters
             )
             _run(strategy, checks, examples)
+
+
+# What `st run --checks all` runs. object_level_authorization runs too but needs a second identity
+# to compare with; tests/webhooks/test_api_isolation.py probes every operation across organizations.
+ALL_CHECKS = {
+    "not_a_server_error", "status_code_conformance", "content_type_conformance",
+    "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
+    "positive_data_acceptance", "missing_required_header", "unsupported_method",
+    "allow_header_conformance", "use_after_free", "ensure_resource_availability", "ignored_auth",
+    "object_level_authorization",
+}  # fmt: skip
+
+
+@contextmanager
+def _serving(app: Flask) -> Iterator[str]:
+    # Over real HTTP, as `st run` talks to a server: schemathesis's engine passes socket options
+    # (max_redirects) that its in-process WSGI transport does not take.
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def _run_all_checks(
+    base_url: str, headers: dict[str, str], examples: int = 20, steps: int = 12
+) -> dict[str, Any]:
+    """`st run --checks all` against the app: what it found, and how far it reached."""
+    schemathesis_hooks.register()  # `format: phone`: valid numbers, as the description means
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": 20261201,
+            "cache": {"enabled": False},  # no state kept between runs, none left in the tree
+            "workers": 1,
+            "headers": headers,
+            "suppress-health-check": ["all"],
+            "generation": {"max-examples": examples, "database": "none"},
+            "phases": {"stateful": {"max-steps": steps}},
+        }
+    )
+    project = config.projects.override
+    project.checks.update(included_check_names=["all"])
+    project.phases.update(phases=["examples", "coverage", "fuzzing", "stateful"])
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
+    found: dict[str, Any] = {
+        "failures": [], "errors": [], "checks": set(), "operations": set(), "links": set()
+    }  # fmt: skip
+    for event in engine_for(schema).execute():
+        if isinstance(event, events.PhaseStarted) and event.payload is not None:
+            found["transitions"] = event.payload.transitions_total
+        elif isinstance(event, events.ScenarioFinished):
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    found["checks"].add(check.name)
+                    if check.status != Status.SUCCESS and check.failure_info is not None:
+                        failure = check.failure_info.failure
+                        found["failures"].append(
+                            f"{failure.title} ({check.name}) in {failure.operation}: "
+                            f"{failure.message}\n{check.failure_info.code_sample}"
+                        )
+            for node in event.recorder.cases.values():
+                found["operations"].add(node.value.operation.label)
+                if node.transition is not None and node.is_transition_applied:
+                    found["links"].add(node.transition.id)
+        elif isinstance(event, events.NonFatalError | events.FatalError):
+            found["errors"].append(str(getattr(event, "info", event)))
+    return found
+
+
+@pytest.mark.slow
+def test_every_check_and_every_phase_find_nothing(fuzzed: tuple[Flask, dict]) -> None:
+    app, seed = fuzzed
+    with _serving(app) as base_url:
+        found = _run_all_checks(base_url, seed["headers"])
+    assert found["errors"] == []
+    assert found["failures"] == [], "\n\n".join(found["failures"])
+    assert len(found["operations"]) == 23
+    assert found["checks"] >= ALL_CHECKS
+    # The stateful phase follows the declared links from what it creates to what it can do next.
+    assert len(found["links"]) >= 25, sorted(found["links"])
