@@ -119,7 +119,8 @@ def channels_for_phone(
     `before` is the id of a channel of the same list: the page starts after it.
     """
     limit = check_limit(limit)
-    digest = phone_hash(normalize_phone(phone, settings.default_region), settings.phone_hash_key)
+    e164 = normalize_phone(phone, settings.default_region)
+    digest = phone_hash(organization_id, e164, settings.phone_hash_key)
     in_list = (
         ChannelPhoneHash.channel_id == Channel.id,
         ChannelPhoneHash.organization_id == organization_id,
@@ -180,8 +181,12 @@ def _thread_names(
     resources: dict[str, str] = {}
     thread_ids = {m.thread_id for m in messages if m.thread_id}
     if thread_ids:
+        # A channel's messages are all its organization's: its threads are named by id.
+        organization_ids = {m.organization_id for m in messages}
         for tid, name, rid in session.execute(
-            select(Thread.id, Thread.name, Thread.resource_id).where(Thread.id.in_(thread_ids))
+            select(Thread.id, Thread.name, Thread.resource_id).where(
+                Thread.organization_id.in_(organization_ids), Thread.id.in_(thread_ids)
+            )
         ):
             names[tid] = name
             resources[tid] = rid

@@ -257,7 +257,7 @@ def _process(
     if route.unmatched is not None or route.org is None:
         return _unmatched(inbound, route.unmatched or "no organization")
     org = route.org
-    digest = phone_hash(route.from_phone, settings.phone_hash_key)
+    digest = phone_hash(org.id, route.from_phone, settings.phone_hash_key)
     contact, channels = match_contact(session, org.id, digest)
 
     keyword = detect_keyword(inbound.body)
@@ -269,7 +269,7 @@ def _process(
         return _unmatched(inbound, "the contact is in no channel")
 
     channel = choose_channel(session, contact, route.to_phone, channels)
-    thread = last_publisher_thread(session, channel.id)
+    thread = last_publisher_thread(session, channel)
     posted = record_contact_message(
         session,
         settings,
@@ -376,7 +376,7 @@ def _meta_in_channel(
     now: datetime,
 ) -> Message:
     # Published at once (visible in the channel), but a meta message never goes by SMS.
-    thread = last_publisher_thread(session, channel.id)
+    thread = last_publisher_thread(session, channel)
     message = Message.new(
         Actor.contact(channel.organization_id, contact.id),
         text,

@@ -34,6 +34,7 @@ from bridge.models import (
     DeliveryStatus,
     Message,
     SubscriberType,
+    Thread,
     ThreadSubscriber,
     User,
 )
@@ -176,7 +177,7 @@ def inbox_page(
         return InboxPage([], None)
     last = _last_messages(session, ids)
     contacts = _contact_names(session, ids)
-    unread = _unread(session, ids, last, viewer_id, viewer_type)
+    unread = _unread(session, organization_id, ids, last, viewer_id, viewer_type)
     authors = load_profiles(session, {m.subscriber_id for m in last.values()})
     rows = [
         InboxRow(
@@ -209,7 +210,7 @@ def _search_channel_ids(settings: Settings, organization_id: str, search: str) -
     if classify_sender(search, settings.default_region) == "e164":
         e164 = normalize_phone(search, settings.default_region)
         # The same hash inbound matching uses: the number itself is never compared or scanned.
-        digest = phone_hash(e164, settings.phone_hash_key)
+        digest = phone_hash(organization_id, e164, settings.phone_hash_key)
         return select(ChannelPhoneHash.channel_id).where(
             ChannelPhoneHash.organization_id == organization_id,
             ChannelPhoneHash.phone_hash == digest,
@@ -258,6 +259,7 @@ def _contact_names(session: Session, channel_ids: Sequence[str]) -> dict[str, li
 
 def _unread(
     session: Session,
+    organization_id: str,
     channel_ids: Sequence[str],
     last: dict[str, Message],
     viewer_id: str,
@@ -279,6 +281,7 @@ def _unread(
             r.thread_id: r
             for r in session.execute(
                 select(ThreadSubscriber).where(
+                    ThreadSubscriber.organization_id == organization_id,
                     ThreadSubscriber.thread_id.in_(thread_ids),
                     ThreadSubscriber.subscriber_id == viewer_id,
                 )
@@ -286,7 +289,11 @@ def _unread(
         }
         for thread_id, author, at in session.execute(
             select(Message.thread_id, Message.subscriber_id, func.max(Message.created_at))
-            .where(Message.thread_id.in_(thread_ids), Message.canceled_at.is_(None))
+            .where(
+                Message.organization_id == organization_id,
+                Message.thread_id.in_(thread_ids),
+                Message.canceled_at.is_(None),
+            )
             .group_by(Message.thread_id, Message.subscriber_id)
         ):
             if thread_id is not None:
@@ -301,7 +308,11 @@ def _unread(
             continue
         # Not subscribed yet: a viewer who has never looked, as the domain's rule reads it.
         row = rows.get(thread_id) or ThreadSubscriber(
-            thread_id=thread_id, subscriber_id=viewer_id, type=viewer_type, is_archived=False
+            organization_id=organization_id,
+            thread_id=thread_id,
+            subscriber_id=viewer_id,
+            type=viewer_type,
+            is_archived=False,
         )
         if unread_by([row], latest[thread_id]):
             unread.add(channel_id)
@@ -384,9 +395,10 @@ def reply_thread(session: Session, organization_id: str, channel_id: str) -> tup
 
 def _thread_for_replies(session: Session, channel: Channel, thread_id: str | None) -> str | None:
     # A thread whose contacts changed since it published would carry the reply to another channel.
-    if thread_id is None:
+    thread = session.get(Thread, (channel.organization_id, thread_id)) if thread_id else None
+    if thread is None:
         return None
-    contacts = active_contact_ids(session, thread_id)
+    contacts = active_contact_ids(session, thread)
     if subscriber_hash(channel.organization_id, contacts) != channel.subscriber_hash:
         return None
     return thread_id

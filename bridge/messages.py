@@ -129,7 +129,7 @@ def post_message(
     ensure_subscribed(session, thread, actor)
     channel_id = None
     # The channel is the thread's whole contact set; publishing leaves the author out.
-    contacts = active_contact_ids(session, thread.id)
+    contacts = active_contact_ids(session, thread)
     if contacts:
         channel, _ = get_or_create_channel(session, actor.organization_id, contacts)
         channel_id = channel.id
@@ -260,7 +260,7 @@ def cancel_message(session: Session, actor: Actor, message_id: str) -> Message:
 
 def _touch(session: Session, message: Message, now: datetime) -> None:
     if message.thread_id:
-        thread = session.get(Thread, message.thread_id)
+        thread = session.get(Thread, (message.organization_id, message.thread_id))
         if thread is not None:
             thread.updated_at = now
 

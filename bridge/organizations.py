@@ -240,7 +240,7 @@ def find_or_create_contact(
     prefix = param[: -len("phone")] if param.endswith("phone") else ""
     name = _clean_name(name, prefix + "name", required=False)
     email = _clean_email(email, prefix + "email")
-    digest = phone_hash(e164, settings.phone_hash_key)
+    digest = phone_hash(organization_id, e164, settings.phone_hash_key)
     existing = _contact_by_hash(session, organization_id, digest)
     if existing is not None:
         if name and not existing.name:
@@ -273,7 +273,8 @@ def find_contact_by_phone(
 ) -> Contact | None:
     """The organization's contact with this phone, or None."""
     e164 = normalize_phone(phone, settings.default_region)
-    return _contact_by_hash(session, organization_id, phone_hash(e164, settings.phone_hash_key))
+    digest = phone_hash(organization_id, e164, settings.phone_hash_key)
+    return _contact_by_hash(session, organization_id, digest)
 
 
 def get_contact(session: Session, organization_id: str, contact_id: str) -> Contact:

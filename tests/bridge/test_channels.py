@@ -27,7 +27,7 @@ from bridge.messages import (
     post_message,
     record_contact_message,
 )
-from bridge.models import ChannelSubscriber, Contact, Delivery, Lane, Organization
+from bridge.models import Channel, ChannelSubscriber, Contact, Delivery, Lane, Organization
 from bridge.organizations import find_or_create_contact, opt_out
 from bridge.publishing import publish_due_messages
 from bridge.runtime import Runtime
@@ -186,7 +186,9 @@ def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> Non
     channel_id = channel_ids.pop()
     assert channel_id is not None
     assert _channel(session, org, channel_id)["publisher_ids"] == ["zeta-2", "alpha-1"]
-    latest = last_publisher_thread(session, channel_id)
+    channel = session.get(Channel, channel_id)
+    assert channel is not None
+    latest = last_publisher_thread(session, channel)
     assert latest is not None and latest.resource_id == "zeta-2"
 
 

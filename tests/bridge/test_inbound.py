@@ -510,3 +510,37 @@ def test_the_inbound_record_is_inserted_once_and_updated_once(
     assert outcome.inbound.status in {"matched", "keyword"}
     # No read before (the insert itself tells a repeat), no savepoint, no write halfway through.
     assert written == ["INSERT", "UPDATE"]
+
+
+def test_two_organizations_with_one_resource_id_and_one_number_stay_apart(
+    session: Session, settings: Settings
+) -> None:
+    # Both hold thread `thrd_order-1001` with the same contact number: an SMS to one
+    # organization's number lands in that organization's thread and channel only, and the two
+    # contacts' phone hashes cannot be matched up.
+    ann = "+14155550123"
+    orgs = [factories.organization(session, settings, name)[0] for name in ("Shop A", "Shop B")]
+    threads, channels = [], []
+    for org in orgs:
+        contact, _ = find_or_create_contact(session, settings, org.id, ann, name="Ann")
+        thread, channel = channel_of(session, settings, org, [contact], "order-1001")
+        threads.append(thread)
+        channels.append(channel)
+    session.commit()
+    hashes = [c.phone_hash for c in session.scalars(select(Contact).where(Contact.phone == ann))]
+    assert len(set(hashes)) == 2
+    to = sender_numbers(session, orgs[1].id)[0]
+    outcome = receive(session, settings, payloads.inbound(ann, to, "At the door?"))
+    assert outcome.inbound.channel_id == channels[1].id
+    texts = {
+        org.id: session.scalars(
+            select(Message.text).where(
+                Message.organization_id == org.id, Message.thread_id == "thrd_order-1001"
+            )
+        ).all()
+        for org in orgs
+    }
+    assert texts == {
+        orgs[0].id: ["About order-1001"],
+        orgs[1].id: ["About order-1001", "At the door?"],
+    }

@@ -145,7 +145,7 @@ def test_find_or_create_contact_by_phone_in_any_format(
     first, created = find_or_create_contact(session, settings, org.id, "+14155550123", name="Jane")
     assert created and first.id.startswith("cnt_")
     assert first.phone == "+14155550123"
-    assert first.phone_hash == phone_hash("+14155550123", settings.phone_hash_key)
+    assert first.phone_hash == phone_hash(org.id, "+14155550123", settings.phone_hash_key)
     for same in ["(415) 555-0123", "415.555.0123", "1 415 555 0123", " +1-415-555-0123 "]:
         again, created = find_or_create_contact(session, settings, org.id, same)
         assert (again.id, created) == (first.id, False)
