@@ -1,10 +1,10 @@
-"""Organizations, their API keys and sender numbers, users, contacts and opt-outs (DESIGN 5.1)."""
+"""Organizations, their sender numbers, users, contacts and opt-outs (DESIGN 5.1).
+
+Their API keys are `bridge.keys`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from bridge.db import get_owned, insert_or_get, utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.ids import new_id
-from bridge.models import ApiKey, Contact, OptOut, Organization, SenderNumber, User
+from bridge.keys import issue_api_key
+from bridge.models import Contact, OptOut, Organization, SenderNumber, User
 from bridge.phones import normalize_phone, phone_hash
 from bridge.settings import Settings
 
-API_KEY_PREFIX = "brk_"
 MAX_NAME = 200
 
 
@@ -28,11 +28,6 @@ def default_help_text(organization_name: str) -> str:
         f"{organization_name}: messages about your orders and bookings. "
         "Reply STOP to unsubscribe, START to resubscribe. Msg&data rates may apply."
     )
-
-
-def hash_api_key(key: str) -> str:
-    """The stored form of an API key: its SHA-256 (keys are 256-bit random: no salt is needed)."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,35 +75,7 @@ def create_organization(
     session.flush()
     for sender in senders:
         add_sender(session, settings, org.id, sender)
-    return NewOrganization(org, issue_api_key(session, org.id))
-
-
-def issue_api_key(session: Session, organization_id: str) -> str:
-    """A new API key for the organization; only its hash is kept."""
-    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        ApiKey(
-            id=new_id("key"),
-            organization_id=organization_id,
-            key_hash=hash_api_key(key),
-            prefix=key[:8],
-        )
-    )
-    session.flush()
-    return key
-
-
-def authenticate(session: Session, key: str) -> Organization | None:
-    """The organization an API key names, or None; the stored hash is compared in constant time."""
-    if not key or len(key) > 200:
-        return None
-    digest = hash_api_key(key)
-    row = session.execute(
-        select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
-        return None
-    return session.get(Organization, row.organization_id)
+    return NewOrganization(org, issue_api_key(session, org.id, label="default").api_key)
 
 
 def add_sender(session: Session, settings: Settings, organization_id: str, phone: str) -> str:

@@ -9,9 +9,9 @@ OpenAPI tells the truth about them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from bridge.messages import MAX_MEDIA, MAX_TEXT_LENGTH, MAX_URL_LENGTH
 from bridge.pages import MAX_PAGE
@@ -23,18 +23,43 @@ InboundState = Literal["received", "matched", "unmatched", "keyword"]
 # DESIGN section 3: 1 to 128 letters, digits and `_ - . :` (bridge.ids.RESOURCE_ID decides).
 RESOURCE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Label = Annotated[str, Field(max_length=128)]
-Phone = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=64,
-        description="E.164, or the national format of DEFAULT_REGION.",
-        examples=["+14155550123"],
-    ),
-]
-Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"@")]
+# C0 control characters but tab, LF and CR (DESIGN 6): they break what the text is shown in (TwiML,
+# terminals, CSV) and no person types them. The JSON schema says so as a pattern; the check itself
+# is the validator, whose message says what is wrong.
+_NO_CONTROL = "[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]"
+
+
+def _refuse_control_characters(value: str) -> str:
+    if any(ord(c) < 0x20 and c not in "\t\n\r" for c in value):
+        raise ValueError("must not contain control characters other than tab, CR and LF")
+    return value
+
+
+def _text(shown: str = f"^{_NO_CONTROL}*$", **constraints: Any) -> Any:
+    """A text field of a request: control characters refused, and these constraints.
+
+    `shown` is the pattern the schema shows: the one of `constraints` (if any) with the rule.
+    """
+    return Annotated[
+        str,
+        Field(json_schema_extra={"pattern": shown}, **constraints),
+        AfterValidator(_refuse_control_characters),
+    ]
+
+
+# Every text the API takes is one of these.
+Name = _text(min_length=1, max_length=200)
+Label = _text(max_length=128)
+Phone = _text(
+    min_length=1,
+    max_length=64,
+    description="E.164, or the national format of DEFAULT_REGION.",
+    examples=["+14155550123"],
+)
+Email = _text(f"^{_NO_CONTROL}*@{_NO_CONTROL}*$", min_length=3, max_length=320, pattern=r"@")
+HelpText = _text(max_length=1600)
+MessageText = _text(max_length=MAX_TEXT_LENGTH)
+KeyLabel = _text(max_length=200)
 MediaUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=r"^https://\S+$")]
 SubscriberId = Annotated[
     str, Field(min_length=5, max_length=64, pattern=r"^(usr|cnt|org)_[A-Za-z0-9]+$")
@@ -56,7 +81,7 @@ class OrganizationUpdate(_Request):
     """Change the organization's name or HELP text."""
 
     name: Name | None = None
-    help_text: Annotated[str, Field(max_length=1600)] | None = None
+    help_text: HelpText | None = None
 
 
 class UserCreate(_Request):
@@ -112,7 +137,7 @@ class SubscriberAdd(_Request):
 class MessageCreate(_Request):
     """A message to post; it is published now, or at `publish_to_channel_at`."""
 
-    text: Annotated[str, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+    text: MessageText | None = None
     type: PostableKind | None = None
     media_urls: Annotated[list[MediaUrl], Field(max_length=MAX_MEDIA)] | None = None
     publish_to_channel_at: Epoch | None = None
@@ -121,8 +146,14 @@ class MessageCreate(_Request):
 class MessageUpdate(_Request):
     """New text (and media) for a message: only its author may edit it."""
 
-    text: Annotated[str, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+    text: MessageText | None = None
     media_urls: Annotated[list[MediaUrl], Field(max_length=MAX_MEDIA)] | None = None
+
+
+class ApiKeyCreate(_Request):
+    """A new API key, with a label to tell it apart (e.g. where it is deployed)."""
+
+    label: KeyLabel | None = None
 
 
 # Query strings (lax: every value arrives as a string) -------------------------------------------

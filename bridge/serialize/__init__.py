@@ -8,7 +8,7 @@ in a client.
 
 The models live in two private modules, re-exported here: `_conversations` (messages,
 subscribers, threads, channels) and `_records` (deliveries, inbound SMS, the organization, its
-users and contacts, and the list pages).
+users and contacts, its API keys, and the list pages).
 """
 
 from bridge.serialize._conversations import (
@@ -24,6 +24,8 @@ from bridge.serialize._conversations import (
     load_messages,
 )
 from bridge.serialize._records import (
+    ApiKey,
+    ApiKeyList,
     ChannelList,
     Contact,
     ContactList,
@@ -32,12 +34,15 @@ from bridge.serialize._records import (
     InboundSms,
     InboundSmsList,
     MessageList,
+    NewApiKey,
     Organization,
     Page,
     User,
 )
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyList",
     "Channel",
     "ChannelList",
     "Contact",
@@ -49,6 +54,7 @@ __all__ = [
     "InboundSmsList",
     "Message",
     "MessageList",
+    "NewApiKey",
     "Organization",
     "Page",
     "Reaction",

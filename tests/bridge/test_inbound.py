@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from sqlalchemy import event, func, select
@@ -544,3 +545,21 @@ def test_two_organizations_with_one_resource_id_and_one_number_stay_apart(
         orgs[0].id: ["About order-1001"],
         orgs[1].id: ["About order-1001", "At the door?"],
     }
+
+
+@pytest.mark.parametrize("help_text", ["Call us\x01\x07 now\x1b[31m", None])
+def test_help_twiml_parses_whatever_the_stored_texts_hold(
+    session: Session, settings: Settings, help_text: str | None
+) -> None:
+    # Stored before the API refused control characters (or written by hand): the TwiML still
+    # parses, without the characters XML cannot hold.
+    org, _ = factories.organization(session, settings, "Acme\x0b Sons")
+    org.help_text = help_text
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-ctl")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    outcome = receive(session, settings, payloads.inbound(jane.phone, to, "HELP"))
+    message = ElementTree.fromstring(outcome.twiml).findtext("Message")
+    assert message is not None
+    assert message.startswith("Call us now[31m" if help_text else "Acme Sons: messages about")

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.keys import authenticate
 from bridge.models import ApiKey, Contact
 from bridge.organizations import (
     add_sender,
-    authenticate,
     create_organization,
     create_user,
     find_contact_by_phone,

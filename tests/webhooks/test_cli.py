@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from bridge.db import make_engine, utcnow
+from bridge.keys import authenticate
 from bridge.messages import post_message
-from bridge.models import InboundSms, Message, Organization
-from bridge.organizations import authenticate, sender_numbers
+from bridge.models import ApiKey, InboundSms, Message, Organization
+from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
 from bridge.threads import create_thread
@@ -119,6 +120,35 @@ def test_a_sender_of_another_organization_is_a_conflict_exit_1(
     assert second.exit_code == 1
     assert "another organization" in second.output
     assert len(session.execute(select(Organization)).all()) == 1
+
+
+def test_org_create_key_and_revoke_key(app: Flask, session: Session, settings: Settings) -> None:
+    org, first = factories.organization(session, settings)
+    session.commit()
+    created = run(app, "org", "create-key", org.id, "--label", "deploy 2")
+    assert created.exit_code == 0, created.output
+    printed = json.loads(created.stdout)
+    assert set(printed) == {"id", "api_key"}
+    found = authenticate(session, printed["api_key"])
+    assert found is not None and found.id == org.id
+    assert session.get(ApiKey, printed["id"]).label == "deploy 2"
+    default = session.scalars(select(ApiKey.id).where(ApiKey.label == "default")).one()
+    session.commit()  # SQLite: an open transaction would hold the write lock the command needs
+
+    # The operator may revoke any key, the last one too (the API refuses that one).
+    for key_id in [printed["id"], default]:
+        revoked = run(app, "org", "revoke-key", key_id)
+        assert revoked.exit_code == 0, revoked.output
+        assert json.loads(revoked.stdout)["id"] == key_id
+    session.expire_all()
+    assert authenticate(session, printed["api_key"]) is None
+    assert authenticate(session, first) is None
+    session.commit()
+
+    for args in (["revoke-key", "key_nope"], ["create-key", "org_nope"]):
+        missing = run(app, "org", *args)
+        assert missing.exit_code == 1
+        assert "no such" in missing.output
 
 
 def test_db_upgrade_creates_the_schema_in_an_empty_database(tmp_path: Path, redis_url: str) -> None:

@@ -35,7 +35,7 @@ def test_every_api_route_is_described_and_nothing_else(app: Flask, client: Flask
             routes.add((path, method.lower()))
     described = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert described == routes
-    assert len(routes) == 23
+    assert len(routes) == 26
 
 
 def test_every_operation_documents_its_parameters_bodies_and_errors(client: FlaskClient) -> None:
