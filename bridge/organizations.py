@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bridge.db import get_owned, insert_or_get, utcnow
@@ -259,7 +259,16 @@ def opt_out(session: Session, organization_id: str, digest: str, source: str = "
 
 
 def opt_in(session: Session, organization_id: str, digest: str) -> bool:
-    """Allow SMS again (START); True if the phone was opted out."""
+    """Allow SMS again (START); True if the phone was opted out.
+
+    The contact keeps the time (`opted_in_at`): a status callback about an SMS sent before it,
+    replayed or late, cannot opt them out again (`bridge.deliveries.apply_status`).
+    """
+    session.execute(
+        update(Contact)
+        .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
+        .values(opted_in_at=utcnow())
+    )
     result = session.execute(
         delete(OptOut).where(OptOut.organization_id == organization_id, OptOut.phone_hash == digest)
     )
