@@ -24,7 +24,7 @@ from bridge.models import (
     Message,
     Thread,
 )
-from bridge.pages import RECENT_LIMIT, check_limit
+from bridge.pages import PENDING_LIMIT, RECENT_LIMIT, check_limit
 from bridge.phones import normalize_phone, phone_hash
 from bridge.settings import Settings
 from bridge.subscribers import Profile, load_profiles
@@ -41,7 +41,7 @@ class ChannelView:
     publisher_ids: list[str]
     recent_messages: list[Message]
     has_more: bool
-    pending_messages: list[Message]
+    pending_messages: list[Message]  # at most PENDING_LIMIT, due first
     thread_names: dict[str, str | None]
     thread_resources: dict[str, str]
 
@@ -77,17 +77,7 @@ def load_channel_views(session: Session, channels: Sequence[Channel]) -> list[Ch
         .order_by(ChannelPublisher.first_seq, ChannelPublisher.resource_id),
     )
     newest = _by_channel(_newest_published(session, ids))
-    pending = _by_channel(
-        session.execute(
-            select(Message)
-            .where(
-                Message.channel_id.in_(ids),
-                Message.published_at.is_(None),
-                Message.canceled_at.is_(None),
-            )
-            .order_by(Message.publish_to_channel_at, Message.seq)
-        ).scalars()
-    )
+    pending = _by_channel(_first_pending(session, ids))
     names, resources = _thread_names(session, [*_flat(newest), *_flat(pending)])
     return [
         ChannelView(
@@ -150,26 +140,40 @@ def channels_for_phone(
 
 
 def _newest_published(session: Session, ids: list[str]) -> Iterable[Message]:
-    # Each channel's RECENT_LIMIT + 1 newest published messages (one more tells `has_more`), in
-    # one query: numbered within their channel by a window function, newest first.
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=Message.channel_id,
-            order_by=(Message.publish_seq.desc(), Message.seq.desc()),
-        )
-        .label("rank")
+    # Each channel's RECENT_LIMIT + 1 newest published messages (one more tells `has_more`).
+    return _first_per_channel(
+        session,
+        ids,
+        Message.published_at.is_not(None),
+        (Message.publish_seq.desc(), Message.seq.desc()),
+        RECENT_LIMIT + 1,
     )
-    ranked = (
-        select(Message.seq, rank)
-        .where(Message.channel_id.in_(ids), Message.published_at.is_not(None))
-        .subquery()
+
+
+def _first_pending(session: Session, ids: list[str]) -> Iterable[Message]:
+    # Each channel's PENDING_LIMIT scheduled messages due first: 400 posts of 15,000 characters
+    # made one channel's JSON 6 MB when they were all shown (issue 11).
+    return _first_per_channel(
+        session,
+        ids,
+        Message.published_at.is_(None) & Message.canceled_at.is_(None),
+        (Message.publish_to_channel_at, Message.seq),
+        PENDING_LIMIT,
     )
+
+
+def _first_per_channel(
+    session: Session, ids: list[str], where: Any, order: tuple[Any, ...], count: int
+) -> Iterable[Message]:
+    # The first `count` messages of each channel in `order`, in one query whatever the number of
+    # channels: numbered within their channel by a window function.
+    rank = func.row_number().over(partition_by=Message.channel_id, order_by=order).label("rank")
+    ranked = select(Message.seq, rank).where(Message.channel_id.in_(ids), where).subquery()
     return session.execute(
         select(Message)
         .join(ranked, ranked.c.seq == Message.seq)
-        .where(ranked.c.rank <= RECENT_LIMIT + 1)
-        .order_by(Message.publish_seq.desc(), Message.seq.desc())
+        .where(ranked.c.rank <= count)
+        .order_by(*order)
     ).scalars()
 
 

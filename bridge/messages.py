@@ -271,13 +271,19 @@ def page_messages(
     *,
     thread_id: str | None = None,
     channel_id: str | None = None,
+    pending: bool = False,
     limit: int = 50,
     before: str | None = None,
 ) -> tuple[list[Message], bool]:
-    """A page of a thread's (or channel's published) messages, newest first, older than `before`."""
+    """A page of a thread's (or channel's published, or `pending` ones) messages, newest first,
+    older than `before`."""
     scope = [Message.organization_id == organization_id]
     if thread_id is not None:
         scope += [Message.thread_id == thread_id, Message.canceled_at.is_(None)]
     if channel_id is not None:
-        scope += [Message.channel_id == channel_id, Message.published_at.is_not(None)]
+        scope.append(Message.channel_id == channel_id)
+        if pending:
+            scope += [Message.published_at.is_(None), Message.canceled_at.is_(None)]
+        else:
+            scope.append(Message.published_at.is_not(None))
     return page(session, Message, scope, limit, before, "a message")

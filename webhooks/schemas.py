@@ -174,6 +174,14 @@ class PageQuery(_Query):
     before: Cursor | None = None
 
 
+class ChannelMessagesQuery(PageQuery):
+    pending: bool = Field(
+        False,
+        description="true: the messages waiting for their publish_to_channel_at (the channel "
+        "shows only the 150 due first) instead of the published ones.",
+    )
+
+
 class PhoneQuery(_Query):
     phone: Phone
 

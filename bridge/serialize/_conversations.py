@@ -169,7 +169,11 @@ class Channel(Response):
     organization_id: str
     recent_messages: list[Message] = Field(description="At most the 150 newest published.")
     has_more: bool
-    pending_messages: list[Message] = Field(description="Waiting for publish_to_channel_at.")
+    pending_messages: list[Message] = Field(
+        description="Waiting for publish_to_channel_at: at most the 150 due first, soonest first. "
+        "When 150 are shown, more may wait: page through them all with "
+        "GET /v1/channels/{id}/messages?pending=true."
+    )
     phone_hashes: list[str]
     publisher_ids: list[str] = Field(
         description="Resource ids of publishing threads, oldest first."
