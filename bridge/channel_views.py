@@ -24,7 +24,7 @@ from bridge.models import (
     Message,
     Thread,
 )
-from bridge.pages import PENDING_LIMIT, RECENT_LIMIT, check_limit
+from bridge.pages import PENDING_LIMIT, PUBLISHERS_LIMIT, RECENT_LIMIT, check_limit
 from bridge.phones import normalize_phone, phone_hash
 from bridge.settings import Settings
 from bridge.subscribers import Profile, load_profiles
@@ -70,12 +70,7 @@ def load_channel_views(session: Session, channels: Sequence[Channel]) -> list[Ch
         .where(ChannelPhoneHash.channel_id.in_(ids))
         .order_by(ChannelPhoneHash.phone_hash),
     )
-    publishers = _column_by_channel(
-        session,
-        select(ChannelPublisher.channel_id, ChannelPublisher.resource_id)
-        .where(ChannelPublisher.channel_id.in_(ids))
-        .order_by(ChannelPublisher.first_seq, ChannelPublisher.resource_id),
-    )
+    publishers = _column_by_channel(session, _latest_publishers(ids))
     newest = _by_channel(_newest_published(session, ids))
     pending = _by_channel(_first_pending(session, ids))
     names, resources = _thread_names(session, [*_flat(newest), *_flat(pending)])
@@ -137,6 +132,35 @@ def channels_for_phone(
         ).scalars()
     )
     return load_channel_views(session, rows[:limit]), len(rows) > limit
+
+
+def _latest_publishers(ids: list[str]) -> Any:
+    # (channel_id, resource_id) of each channel's PUBLISHERS_LIMIT threads that published last, in
+    # the order they first published: a customer's one-contact channel gains a publisher with
+    # every order, and the channel's JSON is not to grow with them.
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=ChannelPublisher.channel_id,
+            order_by=(ChannelPublisher.last_seq.desc(), ChannelPublisher.resource_id),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(
+            ChannelPublisher.channel_id,
+            ChannelPublisher.resource_id,
+            ChannelPublisher.first_seq,
+            rank,
+        )
+        .where(ChannelPublisher.channel_id.in_(ids))
+        .subquery()
+    )
+    return (
+        select(ranked.c.channel_id, ranked.c.resource_id)
+        .where(ranked.c.rank <= PUBLISHERS_LIMIT)
+        .order_by(ranked.c.first_seq, ranked.c.resource_id)
+    )
 
 
 def _newest_published(session: Session, ids: list[str]) -> Iterable[Message]:

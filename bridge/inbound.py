@@ -51,6 +51,10 @@ from bridge.twilio_webhooks import (
 
 log = logging.getLogger(__name__)
 
+# An SMS is matched among the contact's most recently updated channels, this many at most: a
+# reply answers a live conversation, and a keyword's meta messages go to each of them.
+MAX_CONTACT_CHANNELS = 500
+
 # DESIGN 5.5 step 4: the whole body, trimmed, in any case. These are also the words Twilio's own
 # opt-out handling reacts to on long codes, so our state follows what the carrier side does.
 STOP_WORDS = frozenset(
@@ -231,7 +235,8 @@ def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
 def match_contact(
     session: Session, organization_id: str, digest: str
 ) -> tuple[Contact | None, list[Channel]]:
-    """The organization's contact with this phone hash and its channels, latest updated first."""
+    """The organization's contact with this phone hash and its channels, latest updated first
+    (at most MAX_CONTACT_CHANNELS of them)."""
     # One query for both: the contact, outer-joined to the channels its phone hash is in.
     rows = session.execute(
         select(Contact, Channel)
@@ -245,6 +250,7 @@ def match_contact(
         .outerjoin(Channel, Channel.id == ChannelPhoneHash.channel_id)
         .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
         .order_by(Channel.updated_at.desc(), Channel.id)
+        .limit(MAX_CONTACT_CHANNELS)
     ).all()
     if not rows:
         return None, []

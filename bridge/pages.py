@@ -15,6 +15,8 @@ MAX_PAGE = 150
 RECENT_LIMIT = 150
 # A channel shows at most this many of its scheduled messages, those due first (DESIGN 6).
 PENDING_LIMIT = 150
+# ... and the resource ids of at most this many threads that published to it, the latest ones.
+PUBLISHERS_LIMIT = 150
 
 Row = TypeVar("Row")
 

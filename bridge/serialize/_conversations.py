@@ -176,7 +176,8 @@ class Channel(Response):
     )
     phone_hashes: list[str]
     publisher_ids: list[str] = Field(
-        description="Resource ids of publishing threads, oldest first."
+        description="Resource ids of publishing threads, oldest first: at most the 150 that "
+        "published last."
     )
     scheduled_publish_at: Timestamp | None
     subscriber_hash: str

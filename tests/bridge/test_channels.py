@@ -192,6 +192,24 @@ def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> Non
     assert latest is not None and latest.resource_id == "zeta-2"
 
 
+def test_publisher_ids_show_the_150_threads_that_published_last(
+    session: Session, settings: Settings
+) -> None:
+    # A customer's channel gains a publisher with every order: its JSON must not grow with them.
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora = factories.contact(session, settings, org)
+    resources = [f"order-{i:03d}" for i in range(153)]
+    for resource in resources:
+        create_thread(session, settings, actor, resource, subscribers=[cora.id])
+        posted = post_message(session, settings, actor, f"thrd_{resource}", "hi")
+    post_message(session, settings, actor, "thrd_order-000", "again")  # back among the latest
+    session.commit()
+    assert posted.message.channel_id is not None
+    shown = _channel(session, org, posted.message.channel_id)["publisher_ids"]
+    assert shown == ["order-000", *resources[4:]]
+
+
 def test_a_pending_message_waits_in_pending_messages_until_published(
     session: Session, settings: Settings
 ) -> None:
