@@ -60,7 +60,7 @@ Email = _text(f"^{_NO_CONTROL}*@{_NO_CONTROL}*$", min_length=3, max_length=320, 
 HelpText = _text(max_length=1600)
 MessageText = _text(max_length=MAX_TEXT_LENGTH)
 KeyLabel = _text(max_length=200)
-MediaUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=r"^https://\S+$")]
+MediaUrl = _text(r"^https://[^\s\x00-\x1f]+$", max_length=MAX_URL_LENGTH, pattern=r"^https://\S+$")
 SubscriberId = Annotated[
     str, Field(min_length=5, max_length=64, pattern=r"^(usr|cnt|org)_[A-Za-z0-9]+$")
 ]

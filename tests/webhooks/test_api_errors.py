@@ -304,11 +304,19 @@ def test_control_characters_in_any_text_are_422_naming_the_field(api: ApiOrg, co
         ),
         ("patch", f"/v1/threads/{tid}", {"location_id": bad}, "location_id"),
         ("post", f"/v1/threads/{tid}/messages", {"text": bad}, "text"),
+        (
+            "post",
+            f"/v1/threads/{tid}/messages",
+            {"media_urls": [f"https://example.com/{control}.png"]},
+            "media_urls[0]",
+        ),
         ("post", "/v1/api_keys", {"label": bad}, "label"),
     ]
     for method, path, body, param in cases:
         error = _error(getattr(api, method)(path, body), 422, "validation_error", param)
-        assert "control character" in error["message"] or control == "\x00", (path, error)
+        # NUL is refused before the models see it, and a URL's pattern refuses whitespace first.
+        if control != "\x00" and not (param.startswith("media_urls") and control.isspace()):
+            assert "control character" in error["message"], (path, error)
     kept = api.post(f"/v1/threads/{tid}/messages", {"text": "tab\there\r\nnew line"})
     assert kept.status_code == 201
 
