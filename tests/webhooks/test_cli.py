@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from click.testing import Result
 from flask import Flask
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from bridge.db import make_engine, utcnow
 from bridge.keys import authenticate
@@ -209,18 +206,8 @@ def test_sweep_publishes_what_is_due_and_prints_its_counts(
     assert json.loads(run(app, "sweep").stdout)["published"] == 0
 
 
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on a free port, in a thread."""
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-
-
 def test_sms_simulate_posts_a_signed_sms_and_prints_the_twiml(
-    app: Flask, server: str, session: Session, settings: Settings, redis_client: object
+    app: Flask, server_url: str, session: Session, settings: Settings, redis_client: object
 ) -> None:
     org, _ = factories.organization(session, settings)
     session.commit()
@@ -238,7 +225,7 @@ def test_sms_simulate_posts_a_signed_sms_and_prints_the_twiml(
         "--body",
         "HELP",
         "--url",
-        server,
+        server_url,
     )
 
     assert result.exit_code == 0, result.output
@@ -249,7 +236,7 @@ def test_sms_simulate_posts_a_signed_sms_and_prints_the_twiml(
 
 
 def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
-    app: Flask, server: str, session: Session, settings: Settings, redis_client: object
+    app: Flask, server_url: str, session: Session, settings: Settings, redis_client: object
 ) -> None:
     org, _ = factories.organization(session, settings)
     session.commit()
@@ -269,7 +256,7 @@ def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
         "--media",
         media,
         "--url",
-        server,
+        server_url,
     )
     assert result.exit_code == 0, result.output
     assert "<Response" in result.stdout
@@ -278,7 +265,7 @@ def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
 
 
 def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
-    settings: Settings, server: str, runtime: Runtime
+    settings: Settings, server_url: str, runtime: Runtime
 ) -> None:
     wrong = create_app(
         runtime=Runtime(settings.model_copy(update={"secret_key": "not-the-servers-key"}))
@@ -294,7 +281,7 @@ def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
         "--body",
         "x",
         "--url",
-        server,
+        server_url,
     )
     assert result.exit_code == 1
     assert "403" in result.output
