@@ -65,6 +65,7 @@ def seed(runtime: Runtime, messages: int, subscribers: int) -> tuple[str, str]:
             insert(ThreadSubscriber),
             [
                 {
+                    "organization_id": org_id,
                     "thread_id": thread.id,
                     "subscriber_id": sid,
                     "type": kind,

@@ -97,7 +97,7 @@ def _channel(runtime: Runtime, org_id: str, n: int) -> str:
                 "organization_id": org_id,
                 "name": None,
                 "phone": phone,
-                "phone_hash": phone_hash(phone, settings.phone_hash_key),
+                "phone_hash": phone_hash(org_id, phone, settings.phone_hash_key),
                 "created_at": utcnow(),
             }
         )

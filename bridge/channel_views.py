@@ -24,7 +24,7 @@ from bridge.models import (
     Message,
     Thread,
 )
-from bridge.pages import RECENT_LIMIT, check_limit
+from bridge.pages import PENDING_LIMIT, PUBLISHERS_LIMIT, RECENT_LIMIT, check_limit
 from bridge.phones import normalize_phone, phone_hash
 from bridge.settings import Settings
 from bridge.subscribers import Profile, load_profiles
@@ -41,7 +41,7 @@ class ChannelView:
     publisher_ids: list[str]
     recent_messages: list[Message]
     has_more: bool
-    pending_messages: list[Message]
+    pending_messages: list[Message]  # at most PENDING_LIMIT, due first
     thread_names: dict[str, str | None]
     thread_resources: dict[str, str]
 
@@ -70,24 +70,9 @@ def load_channel_views(session: Session, channels: Sequence[Channel]) -> list[Ch
         .where(ChannelPhoneHash.channel_id.in_(ids))
         .order_by(ChannelPhoneHash.phone_hash),
     )
-    publishers = _column_by_channel(
-        session,
-        select(ChannelPublisher.channel_id, ChannelPublisher.resource_id)
-        .where(ChannelPublisher.channel_id.in_(ids))
-        .order_by(ChannelPublisher.first_seq, ChannelPublisher.resource_id),
-    )
+    publishers = _column_by_channel(session, _latest_publishers(ids))
     newest = _by_channel(_newest_published(session, ids))
-    pending = _by_channel(
-        session.execute(
-            select(Message)
-            .where(
-                Message.channel_id.in_(ids),
-                Message.published_at.is_(None),
-                Message.canceled_at.is_(None),
-            )
-            .order_by(Message.publish_to_channel_at, Message.seq)
-        ).scalars()
-    )
+    pending = _by_channel(_first_pending(session, ids))
     names, resources = _thread_names(session, [*_flat(newest), *_flat(pending)])
     return [
         ChannelView(
@@ -119,7 +104,8 @@ def channels_for_phone(
     `before` is the id of a channel of the same list: the page starts after it.
     """
     limit = check_limit(limit)
-    digest = phone_hash(normalize_phone(phone, settings.default_region), settings.phone_hash_key)
+    e164 = normalize_phone(phone, settings.default_region)
+    digest = phone_hash(organization_id, e164, settings.phone_hash_key)
     in_list = (
         ChannelPhoneHash.channel_id == Channel.id,
         ChannelPhoneHash.organization_id == organization_id,
@@ -148,27 +134,70 @@ def channels_for_phone(
     return load_channel_views(session, rows[:limit]), len(rows) > limit
 
 
-def _newest_published(session: Session, ids: list[str]) -> Iterable[Message]:
-    # Each channel's RECENT_LIMIT + 1 newest published messages (one more tells `has_more`), in
-    # one query: numbered within their channel by a window function, newest first.
+def _latest_publishers(ids: list[str]) -> Any:
+    # (channel_id, resource_id) of each channel's PUBLISHERS_LIMIT threads that published last, in
+    # the order they first published: a customer's one-contact channel gains a publisher with
+    # every order, and the channel's JSON is not to grow with them.
     rank = (
         func.row_number()
         .over(
-            partition_by=Message.channel_id,
-            order_by=(Message.publish_seq.desc(), Message.seq.desc()),
+            partition_by=ChannelPublisher.channel_id,
+            order_by=(ChannelPublisher.last_seq.desc(), ChannelPublisher.resource_id),
         )
         .label("rank")
     )
     ranked = (
-        select(Message.seq, rank)
-        .where(Message.channel_id.in_(ids), Message.published_at.is_not(None))
+        select(
+            ChannelPublisher.channel_id,
+            ChannelPublisher.resource_id,
+            ChannelPublisher.first_seq,
+            rank,
+        )
+        .where(ChannelPublisher.channel_id.in_(ids))
         .subquery()
     )
+    return (
+        select(ranked.c.channel_id, ranked.c.resource_id)
+        .where(ranked.c.rank <= PUBLISHERS_LIMIT)
+        .order_by(ranked.c.first_seq, ranked.c.resource_id)
+    )
+
+
+def _newest_published(session: Session, ids: list[str]) -> Iterable[Message]:
+    # Each channel's RECENT_LIMIT + 1 newest published messages (one more tells `has_more`).
+    return _first_per_channel(
+        session,
+        ids,
+        Message.published_at.is_not(None),
+        (Message.publish_seq.desc(), Message.seq.desc()),
+        RECENT_LIMIT + 1,
+    )
+
+
+def _first_pending(session: Session, ids: list[str]) -> Iterable[Message]:
+    # Each channel's PENDING_LIMIT scheduled messages due first: 400 posts of 15,000 characters
+    # made one channel's JSON 6 MB when they were all shown (issue 11).
+    return _first_per_channel(
+        session,
+        ids,
+        Message.published_at.is_(None) & Message.canceled_at.is_(None),
+        (Message.publish_to_channel_at, Message.seq),
+        PENDING_LIMIT,
+    )
+
+
+def _first_per_channel(
+    session: Session, ids: list[str], where: Any, order: tuple[Any, ...], count: int
+) -> Iterable[Message]:
+    # The first `count` messages of each channel in `order`, in one query whatever the number of
+    # channels: numbered within their channel by a window function.
+    rank = func.row_number().over(partition_by=Message.channel_id, order_by=order).label("rank")
+    ranked = select(Message.seq, rank).where(Message.channel_id.in_(ids), where).subquery()
     return session.execute(
         select(Message)
         .join(ranked, ranked.c.seq == Message.seq)
-        .where(ranked.c.rank <= RECENT_LIMIT + 1)
-        .order_by(Message.publish_seq.desc(), Message.seq.desc())
+        .where(ranked.c.rank <= count)
+        .order_by(*order)
     ).scalars()
 
 
@@ -180,8 +209,12 @@ def _thread_names(
     resources: dict[str, str] = {}
     thread_ids = {m.thread_id for m in messages if m.thread_id}
     if thread_ids:
+        # A channel's messages are all its organization's: its threads are named by id.
+        organization_ids = {m.organization_id for m in messages}
         for tid, name, rid in session.execute(
-            select(Thread.id, Thread.name, Thread.resource_id).where(Thread.id.in_(thread_ids))
+            select(Thread.id, Thread.name, Thread.resource_id).where(
+                Thread.organization_id.in_(organization_ids), Thread.id.in_(thread_ids)
+            )
         ):
             names[tid] = name
             resources[tid] = rid

@@ -34,6 +34,7 @@ from bridge.models import (
     Contact,
     Delivery,
     SubscriberType,
+    Thread,
     User,
 )
 from bridge.organizations import opted_out_hashes
@@ -101,9 +102,10 @@ def reply_thread(session: Session, organization_id: str, channel_id: str) -> tup
 
 def _thread_for_replies(session: Session, channel: Channel, thread_id: str | None) -> str | None:
     # A thread whose contacts changed since it published would carry the reply to another channel.
-    if thread_id is None:
+    thread = session.get(Thread, (channel.organization_id, thread_id)) if thread_id else None
+    if thread is None:
         return None
-    contacts = active_contact_ids(session, thread_id)
+    contacts = active_contact_ids(session, thread)
     if subscriber_hash(channel.organization_id, contacts) != channel.subscriber_hash:
         return None
     return thread_id

@@ -145,10 +145,17 @@ def get_owned(session: Session, model: type[Row], organization_id: str, object_i
     row: Any = None
     if isinstance(object_id, str):
         table: Any = model
-        if [c.name for c in inspect(table).primary_key] == ["id"]:
-            row = session.get(model, object_id)  # the identity map may answer without a query
+        key = [c.name for c in inspect(table).primary_key]
+        # The identity map may answer without a query when the id (with its organization, for
+        # ids unique only within one, as threads') is the primary key.
+        if key == ["id"]:
+            row = session.get(model, object_id)
+        elif key == ["organization_id", "id"]:
+            row = session.get(model, (organization_id, object_id))
         else:
-            row = session.execute(select(table).where(table.id == object_id)).scalar_one_or_none()
+            row = session.execute(
+                select(table).where(table.organization_id == organization_id, table.id == object_id)
+            ).scalar_one_or_none()
     if row is None or row.organization_id != organization_id:
         raise NotFound(f"no such {model.__name__.lower()}", "id")
     return row

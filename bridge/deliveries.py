@@ -103,27 +103,41 @@ def apply_status(
     error_code: int | None = None,
     error_message: str | None = None,
 ) -> StatusOutcome:
-    """Apply a Twilio status to a delivery, never backwards; error 21610 opts the contact out."""
+    """Apply a Twilio status to a delivery, never backwards; error 21610 opts the contact out.
+
+    Twilio's signatures carry no time, so a captured callback can be posted again at any moment.
+    Its status moves the delivery at most once (a state is never entered twice), and only that
+    first move may opt the contact out, and only about an SMS sent after their last START.
+    """
     target = TWILIO_STATUS.get((twilio_status or "").lower())
-    changed = False
+    changed = moved = False
     if message_sid and delivery.twilio_sid is None:
         delivery.twilio_sid = message_sid
         changed = True
     if target is not None and RANK[target] > RANK.get(delivery.status, 0):
         delivery.status = target
-        changed = True
+        changed = moved = True
         if error_code is not None:
             delivery.error_code = error_code
             delivery.error_message = error_message or f"Twilio error {error_code}"
     opted = False
-    if error_code == UNSUBSCRIBED_CODE:
+    if error_code == UNSUBSCRIBED_CODE and moved:
         contact = session.get(Contact, delivery.subscriber_id)
-        if contact is not None:
+        if contact is not None and not _sent_before_opt_in(delivery, contact):
             opted = opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
     if changed:
         delivery.updated_at = utcnow()
         record_deliveries(session, [delivery])
     return StatusOutcome(delivery, changed, opted)
+
+
+def _sent_before_opt_in(delivery: Delivery, contact: Contact) -> bool:
+    # A STOP that Twilio reports about an SMS sent before the contact's START is older news than
+    # the START: the START wins. (The callback's own arrival time says nothing: a replay is new.)
+    if contact.opted_in_at is None:
+        return False
+    sent = delivery.sent_at or delivery.claimed_at or delivery.created_at
+    return sent <= contact.opted_in_at
 
 
 def record_status_callback(session: Session, delivery_id: str | None, params: Params) -> str:

@@ -170,7 +170,7 @@ def message_object(session: Session, message: Message) -> dict[str, Any]:
     from bridge.serialize import Message as MessageModel
 
     if message.thread_id:
-        thread = session.get(Thread, message.thread_id)
+        thread = session.get(Thread, (message.organization_id, message.thread_id))
         name, resource_id = (thread.name, thread.resource_id) if thread else (None, None)
         return dump(MessageModel.of(message, name, resource_id))
     channel = session.get(Channel, message.channel_id) if message.channel_id else None

@@ -52,6 +52,10 @@ from bridge.twilio_webhooks import (
 
 log = logging.getLogger(__name__)
 
+# An SMS is matched among the contact's most recently updated channels, this many at most: a
+# reply answers a live conversation, and a keyword's meta messages go to each of them.
+MAX_CONTACT_CHANNELS = 500
+
 # DESIGN 5.5 step 4: the whole body, trimmed, in any case. These are also the words Twilio's own
 # opt-out handling reacts to on long codes, so our state follows what the carrier side does.
 STOP_WORDS = frozenset(
@@ -234,7 +238,8 @@ def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
 def match_contact(
     session: Session, organization_id: str, digest: str
 ) -> tuple[Contact | None, list[Channel]]:
-    """The organization's contact with this phone hash and its channels, latest updated first."""
+    """The organization's contact with this phone hash and its channels, latest updated first
+    (at most MAX_CONTACT_CHANNELS of them)."""
     # One query for both: the contact, outer-joined to the channels its phone hash is in.
     rows = session.execute(
         select(Contact, Channel)
@@ -248,6 +253,7 @@ def match_contact(
         .outerjoin(Channel, Channel.id == ChannelPhoneHash.channel_id)
         .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
         .order_by(Channel.updated_at.desc(), Channel.id)
+        .limit(MAX_CONTACT_CHANNELS)
     ).all()
     if not rows:
         return None, []
@@ -260,7 +266,7 @@ def _process(
     if route.unmatched is not None or route.org is None:
         return _unmatched(inbound, route.unmatched or "no organization")
     org = route.org
-    digest = phone_hash(route.from_phone, settings.phone_hash_key)
+    digest = phone_hash(org.id, route.from_phone, settings.phone_hash_key)
     contact, channels = match_contact(session, org.id, digest)
 
     keyword = detect_keyword(inbound.body)
@@ -272,7 +278,7 @@ def _process(
         return _unmatched(inbound, "the contact is in no channel")
 
     channel = choose_channel(session, contact, route.to_phone, channels)
-    thread = last_publisher_thread(session, channel.id)
+    thread = last_publisher_thread(session, channel)
     posted = record_contact_message(
         session,
         settings,
@@ -379,7 +385,7 @@ def _meta_in_channel(
     now: datetime,
 ) -> Message:
     # Published at once (visible in the channel), but a meta message never goes by SMS.
-    thread = last_publisher_thread(session, channel.id)
+    thread = last_publisher_thread(session, channel)
     message = Message.new(
         Actor.contact(channel.organization_id, contact.id),
         text,

@@ -170,7 +170,7 @@ def inbox_page(
         return InboxPage([], None)
     last = _last_messages(session, ids)
     contacts = _contact_names(session, ids)
-    unread = _unread(session, ids, last, viewer_id, viewer_type)
+    unread = _unread(session, organization_id, ids, last, viewer_id, viewer_type)
     authors = load_profiles(session, {m.subscriber_id for m in last.values()})
     rows = [
         InboxRow(
@@ -203,7 +203,7 @@ def _search_channel_ids(settings: Settings, organization_id: str, search: str) -
     if classify_sender(search, settings.default_region) == "e164":
         e164 = normalize_phone(search, settings.default_region)
         # The same hash inbound matching uses: the number itself is never compared or scanned.
-        digest = phone_hash(e164, settings.phone_hash_key)
+        digest = phone_hash(organization_id, e164, settings.phone_hash_key)
         return select(ChannelPhoneHash.channel_id).where(
             ChannelPhoneHash.organization_id == organization_id,
             ChannelPhoneHash.phone_hash == digest,
@@ -252,6 +252,7 @@ def _contact_names(session: Session, channel_ids: Sequence[str]) -> dict[str, li
 
 def _unread(
     session: Session,
+    organization_id: str,
     channel_ids: Sequence[str],
     last: dict[str, Message],
     viewer_id: str,
@@ -273,6 +274,7 @@ def _unread(
             r.thread_id: r
             for r in session.execute(
                 select(ThreadSubscriber).where(
+                    ThreadSubscriber.organization_id == organization_id,
                     ThreadSubscriber.thread_id.in_(thread_ids),
                     ThreadSubscriber.subscriber_id == viewer_id,
                 )
@@ -280,7 +282,11 @@ def _unread(
         }
         for thread_id, author, at in session.execute(
             select(Message.thread_id, Message.subscriber_id, func.max(Message.created_at))
-            .where(Message.thread_id.in_(thread_ids), Message.canceled_at.is_(None))
+            .where(
+                Message.organization_id == organization_id,
+                Message.thread_id.in_(thread_ids),
+                Message.canceled_at.is_(None),
+            )
             .group_by(Message.thread_id, Message.subscriber_id)
         ):
             if thread_id is not None:
@@ -295,7 +301,11 @@ def _unread(
             continue
         # Not subscribed yet: a viewer who has never looked, as the domain's rule reads it.
         row = rows.get(thread_id) or ThreadSubscriber(
-            thread_id=thread_id, subscriber_id=viewer_id, type=viewer_type, is_archived=False
+            organization_id=organization_id,
+            thread_id=thread_id,
+            subscriber_id=viewer_id,
+            type=viewer_type,
+            is_archived=False,
         )
         if unread_by([row], latest[thread_id]):
             unread.add(channel_id)

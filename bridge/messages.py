@@ -125,7 +125,7 @@ def post_message(
     ensure_subscribed(session, thread, actor)
     channel_id = None
     # The channel is the thread's whole contact set; publishing leaves the author out.
-    contacts = active_contact_ids(session, thread.id)
+    contacts = active_contact_ids(session, thread)
     if contacts:
         channel, _ = get_or_create_channel(session, actor.organization_id, contacts)
         channel_id = channel.id
@@ -267,7 +267,7 @@ def cancel_message(session: Session, actor: Actor, message_id: str) -> Message:
 
 def _touch(session: Session, message: Message, now: datetime) -> None:
     if message.thread_id:
-        thread = session.get(Thread, message.thread_id)
+        thread = session.get(Thread, (message.organization_id, message.thread_id))
         if thread is not None:
             thread.updated_at = now
 
@@ -278,13 +278,19 @@ def page_messages(
     *,
     thread_id: str | None = None,
     channel_id: str | None = None,
+    pending: bool = False,
     limit: int = 50,
     before: str | None = None,
 ) -> tuple[list[Message], bool]:
-    """A page of a thread's (or channel's published) messages, newest first, older than `before`."""
+    """A page of a thread's (or channel's published, or `pending` ones) messages, newest first,
+    older than `before`."""
     scope = [Message.organization_id == organization_id]
     if thread_id is not None:
         scope += [Message.thread_id == thread_id, Message.canceled_at.is_(None)]
     if channel_id is not None:
-        scope += [Message.channel_id == channel_id, Message.published_at.is_not(None)]
+        scope.append(Message.channel_id == channel_id)
+        if pending:
+            scope += [Message.published_at.is_(None), Message.canceled_at.is_(None)]
+        else:
+            scope.append(Message.published_at.is_not(None))
     return page(session, Message, scope, limit, before, "a message")

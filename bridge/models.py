@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -113,7 +114,10 @@ class ApiKey(Base):
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Kept to the minute, not per request (bridge.keys.note_key_used).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -150,6 +154,8 @@ class Contact(Base):
     phone: Mapped[str] = mapped_column(String(20))
     phone_hash: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The contact's last START: a status callback about an SMS sent before it cannot opt them out.
+    opted_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class OptOut(Base):
@@ -164,21 +170,30 @@ class OptOut(Base):
 
 
 class Thread(Base):
-    __tablename__ = "threads"
+    """The conversation about one resource: `thrd_<resource_id>`, unique within its organization."""
 
+    __tablename__ = "threads"
+    __table_args__ = (UniqueConstraint("organization_id", "resource_id"),)
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
     id: Mapped[str] = mapped_column(String(140), primary_key=True)
-    resource_id: Mapped[str] = mapped_column(String(128), unique=True)
-    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    resource_id: Mapped[str] = mapped_column(String(128))
     location_id: Mapped[str | None] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# A thread is named by its organization and its id together: every reference carries both.
+_THREAD_KEY = ["threads.organization_id", "threads.id"]
+
+
 class ThreadSubscriber(Base):
     __tablename__ = "thread_subscribers"
+    __table_args__ = (ForeignKeyConstraint(["organization_id", "thread_id"], _THREAD_KEY),)
 
-    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(140), primary_key=True)
     subscriber_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     type: Mapped[SubscriberType] = mapped_column(stored_as_text(SubscriberType, 16))
     is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -239,7 +254,8 @@ class ChannelPublisher(Base):
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
-        Index("ix_messages_thread_seq", "thread_id", "seq"),
+        Index("ix_messages_thread_seq", "organization_id", "thread_id", "seq"),
+        ForeignKeyConstraint(["organization_id", "thread_id"], _THREAD_KEY),
         Index("ix_messages_channel_seq", "channel_id", "seq"),
         Index("ix_messages_due", "published_at", "canceled_at", "publish_to_channel_at"),
     )
@@ -247,7 +263,7 @@ class Message(Base):
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
-    thread_id: Mapped[str | None] = mapped_column(ForeignKey("threads.id"))
+    thread_id: Mapped[str | None] = mapped_column(String(140))
     channel_id: Mapped[str | None] = mapped_column(ForeignKey("channels.id"))
     subscriber_id: Mapped[str] = mapped_column(String(40))
     author_type: Mapped[SubscriberType] = mapped_column(stored_as_text(SubscriberType, 16))

@@ -1,25 +1,25 @@
-"""Organizations, their API keys and sender numbers, users, contacts and opt-outs (DESIGN 5.1)."""
+"""Organizations, their sender numbers, users, contacts and opt-outs (DESIGN 5.1).
+
+Their API keys are `bridge.keys`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bridge.db import get_owned, insert_or_get, utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.events import record_opt_change
 from bridge.ids import new_id
-from bridge.models import ApiKey, Contact, OptOut, Organization, SenderNumber, User
+from bridge.keys import issue_api_key
+from bridge.models import Contact, OptOut, Organization, SenderNumber, User
 from bridge.phones import normalize_phone, phone_hash
 from bridge.settings import Settings
 
-API_KEY_PREFIX = "brk_"
 MAX_NAME = 200
 
 
@@ -29,11 +29,6 @@ def default_help_text(organization_name: str) -> str:
         f"{organization_name}: messages about your orders and bookings. "
         "Reply STOP to unsubscribe, START to resubscribe. Msg&data rates may apply."
     )
-
-
-def hash_api_key(key: str) -> str:
-    """The stored form of an API key: its SHA-256 (keys are 256-bit random: no salt is needed)."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,35 +76,7 @@ def create_organization(
     session.flush()
     for sender in senders:
         add_sender(session, settings, org.id, sender)
-    return NewOrganization(org, issue_api_key(session, org.id))
-
-
-def issue_api_key(session: Session, organization_id: str) -> str:
-    """A new API key for the organization; only its hash is kept."""
-    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        ApiKey(
-            id=new_id("key"),
-            organization_id=organization_id,
-            key_hash=hash_api_key(key),
-            prefix=key[:8],
-        )
-    )
-    session.flush()
-    return key
-
-
-def authenticate(session: Session, key: str) -> Organization | None:
-    """The organization an API key names, or None; the stored hash is compared in constant time."""
-    if not key or len(key) > 200:
-        return None
-    digest = hash_api_key(key)
-    row = session.execute(
-        select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
-        return None
-    return session.get(Organization, row.organization_id)
+    return NewOrganization(org, issue_api_key(session, org.id, label="default").api_key)
 
 
 def add_sender(session: Session, settings: Settings, organization_id: str, phone: str) -> str:
@@ -241,7 +208,7 @@ def find_or_create_contact(
     prefix = param[: -len("phone")] if param.endswith("phone") else ""
     name = _clean_name(name, prefix + "name", required=False)
     email = _clean_email(email, prefix + "email")
-    digest = phone_hash(e164, settings.phone_hash_key)
+    digest = phone_hash(organization_id, e164, settings.phone_hash_key)
     existing = _contact_by_hash(session, organization_id, digest)
     if existing is not None:
         if name and not existing.name:
@@ -274,7 +241,8 @@ def find_contact_by_phone(
 ) -> Contact | None:
     """The organization's contact with this phone, or None."""
     e164 = normalize_phone(phone, settings.default_region)
-    return _contact_by_hash(session, organization_id, phone_hash(e164, settings.phone_hash_key))
+    digest = phone_hash(organization_id, e164, settings.phone_hash_key)
+    return _contact_by_hash(session, organization_id, digest)
 
 
 def get_contact(session: Session, organization_id: str, contact_id: str) -> Contact:
@@ -294,7 +262,16 @@ def opt_out(session: Session, organization_id: str, digest: str, source: str = "
 
 
 def opt_in(session: Session, organization_id: str, digest: str) -> bool:
-    """Allow SMS again (START); True if the phone was opted out."""
+    """Allow SMS again (START); True if the phone was opted out.
+
+    The contact keeps the time (`opted_in_at`): a status callback about an SMS sent before it,
+    replayed or late, cannot opt them out again (`bridge.deliveries.apply_status`).
+    """
+    session.execute(
+        update(Contact)
+        .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
+        .values(opted_in_at=utcnow())
+    )
     result = session.execute(
         delete(OptOut).where(OptOut.organization_id == organization_id, OptOut.phone_hash == digest)
     )

@@ -13,6 +13,10 @@ from bridge.errors import NotFound, ValidationError
 MAX_PAGE = 150
 # A thread or channel shows at most this many recent messages (DESIGN 4).
 RECENT_LIMIT = 150
+# A channel shows at most this many of its scheduled messages, those due first (DESIGN 6).
+PENDING_LIMIT = 150
+# ... and the resource ids of at most this many threads that published to it, the latest ones.
+PUBLISHERS_LIMIT = 150
 
 Row = TypeVar("Row")
 

@@ -93,15 +93,22 @@ def classify_sender(raw: str, region: str = "US") -> SenderKind:
     return "invalid"
 
 
-def phone_hash(e164: str, key: str) -> str:
-    """Return the hex HMAC-SHA256 of an E.164 number under `key`."""
+def phone_hash(organization_id: str, e164: str, key: str) -> str:
+    """Return the hex HMAC-SHA256 of `organization_id:E.164` under `key` (DESIGN 5.1).
+
+    The organization is part of the message so that one person's hashes in two organizations
+    cannot be matched up: the API shows them (a channel's `phone_hashes`).
+    """
     if not key:
         # An empty key would still be an HMAC, but one anyone can recompute: as weak as a bare hash.
         raise ConfigurationError("PHONE_HASH_KEY must not be empty.")
     # Hashing a number that is not normalized would silently never match the stored contact.
     if not isinstance(e164, str) or not _E164.fullmatch(e164):
         raise ValueError("phone_hash takes an E.164 number; normalize it first.")
-    return hmac.new(key.encode(), e164.encode(), hashlib.sha256).hexdigest()
+    if not organization_id or ":" in organization_id:
+        raise ValueError("phone_hash takes the id of the organization the number is hashed for.")
+    message = f"{organization_id}:{e164}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
 def mask_phone(value: str | None) -> str:

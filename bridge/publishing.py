@@ -104,7 +104,7 @@ def publish_message(
 
 
 def _record_publisher(session: Session, channel_id: str, message: Message, now: datetime) -> None:
-    thread = session.get(Thread, message.thread_id)
+    thread = session.get(Thread, (message.organization_id, message.thread_id))
     assert thread is not None
     row = session.get(ChannelPublisher, (channel_id, thread.resource_id))
     seq = message.publish_seq or 0

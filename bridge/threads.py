@@ -24,6 +24,11 @@ MAX_LABEL = 200
 MAX_LOCATION = 128  # the width of threads.location_id
 
 
+def in_thread(thread: Thread) -> tuple[Any, Any]:
+    """The filter on messages that picks this thread's: its organization's and its id's."""
+    return Message.organization_id == thread.organization_id, Message.thread_id == thread.id
+
+
 def validate_resource_id(resource_id: object) -> str:
     """A resource id is 1 to 128 letters, digits and `_ - . :`."""
     if not isinstance(resource_id, str) or not RESOURCE_ID.match(resource_id):
@@ -57,16 +62,18 @@ def create_thread(
 ) -> tuple[Thread, bool]:
     """The thread about `resource_id`, created if new; returns it and whether it was created.
 
-    Creating is idempotent; a resource that another organization owns is a Conflict.
+    Creating is idempotent. Another organization's thread about the same resource id is another
+    thread: it is neither seen nor in the way (DESIGN 5.2).
     """
     resource_id = validate_resource_id(resource_id)
     name = _label(name, "name")
     location_id = _label(location_id, "location_id", MAX_LOCATION)
     if not isinstance(subscribers, list | tuple):
         raise ValidationError("subscribers must be a list", "subscribers")
-    existing = session.get(Thread, thread_id_for(resource_id))
+    key = (actor.organization_id, thread_id_for(resource_id))
+    existing = session.get(Thread, key)
     if existing is not None:
-        return _existing(existing, actor), False
+        return existing, False
     resolved = [
         resolve_subscriber(session, settings, actor.organization_id, spec, f"subscribers[{i}]")
         for i, spec in enumerate(subscribers)
@@ -81,11 +88,9 @@ def create_thread(
         created_at=now,
         updated_at=now,
     )
-    thread, created = insert_or_get(
-        session, thread, lambda: session.get(Thread, thread_id_for(resource_id))
-    )
+    thread, created = insert_or_get(session, thread, lambda: session.get(Thread, key))
     if not created:
-        return _existing(thread, actor), False
+        return thread, False
     _add_first_subscribers(session, thread, actor, resolved)
     session.flush()
     return thread, True
@@ -106,6 +111,7 @@ def _add_first_subscribers(
         seen.add(sid)
         session.add(
             ThreadSubscriber(
+                organization_id=thread.organization_id,
                 thread_id=thread.id,
                 subscriber_id=sid,
                 type=kind,
@@ -113,12 +119,6 @@ def _add_first_subscribers(
                 added_at=thread.created_at,
             )
         )
-
-
-def _existing(thread: Thread, actor: Actor) -> Thread:
-    if thread.organization_id != actor.organization_id:
-        raise Conflict("another organization already has a thread for this resource", "resource_id")
-    return thread
 
 
 def update_thread(
@@ -137,23 +137,30 @@ def update_thread(
     return thread
 
 
-def thread_subscribers(session: Session, thread_id: str) -> list[ThreadSubscriber]:
+def _of(thread: Thread) -> Any:
+    """The filter on thread subscribers that picks this thread's (its organization's and id's)."""
+    return (ThreadSubscriber.organization_id == thread.organization_id) & (
+        ThreadSubscriber.thread_id == thread.id
+    )
+
+
+def thread_subscribers(session: Session, thread: Thread) -> list[ThreadSubscriber]:
     """Every subscriber row of the thread, active and archived, in the order they joined."""
     return list(
         session.execute(
             select(ThreadSubscriber)
-            .where(ThreadSubscriber.thread_id == thread_id)
+            .where(_of(thread))
             .order_by(ThreadSubscriber.position, ThreadSubscriber.added_at)
         ).scalars()
     )
 
 
-def active_contact_ids(session: Session, thread_id: str) -> list[str]:
+def active_contact_ids(session: Session, thread: Thread) -> list[str]:
     """The ids of the thread's active contact subscribers."""
     return list(
         session.execute(
             select(ThreadSubscriber.subscriber_id).where(
-                ThreadSubscriber.thread_id == thread_id,
+                _of(thread),
                 ThreadSubscriber.type == SubscriberType.CONTACT,
                 ThreadSubscriber.is_archived.is_(False),
             )
@@ -163,15 +170,16 @@ def active_contact_ids(session: Session, thread_id: str) -> list[str]:
 
 def ensure_subscribed(session: Session, thread: Thread, actor: Actor) -> ThreadSubscriber:
     """The actor's subscriber row on the thread, added quietly when a user first acts on it."""
-    key = (thread.id, actor.subscriber_id)
+    key = (thread.organization_id, thread.id, actor.subscriber_id)
     row = session.get(ThreadSubscriber, key)
     if row is not None:
         return row
     new = ThreadSubscriber(
+        organization_id=thread.organization_id,
         thread_id=thread.id,
         subscriber_id=actor.subscriber_id,
         type=actor.type,
-        position=_next_position(session, thread.id),
+        position=_next_position(session, thread),
         added_at=utcnow(),
     )
     # The same actor's concurrent request may subscribe them first: that row is theirs too.
@@ -179,9 +187,9 @@ def ensure_subscribed(session: Session, thread: Thread, actor: Actor) -> ThreadS
     return subscribed
 
 
-def _next_position(session: Session, thread_id: str) -> int:
+def _next_position(session: Session, thread: Thread) -> int:
     top = session.execute(
-        select(func.max(ThreadSubscriber.position)).where(ThreadSubscriber.thread_id == thread_id)
+        select(func.max(ThreadSubscriber.position)).where(_of(thread))
     ).scalar_one()
     return 0 if top is None else top + 1
 
@@ -206,23 +214,23 @@ def add_subscriber(
     """Subscribe someone to the thread (or bring back an archived one), with a `meta` message."""
     thread = get_thread(session, actor.organization_id, thread_id)
     sid, kind = resolve_subscriber(session, settings, actor.organization_id, spec, "subscriber")
-    row = session.get(ThreadSubscriber, (thread.id, sid))
+    key = (thread.organization_id, thread.id, sid)
+    row = session.get(ThreadSubscriber, key)
     if row is not None and not row.is_archived:
         return row
     if row is not None:
         row.is_archived = False
     else:
         new = ThreadSubscriber(
+            organization_id=thread.organization_id,
             thread_id=thread.id,
             subscriber_id=sid,
             type=kind,
-            position=_next_position(session, thread.id),
+            position=_next_position(session, thread),
             added_at=utcnow(),
         )
         # A concurrent request may add them first and post the meta message: nothing to add.
-        winner, added = insert_or_get(
-            session, new, lambda: session.get(ThreadSubscriber, (thread.id, sid))
-        )
+        winner, added = insert_or_get(session, new, lambda: session.get(ThreadSubscriber, key))
         if not added:
             return winner
         row = new
@@ -236,7 +244,7 @@ def archive_subscriber(
 ) -> ThreadSubscriber:
     """Remove a subscriber: they stay in `subscribers`, archived, and leave `subscriber_ids`."""
     thread = get_thread(session, actor.organization_id, thread_id)
-    row = session.get(ThreadSubscriber, (thread.id, subscriber_id))
+    row = session.get(ThreadSubscriber, (thread.organization_id, thread.id, subscriber_id))
     if row is None:
         raise NotFound("no such subscriber on this thread", "subscriber_id")
     if row.subscriber_id == thread.organization_id:
@@ -278,12 +286,12 @@ class ThreadView:
 def load_thread_view(session: Session, organization_id: str, thread_id: str) -> ThreadView:
     """Load a thread with its subscribers, its 150 most recent messages and who has unread ones."""
     thread = get_thread(session, organization_id, thread_id)
-    rows = thread_subscribers(session, thread.id)
+    rows = thread_subscribers(session, thread)
     profiles = load_profiles(session, [r.subscriber_id for r in rows])
     newest = list(
         session.execute(
             select(Message)
-            .where(Message.thread_id == thread.id, Message.canceled_at.is_(None))
+            .where(*in_thread(thread), Message.canceled_at.is_(None))
             .order_by(Message.seq.desc())
             .limit(RECENT_LIMIT + 1)
         ).scalars()
@@ -293,7 +301,7 @@ def load_thread_view(session: Session, organization_id: str, thread_id: str) -> 
     latest_by_author = dict(
         session.execute(
             select(Message.subscriber_id, func.max(Message.created_at))
-            .where(Message.thread_id == thread.id, Message.canceled_at.is_(None))
+            .where(*in_thread(thread), Message.canceled_at.is_(None))
             .group_by(Message.subscriber_id)
         ).all()
     )

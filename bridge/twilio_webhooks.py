@@ -25,6 +25,8 @@ from bridge.twilio_client import MAX_MEDIA
 # PostgreSQL refuses NUL in text and nothing can encode a lone surrogate as UTF-8: either would
 # make the SMS unstorable, and Twilio's retries would fail the same way, so the SMS would be lost.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What XML 1.0 cannot hold, escaped or not: TwiML keeps none of it.
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 Params = Mapping[str, "str | Sequence[str]"]
 
@@ -114,9 +116,19 @@ def media_urls_from(params: Params) -> list[str]:
     return [url for url in urls if url]
 
 
+def xml_safe(text: str) -> str:
+    """`text` without the characters XML 1.0 cannot hold (C0 controls but tab, LF and CR, lone
+    surrogates, U+FFFE and U+FFFF): escaping cannot carry them, the document would not parse."""
+    return _NOT_IN_XML.sub("", text)
+
+
 def twiml(message: str | None = None) -> str:
-    """A TwiML answer: an empty `<Response/>`, or one `<Message>`."""
+    """A TwiML answer: an empty `<Response/>`, or one `<Message>`, always well-formed XML.
+
+    The text may come from anywhere (a HELP text stored before the API refused control
+    characters, an organization's name): what XML forbids is left out, not sent to Twilio.
+    """
     response = MessagingResponse()
     if message:
-        response.message(message)
+        response.message(xml_safe(message))
     return str(response)

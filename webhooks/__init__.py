@@ -28,10 +28,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
 
     from webhooks import api, console, errors, ops, twilio
+    from webhooks.http import bound_streamed_body
     from workers.enqueue import install_enqueue_on_commit
 
     install_enqueue_on_commit(runtime)  # events recorded by a request go out after its commit
     errors.register(app)
+    # Before anything reads the body: the API, Twilio's webhooks and the console alike.
+    app.before_request(lambda: bound_streamed_body(MAX_BODY))
     ops.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(twilio.bp)

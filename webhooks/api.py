@@ -1,9 +1,10 @@
 """The REST API under /v1 (DESIGN section 6): the organization, users, contacts and inbound SMS.
 
-Threads live in `webhooks.api_threads`, channels in `webhooks.api_channels`, and the message routes
-both share in `webhooks.api_messages`; all are nested in `bp`. The blueprint authenticates every
-request (`g.actor`) and `operation()` parses what a view declares, so each view keeps one order:
-call one domain function in a transaction, enqueue after commit, answer.
+Threads live in `webhooks.api_threads`, channels in `webhooks.api_channels`, the message routes
+both share in `webhooks.api_messages`, and API keys in `webhooks.api_keys`; all are nested in `bp`.
+The blueprint authenticates every request (`g.actor`) and `operation()` parses what a view
+declares, so each view keeps one order: call one domain function in a transaction, enqueue after
+commit, answer.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bridge.serialize import (
     Organization,
     User,
 )
-from webhooks import api_channels, api_events, api_messages, api_threads, openapi
+from webhooks import api_channels, api_events, api_keys, api_messages, api_threads, openapi
 from webhooks.auth import authenticate
 from webhooks.context import runtime
 from webhooks.errors import register_database_errors
@@ -44,6 +45,7 @@ bp.register_blueprint(api_threads.bp)
 bp.register_blueprint(api_channels.bp)
 bp.register_blueprint(api_messages.bp)
 bp.register_blueprint(api_events.bp)
+bp.register_blueprint(api_keys.bp)
 
 
 @bp.before_request

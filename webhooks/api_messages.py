@@ -20,7 +20,7 @@ from bridge.serialize import (
 )
 from webhooks.context import runtime
 from webhooks.http import operation, respond
-from webhooks.schemas import MessageCreate, MessageUpdate, PageQuery
+from webhooks.schemas import ChannelMessagesQuery, MessageCreate, MessageUpdate, PageQuery
 from workers.enqueue import enqueue_posted
 
 bp = Blueprint("messages", __name__)
@@ -56,13 +56,14 @@ def post_message(thread_id: str, body: MessageCreate) -> ResponseReturnValue:
     bp,
     "GET",
     "/channels/<id:channel_id>/messages",
-    summary="Page through a channel's published messages, newest first",
-    query=PageQuery,
+    summary="Page through a channel's published (or, with pending=true, scheduled) messages, "
+    "newest first",
+    query=ChannelMessagesQuery,
     responses={200: MessageList},
     errors=(404,),
 )
-def list_channel_messages(channel_id: str, query: PageQuery) -> ResponseReturnValue:
-    return _page(query, channel_id=channel_id)
+def list_channel_messages(channel_id: str, query: ChannelMessagesQuery) -> ResponseReturnValue:
+    return _page(query, channel_id=channel_id, pending=query.pending)
 
 
 @operation(
@@ -125,7 +126,11 @@ def list_deliveries(message_id: str) -> ResponseReturnValue:
 
 
 def _page(
-    query: PageQuery, *, thread_id: str | None = None, channel_id: str | None = None
+    query: PageQuery,
+    *,
+    thread_id: str | None = None,
+    channel_id: str | None = None,
+    pending: bool = False,
 ) -> ResponseReturnValue:
     # A page of the organization's thread's or channel's messages, newest first.
     organization_id = g.actor.organization_id
@@ -139,6 +144,7 @@ def _page(
             organization_id,
             thread_id=thread_id,
             channel_id=channel_id,
+            pending=pending,
             limit=query.limit,
             before=query.before,
         )

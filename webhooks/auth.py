@@ -1,6 +1,7 @@
 """Who a REST request is (`Authorization: Bearer <key>`, `X-Subscriber-Id`), and a per-key limit.
 
-The key is looked up by its hash and compared in constant time (`organizations.authenticate`).
+The key is looked up by its hash and compared in constant time (`keys.sign_in`), on every request:
+no process keeps a key, so a revoked one is refused at once everywhere.
 `X-Subscriber-Id: usr_...` acts as one of the organization's users; any other id is a 403, also a
 real user of another organization (it is not ours to act as).
 """
@@ -16,8 +17,9 @@ import redis
 from flask import request
 
 from bridge.actors import Actor
+from bridge.db import transaction
 from bridge.errors import NotFound
-from bridge.organizations import authenticate as authenticate_key
+from bridge.keys import sign_in
 from bridge.organizations import get_user
 from webhooks.context import runtime
 from webhooks.errors import ApiError
@@ -32,22 +34,23 @@ def authenticate() -> Actor:
     """The actor a request names: 401 without a valid key, 403 for a foreign subscriber, 429."""
     key = _bearer_key()
     rt = runtime()
-    with rt.sessions() as session:
-        org = authenticate_key(session, key)
-        if org is None:
+    with transaction(rt.sessions) as session:  # commits last_used_at, when it is due
+        holder = sign_in(session, key)
+        if holder is None:
             raise ApiError(401, "the API key is missing, unknown or revoked")
-        actor = Actor.organization(org.id)
+        org_id = holder.organization_id
+        actor = Actor.organization(org_id)
         subscriber_id = request.headers.get("X-Subscriber-Id")
         if subscriber_id is not None:  # present but empty is a bad id, not "no id"
             if not _USER_ID.match(subscriber_id):
                 raise ApiError(403, "X-Subscriber-Id must name a user of this organization")
             try:
-                get_user(session, org.id, subscriber_id)
+                get_user(session, org_id, subscriber_id)
             except NotFound:
                 raise ApiError(
                     403, "X-Subscriber-Id must name a user of this organization"
                 ) from None
-            actor = Actor.user(org.id, subscriber_id)
+            actor = Actor.user(org_id, subscriber_id)
     _check_rate(key)
     return actor
 

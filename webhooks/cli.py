@@ -24,8 +24,9 @@ from flask import Flask
 from flask.cli import AppGroup, ScriptInfo
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge.db import transaction
+from bridge.db import epoch, transaction
 from bridge.errors import BridgeError, ConfigurationError, ValidationError
+from bridge.keys import issue_api_key, revoke_any_api_key
 from bridge.migrate import upgrade
 from bridge.organizations import add_sender, create_organization, get_organization, sender_numbers
 from bridge.phones import classify_sender, normalize_phone
@@ -139,7 +140,7 @@ def db_upgrade() -> None:
 
 @cli.group()
 def org() -> None:
-    """Organizations and their sender numbers."""
+    """Organizations, their sender numbers and API keys."""
 
 
 @org.command("create")
@@ -185,6 +186,28 @@ def org_add_sender(organization_id: str, phone: str) -> None:
         add_sender(session, _settings(), organization_id, number)
         numbers = sender_numbers(session, organization_id)
     emit({"id": organization_id, "senders": numbers})
+
+
+@org.command("create-key")
+@click.argument("organization_id")
+@click.option("--label", default=None, help="What the key is for (e.g. where it is deployed).")
+def org_create_key(organization_id: str, label: str | None) -> None:
+    """Create another API key for an organization; print its id and the key (shown this once)."""
+    with store_errors(), transaction(runtime().sessions) as session:
+        get_organization(session, organization_id)
+        new = issue_api_key(session, organization_id, label)
+    emit({"id": new.row.id, "api_key": new.api_key})
+
+
+@org.command("revoke-key")
+@click.argument("key_id")
+def org_revoke_key(key_id: str) -> None:
+    """Revoke an API key at once, even an organization's last; print it and when (epoch seconds)."""
+    with store_errors(), transaction(runtime().sessions) as session:
+        key = revoke_any_api_key(session, key_id)
+    emit(
+        {"id": key.id, "organization_id": key.organization_id, "revoked_at": epoch(key.revoked_at)}
+    )
 
 
 # --- sms ----------------------------------------------------------------------------------------

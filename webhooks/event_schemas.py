@@ -12,10 +12,10 @@ from typing import Annotated
 from pydantic import ConfigDict, Field
 
 from bridge.serialize import EventType, Subscription
-from webhooks.schemas import PageQuery, _Request
+from webhooks.schemas import PageQuery, Text, _Request
 
 EndpointUrl = Annotated[
-    str,
+    Text,
     Field(
         min_length=1,
         max_length=2048,
@@ -32,7 +32,7 @@ Subscriptions = Annotated[
         examples=[["message.created", "delivery.updated"]],
     ),
 ]
-Description = Annotated[str, Field(max_length=500)]
+Description = Annotated[Text, Field(max_length=500)]
 
 
 class WebhookEndpointCreate(_Request):

@@ -64,6 +64,9 @@ TAGS = {
     "messages": "Messages of threads and channels: post, page through, edit, cancel, deliveries.",
     "channels": "The SMS conversations between the organization and sets of contacts.",
     "inbound": "Inbound SMS records.",
+    "webhook_endpoints": "Where the organization's events are sent, and the attempts to send them.",
+    "events": "The event log: what happened, as the webhook endpoints receive it.",
+    "api_keys": "The organization's API keys: create one, list them, revoke one (rotation).",
 }
 
 # Links from an operation's answers to the operations its ids feed (OpenAPI runtime expressions),
@@ -130,6 +133,9 @@ LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     },
     "find_contacts": {"GetContact": ("get_contact", {"contact_id": _FIRST})},
     "create_user": {"GetUser": ("get_user", {"user_id": "$response.body#/id"})},
+    # Only a key just created links to its revocation: the list starts with the oldest key, most
+    # likely the one in use.
+    "create_api_key": {"RevokeApiKey": ("revoke_api_key", {"key_id": "$response.body#/id"})},
     "list_inbound": {
         "NextPage": ("list_inbound", {"before": "$response.body#/data/0/id"}),
         "GetChannel": ("get_channel", {"channel_id": "$response.body#/data/0/channel_id"}),

@@ -205,6 +205,12 @@ class MessageUpdate(_Request):
     _no_null = field_validator("text", "media_urls", mode="before")(_not_null)
 
 
+class ApiKeyCreate(_Request):
+    """A new API key, with a label to tell it apart (e.g. where it is deployed)."""
+
+    label: Annotated[Text, Field(max_length=200)] | None = None
+
+
 # Query strings (lax: every value arrives as a string) -------------------------------------------
 
 
@@ -234,6 +240,14 @@ InboundCursor = _cursor("in", "an inbound SMS")
 class PageQuery(_Query):
     limit: Limit = 50
     before: MessageCursor | None = None
+
+
+class ChannelMessagesQuery(PageQuery):
+    pending: bool = Field(
+        False,
+        description="true: the messages waiting for their publish_to_channel_at (the channel "
+        "shows only the 150 due first) instead of the published ones.",
+    )
 
 
 class PhoneQuery(_Query):

@@ -8,7 +8,8 @@ in a client.
 
 The models live in three private modules, re-exported here: `_conversations` (messages,
 subscribers, threads, channels), `_records` (deliveries, inbound SMS, the organization, its
-users and contacts, and the list pages) and `_events` (webhook endpoints, attempts, events).
+users, contacts and API keys, and the list pages) and `_events` (webhook endpoints, attempts,
+events).
 """
 
 from bridge.serialize._conversations import (
@@ -36,6 +37,8 @@ from bridge.serialize._events import (
     WebhookEndpointWithSecret,
 )
 from bridge.serialize._records import (
+    ApiKey,
+    ApiKeyList,
     ChannelList,
     Contact,
     ContactList,
@@ -44,12 +47,15 @@ from bridge.serialize._records import (
     InboundSms,
     InboundSmsList,
     MessageList,
+    NewApiKey,
     Organization,
     Page,
     User,
 )
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyList",
     "Channel",
     "ChannelList",
     "Contact",
@@ -64,6 +70,7 @@ __all__ = [
     "InboundSmsList",
     "Message",
     "MessageList",
+    "NewApiKey",
     "Organization",
     "Page",
     "Reaction",

@@ -169,10 +169,15 @@ class Channel(Response):
     organization_id: str
     recent_messages: list[Message] = Field(description="At most the 150 newest published.")
     has_more: bool
-    pending_messages: list[Message] = Field(description="Waiting for publish_to_channel_at.")
+    pending_messages: list[Message] = Field(
+        description="Waiting for publish_to_channel_at: at most the 150 due first, soonest first. "
+        "When 150 are shown, more may wait: page through them all with "
+        "GET /v1/channels/{id}/messages?pending=true."
+    )
     phone_hashes: list[str]
     publisher_ids: list[str] = Field(
-        description="Resource ids of publishing threads, oldest first."
+        description="Resource ids of publishing threads, oldest first: at most the 150 that "
+        "published last."
     )
     scheduled_publish_at: Timestamp | None
     subscriber_hash: str
@@ -223,14 +228,16 @@ def load_messages(session: Session, messages: Sequence[models.Message]) -> list[
     """These messages, each named after its thread or else its channel, in at most two queries."""
     thread_ids = {m.thread_id for m in messages if m.thread_id}
     channel_ids = {m.channel_id for m in messages if not m.thread_id and m.channel_id}
-    threads: dict[str, tuple[str | None, str]] = {}
+    threads: dict[tuple[str, str], tuple[str | None, str]] = {}
     if thread_ids:
+        Thread = models.Thread
         rows = session.execute(
-            select(models.Thread.id, models.Thread.name, models.Thread.resource_id).where(
-                models.Thread.id.in_(thread_ids)
+            select(Thread.organization_id, Thread.id, Thread.name, Thread.resource_id).where(
+                Thread.organization_id.in_({m.organization_id for m in messages}),
+                Thread.id.in_(thread_ids),
             )
         )
-        threads = {tid: (name, rid) for tid, name, rid in rows}
+        threads = {(org, tid): (name, rid) for org, tid, name, rid in rows}
     channels: dict[str, str] = {}
     if channel_ids:
         rows2 = session.execute(
@@ -240,7 +247,7 @@ def load_messages(session: Session, messages: Sequence[models.Message]) -> list[
     result = []
     for m in messages:
         if m.thread_id:
-            name, resource_id = threads.get(m.thread_id, (None, None))
+            name, resource_id = threads.get((m.organization_id, m.thread_id), (None, None))
             result.append(Message.of(m, name, resource_id))
         else:
             result.append(Message.of(m, channels.get(m.channel_id or ""), None))

@@ -232,3 +232,46 @@ class InboundSmsList(Page):
     """Inbound SMS records, newest first."""
 
     data: list[InboundSms]
+
+
+class ApiKey(Response):
+    """One of the organization's active API keys; the key itself is shown only when created."""
+
+    object: Literal["api_key"]
+    id: str
+    label: str | None
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    created_at: Timestamp
+    last_used_at: Timestamp | None = Field(
+        description="When the key last authenticated a request, to the minute."
+    )
+
+    @classmethod
+    def of(cls, key: models.ApiKey, **extra: str) -> Self:
+        """An API key as listed: never the key itself."""
+        return cls(
+            object="api_key",
+            id=key.id,
+            label=key.label,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            **extra,
+        )
+
+
+class NewApiKey(ApiKey):
+    """A key just created, with the key itself: shown this once, stored only as a hash."""
+
+    api_key: str
+
+    @classmethod
+    def issued(cls, key: models.ApiKey, api_key: str) -> Self:
+        """The new key's record and the key."""
+        return cls.of(key, api_key=api_key)
+
+
+class ApiKeyList(Page):
+    """The organization's active API keys, oldest first."""
+
+    data: list[ApiKey]

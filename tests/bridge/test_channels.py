@@ -27,7 +27,7 @@ from bridge.messages import (
     post_message,
     record_contact_message,
 )
-from bridge.models import ChannelSubscriber, Contact, Delivery, Lane, Organization
+from bridge.models import Channel, ChannelSubscriber, Contact, Delivery, Lane, Organization
 from bridge.organizations import find_or_create_contact, opt_out
 from bridge.publishing import publish_due_messages
 from bridge.runtime import Runtime
@@ -186,8 +186,28 @@ def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> Non
     channel_id = channel_ids.pop()
     assert channel_id is not None
     assert _channel(session, org, channel_id)["publisher_ids"] == ["zeta-2", "alpha-1"]
-    latest = last_publisher_thread(session, channel_id)
+    channel = session.get(Channel, channel_id)
+    assert channel is not None
+    latest = last_publisher_thread(session, channel)
     assert latest is not None and latest.resource_id == "zeta-2"
+
+
+def test_publisher_ids_show_the_150_threads_that_published_last(
+    session: Session, settings: Settings
+) -> None:
+    # A customer's channel gains a publisher with every order: its JSON must not grow with them.
+    org, _ = factories.organization(session, settings)
+    actor = factories.org_actor(org)
+    cora = factories.contact(session, settings, org)
+    resources = [f"order-{i:03d}" for i in range(153)]
+    for resource in resources:
+        create_thread(session, settings, actor, resource, subscribers=[cora.id])
+        posted = post_message(session, settings, actor, f"thrd_{resource}", "hi")
+    post_message(session, settings, actor, "thrd_order-000", "again")  # back among the latest
+    session.commit()
+    assert posted.message.channel_id is not None
+    shown = _channel(session, org, posted.message.channel_id)["publisher_ids"]
+    assert shown == ["order-000", *resources[4:]]
 
 
 def test_a_pending_message_waits_in_pending_messages_until_published(

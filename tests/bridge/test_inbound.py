@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from sqlalchemy import event, func, select
@@ -510,3 +511,55 @@ def test_the_inbound_record_is_inserted_once_and_updated_once(
     assert outcome.inbound.status in {"matched", "keyword"}
     # No read before (the insert itself tells a repeat), no savepoint, no write halfway through.
     assert written == ["INSERT", "UPDATE"]
+
+
+def test_two_organizations_with_one_resource_id_and_one_number_stay_apart(
+    session: Session, settings: Settings
+) -> None:
+    # Both hold thread `thrd_order-1001` with the same contact number: an SMS to one
+    # organization's number lands in that organization's thread and channel only, and the two
+    # contacts' phone hashes cannot be matched up.
+    ann = "+14155550123"
+    orgs = [factories.organization(session, settings, name)[0] for name in ("Shop A", "Shop B")]
+    threads, channels = [], []
+    for org in orgs:
+        contact, _ = find_or_create_contact(session, settings, org.id, ann, name="Ann")
+        thread, channel = channel_of(session, settings, org, [contact], "order-1001")
+        threads.append(thread)
+        channels.append(channel)
+    session.commit()
+    hashes = [c.phone_hash for c in session.scalars(select(Contact).where(Contact.phone == ann))]
+    assert len(set(hashes)) == 2
+    to = sender_numbers(session, orgs[1].id)[0]
+    outcome = receive(session, settings, payloads.inbound(ann, to, "At the door?"))
+    assert outcome.inbound.channel_id == channels[1].id
+    texts = {
+        org.id: session.scalars(
+            select(Message.text).where(
+                Message.organization_id == org.id, Message.thread_id == "thrd_order-1001"
+            )
+        ).all()
+        for org in orgs
+    }
+    assert texts == {
+        orgs[0].id: ["About order-1001"],
+        orgs[1].id: ["About order-1001", "At the door?"],
+    }
+
+
+@pytest.mark.parametrize("help_text", ["Call us\x01\x07 now\x1b[31m", None])
+def test_help_twiml_parses_whatever_the_stored_texts_hold(
+    session: Session, settings: Settings, help_text: str | None
+) -> None:
+    # Stored before the API refused control characters (or written by hand): the TwiML still
+    # parses, without the characters XML cannot hold.
+    org, _ = factories.organization(session, settings, "Acme\x0b Sons")
+    org.help_text = help_text
+    jane = factories.contact(session, settings, org)
+    channel_of(session, settings, org, [jane], "order-ctl")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    outcome = receive(session, settings, payloads.inbound(jane.phone, to, "HELP"))
+    message = ElementTree.fromstring(outcome.twiml).findtext("Message")
+    assert message is not None
+    assert message.startswith("Call us now[31m" if help_text else "Acme Sons: messages about")

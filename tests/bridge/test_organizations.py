@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.keys import authenticate
 from bridge.models import ApiKey, Contact
 from bridge.organizations import (
     add_sender,
-    authenticate,
     create_organization,
     create_user,
     find_contact_by_phone,
@@ -145,7 +145,7 @@ def test_find_or_create_contact_by_phone_in_any_format(
     first, created = find_or_create_contact(session, settings, org.id, "+14155550123", name="Jane")
     assert created and first.id.startswith("cnt_")
     assert first.phone == "+14155550123"
-    assert first.phone_hash == phone_hash("+14155550123", settings.phone_hash_key)
+    assert first.phone_hash == phone_hash(org.id, "+14155550123", settings.phone_hash_key)
     for same in ["(415) 555-0123", "415.555.0123", "1 415 555 0123", " +1-415-555-0123 "]:
         again, created = find_or_create_contact(session, settings, org.id, same)
         assert (again.id, created) == (first.id, False)

@@ -1,4 +1,5 @@
 import hashlib
+import hmac
 import re
 
 import pytest
@@ -128,25 +129,33 @@ def test_classify_sender_prefers_a_valid_number_of_the_region() -> None:
     assert classify_sender("81234567", "SG") == "e164"
 
 
-def test_phone_hash_is_hex_hmac_sha256_under_the_key() -> None:
-    digest = phone_hash("+14155552671", KEY)
+def test_phone_hash_is_hex_hmac_sha256_of_the_organization_and_number_under_the_key() -> None:
+    digest = phone_hash("org_a", "+14155552671", KEY)
     assert re.fullmatch(r"[0-9a-f]{64}", digest)
-    assert digest == phone_hash("+14155552671", KEY)
-    assert digest != phone_hash("+14155552671", KEY + "x")
-    assert digest != phone_hash("+14155552672", KEY)
+    expected = hmac.new(KEY.encode(), b"org_a:+14155552671", hashlib.sha256).hexdigest()
+    assert digest == expected == phone_hash("org_a", "+14155552671", KEY)
+    assert digest != phone_hash("org_a", "+14155552671", KEY + "x")
+    assert digest != phone_hash("org_a", "+14155552672", KEY)
     assert digest != hashlib.sha256(b"+14155552671").hexdigest()
     assert digest != hashlib.sha256(b"14155552671").hexdigest()
+
+
+def test_phone_hash_differs_between_organizations() -> None:
+    # DESIGN 5.1: one person's hashes in two organizations cannot be matched up.
+    assert phone_hash("org_a", "+14155552671", KEY) != phone_hash("org_b", "+14155552671", KEY)
+    with pytest.raises(ValueError, match="organization"):
+        phone_hash("", "+14155552671", KEY)
 
 
 @pytest.mark.parametrize("e164", ["4155552671", "(415) 555-2671", "+1 415 555 2671", ""])
 def test_phone_hash_refuses_numbers_that_are_not_e164(e164: str) -> None:
     with pytest.raises(ValueError, match=r"E\.164"):
-        phone_hash(e164, KEY)
+        phone_hash("org_a", e164, KEY)
 
 
 def test_phone_hash_refuses_an_empty_key() -> None:
     with pytest.raises(ConfigurationError):
-        phone_hash("+14155552671", "")
+        phone_hash("org_a", "+14155552671", "")
 
 
 @pytest.mark.parametrize(

@@ -47,15 +47,39 @@ def test_create_is_idempotent_and_the_id_is_predictable(
     assert get_thread(session, org.id, thread.id) is again
 
 
-def test_another_organizations_resource_is_a_conflict(session: Session, settings: Settings) -> None:
+def test_two_organizations_each_have_their_own_thread_about_one_resource(
+    session: Session, settings: Settings
+) -> None:
+    # DESIGN 5.2: another organization's thread about the same resource id is neither visible nor
+    # an obstacle (no 409, no hint that it exists).
     org, _ = factories.organization(session, settings)
     other, _ = factories.organization(session, settings, "Other")
-    create_thread(session, settings, factories.org_actor(org), "order-1")
-    with pytest.raises(Conflict) as info:
-        create_thread(session, settings, factories.org_actor(other), "order-1")
-    assert info.value.param == "resource_id"
-    with pytest.raises(NotFound):
-        get_thread(session, other.id, "thrd_order-1")
+    mine, created = create_thread(
+        session, settings, factories.org_actor(org), "order-1", name="Mine"
+    )
+    assert created
+    session.commit()
+    theirs, created = create_thread(
+        session, settings, factories.org_actor(other), "order-1", name="Theirs"
+    )
+    assert created
+    assert mine.id == theirs.id == "thrd_order-1"
+    session.commit()
+    post_message(session, settings, factories.org_actor(org), "thrd_order-1", "for us")
+    post_message(session, settings, factories.org_actor(other), "thrd_order-1", "for them")
+    session.commit()
+    session.expunge_all()
+    ours = _json(session, org, "thrd_order-1")
+    others = _json(session, other, "thrd_order-1")
+    assert (ours["name"], ours["organization_id"]) == ("Mine", org.id)
+    assert (others["name"], others["organization_id"]) == ("Theirs", other.id)
+    assert [m["text"] for m in ours["recent_messages"]] == ["for us"]
+    assert [m["text"] for m in others["recent_messages"]] == ["for them"]
+    assert ours["subscriber_ids"] == [org.id]
+    assert others["subscriber_ids"] == [other.id]
+    update_thread(session, factories.org_actor(other), "thrd_order-1", {"name": "Renamed"})
+    session.commit()
+    assert get_thread(session, org.id, "thrd_order-1").name == "Mine"
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,11 @@ from sqlalchemy import event, select
 from bridge.db import transaction
 from bridge.deliveries import apply_status
 from bridge.ids import new_id
+from bridge.messages import post_message
 from bridge.models import Delivery, InboundSms, Message
-from bridge.organizations import opt_out
+from bridge.organizations import find_or_create_contact, opt_out
 from bridge.runtime import Runtime
+from bridge.threads import create_thread
 from tests import factories
 from tests.console.conftest import Dispatcher, conversation, dispatcher, scheduled
 
@@ -94,6 +96,26 @@ def test_search_finds_a_contact_by_name_or_by_a_national_format_number(
     assert "Bob Burr" in page and "Ann Ames" not in page
     page = desk.get("/console/", query_string={"q": "100%_"}).get_data(as_text=True)
     assert "No conversation matches" in page
+
+
+def test_search_by_number_finds_only_this_organizations_conversation(
+    desk: Dispatcher, app: Any, runtime: Runtime
+) -> None:
+    # Another organization has a conversation about the same resource with the same number.
+    other = dispatcher(app, runtime, "Other Shop")
+    assert other.sign_in().status_code == 303
+    with transaction(runtime.sessions) as session:
+        ours = conversation(session, runtime.settings, desk.organization, "o-1", ("Ann Ours",))
+        zed, _ = find_or_create_contact(
+            session, runtime.settings, other.organization.id, ours.contacts[0].phone, "Zed"
+        )
+        actor = factories.org_actor(other.organization)
+        create_thread(session, runtime.settings, actor, "o-1", subscribers=[zed.id])
+        post_message(session, runtime.settings, actor, "thrd_o-1", "Theirs")
+    for desk_, mine, not_mine in ((desk, "Ann Ours", "Zed"), (other, "Zed", "Ann Ours")):
+        page = desk_.get("/console/", query_string={"q": ours.contacts[0].phone})
+        text = page.get_data(as_text=True)
+        assert mine in text and not_mine not in text
 
 
 def test_the_inbox_pages_by_keyset_and_refuses_a_made_up_cursor(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from bridge.db import transaction
@@ -24,6 +26,17 @@ def app(runtime: Runtime) -> Iterator[Flask]:
     app = create_app(runtime=runtime)
     app.config["TESTING"] = True
     yield app
+
+
+@pytest.fixture
+def server_url(app: Flask) -> Iterator[str]:
+    """The app served over real HTTP by werkzeug on a free port, one thread per request."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
 
 
 @pytest.fixture

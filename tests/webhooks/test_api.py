@@ -339,3 +339,39 @@ def test_inbound_records_by_status(api: ApiOrg, runtime: Runtime) -> None:
     )
     assert len(older.json["data"]) == 1
     assert older.json["has_more"] is False
+
+
+def test_a_channel_shows_the_150_scheduled_messages_due_first_and_pages_the_rest(
+    api: ApiOrg,
+) -> None:
+    # 160 scheduled posts, made in the reverse of their due order: the channel shows the 150
+    # due first, soonest first; the messages endpoint pages through all of them.
+    thread = api.post(
+        "/v1/threads",
+        {"resource_id": "many", "subscribers": [{"type": "contact", "phone": factories.phone()}]},
+    ).json
+    soon = int(time.time()) + 3600
+    ids = []
+    for i in reversed(range(160)):
+        posted = api.post(
+            f"/v1/threads/{thread['id']}/messages",
+            {"text": f"due {i}", "publish_to_channel_at": soon + i * 60},
+        ).json
+        ids.append(posted["id"])
+    channel = api.get(f"/v1/channels/{posted['channel_id']}").json
+    assert len(channel["pending_messages"]) == 150
+    assert [m["text"] for m in channel["pending_messages"]] == [f"due {i}" for i in range(150)]
+    assert channel["scheduled_publish_at"] == soon
+
+    seen: list[str] = []
+    before = None
+    while True:
+        query = "pending=true&limit=100" + (f"&before={before}" if before else "")
+        page = api.get(f"/v1/channels/{posted['channel_id']}/messages?{query}").json
+        seen += [m["id"] for m in page["data"]]
+        if not page["has_more"]:
+            break
+        before = page["data"][-1]["id"]
+    assert seen == list(reversed(ids))
+    published = api.get(f"/v1/channels/{posted['channel_id']}/messages").json
+    assert published["data"] == []

@@ -6,31 +6,16 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-from flask import Flask
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from bridge.db import transaction
 from bridge.models import Contact, Thread, ThreadSubscriber
 from bridge.runtime import Runtime
 from tests import factories
 from tests.webhooks.conftest import ApiOrg
-
-
-@pytest.fixture
-def server_url(app: Flask) -> Iterator[str]:
-    """The app served over HTTP by werkzeug, one thread per request."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
 
 
 def _post(

@@ -57,6 +57,8 @@ def test_another_organizations_ids_are_404_everywhere(
         "thread_id": thread["id"],
         "channel_id": scheduled["channel_id"],
         "message_id": scheduled["id"],
+        # A second key, so that only ownership (not "the last key") can refuse its revocation.
+        "key_id": api.post("/v1/api_keys", {"label": "Secret"}).json["id"],
     }
     endpoint = api.post(
         "/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/secret-hooks", "events": ["*"]}
@@ -68,6 +70,8 @@ def test_another_organizations_ids_are_404_everywhere(
     ids |= {"endpoint_id": endpoint["id"], "event_id": event.id}
     secrets = [*ids.values(), "Uma Secret", "Cora Secret", contact.phone, contact.phone_hash]
     secrets += [endpoint["secret"], endpoint["url"]]
+    # Its first request writes the prober's own last_used_at: done before the snapshot.
+    assert other_api.get("/v1/organization").status_code == 200
 
     before = _snapshot(runtime.engine)
     probed = []
@@ -85,7 +89,7 @@ def test_another_organizations_ids_are_404_everywhere(
         assert not [s for s in secrets if s in text], (op.method, path, text)
         probed.append(op.view)
     assert _snapshot(runtime.engine) == before
-    assert len(probed) == 22  # 15, and the 7 of events out
+    assert len(probed) == 23  # 15, the 7 of events out, and revoking a key
 
     # ids inside bodies and query strings are no way in either
     created = other_api.post("/v1/threads", {"resource_id": "theirs", "subscribers": [contact.id]})
@@ -103,3 +107,42 @@ def test_another_organizations_ids_are_404_everywhere(
         f"/v1/threads/{theirs['id']}/messages", query_string={"before": scheduled["id"]}
     )
     assert cursor.status_code == 404 and cursor.json["error"]["param"] == "before"
+
+
+def test_two_organizations_with_the_same_resource_ids_and_numbers_see_only_their_own(
+    api: ApiOrg, other_api: ApiOrg
+) -> None:
+    # DESIGN 5.1, 5.2: each has its own thrd_order-1001 (no 409, no hint of the other's), its
+    # own contact for the one number, and phone hashes that cannot be matched across them.
+    ann = "+14155550123"
+    made = {}
+    for org, name in ((api, "Ours"), (other_api, "Theirs")):
+        response = org.post(
+            "/v1/threads",
+            {
+                "resource_id": "order-1001",
+                "name": name,
+                "subscribers": [{"type": "contact", "phone": ann, "name": f"Ann of {name}"}],
+            },
+        )
+        assert response.status_code == 201, response.json
+        assert response.json["id"] == "thrd_order-1001"
+        org.post("/v1/threads/thrd_order-1001/messages", {"text": f"from {name}"})
+        made[name] = org
+    assert api.post("/v1/threads", {"resource_id": "order-1001"}).status_code == 200
+
+    hashes = {}
+    for name, org in made.items():
+        thread = org.get("/v1/threads/thrd_order-1001").json
+        assert (thread["name"], thread["organization_id"]) == (name, org.organization_id)
+        texts = [m["text"] for m in org.get("/v1/threads/thrd_order-1001/messages").json["data"]]
+        assert texts == [f"from {name}"]
+        [contact] = org.get(f"/v1/contacts?phone={ann}").json["data"]
+        assert contact["name"] == f"Ann of {name}"
+        [channel] = org.get(f"/v1/channels?phone={ann}").json["data"]
+        assert channel["organization_id"] == org.organization_id
+        assert channel["publisher_ids"] == ["order-1001"]
+        assert [m["text"] for m in channel["recent_messages"]] == [f"from {name}"]
+        hashes[name] = channel["phone_hashes"]
+    assert len(hashes["Ours"]) == len(hashes["Theirs"]) == 1
+    assert hashes["Ours"] != hashes["Theirs"]

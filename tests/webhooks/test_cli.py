@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,12 +14,12 @@ from click.testing import Result
 from flask import Flask
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from bridge.db import make_engine, utcnow
+from bridge.keys import authenticate
 from bridge.messages import post_message
-from bridge.models import InboundSms, Message, Organization
-from bridge.organizations import authenticate, sender_numbers
+from bridge.models import ApiKey, InboundSms, Message, Organization
+from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
 from bridge.threads import create_thread
@@ -121,6 +119,35 @@ def test_a_sender_of_another_organization_is_a_conflict_exit_1(
     assert len(session.execute(select(Organization)).all()) == 1
 
 
+def test_org_create_key_and_revoke_key(app: Flask, session: Session, settings: Settings) -> None:
+    org, first = factories.organization(session, settings)
+    session.commit()
+    created = run(app, "org", "create-key", org.id, "--label", "deploy 2")
+    assert created.exit_code == 0, created.output
+    printed = json.loads(created.stdout)
+    assert set(printed) == {"id", "api_key"}
+    found = authenticate(session, printed["api_key"])
+    assert found is not None and found.id == org.id
+    assert session.get(ApiKey, printed["id"]).label == "deploy 2"
+    default = session.scalars(select(ApiKey.id).where(ApiKey.label == "default")).one()
+    session.commit()  # SQLite: an open transaction would hold the write lock the command needs
+
+    # The operator may revoke any key, the last one too (the API refuses that one).
+    for key_id in [printed["id"], default]:
+        revoked = run(app, "org", "revoke-key", key_id)
+        assert revoked.exit_code == 0, revoked.output
+        assert json.loads(revoked.stdout)["id"] == key_id
+    session.expire_all()
+    assert authenticate(session, printed["api_key"]) is None
+    assert authenticate(session, first) is None
+    session.commit()
+
+    for args in (["revoke-key", "key_nope"], ["create-key", "org_nope"]):
+        missing = run(app, "org", *args)
+        assert missing.exit_code == 1
+        assert "no such" in missing.output
+
+
 def test_db_upgrade_creates_the_schema_in_an_empty_database(tmp_path: Path, redis_url: str) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     with Runtime(load_settings({}, database_url=url, redis_url=redis_url)) as rt:
@@ -179,18 +206,8 @@ def test_sweep_publishes_what_is_due_and_prints_its_counts(
     assert json.loads(run(app, "sweep").stdout)["published"] == 0
 
 
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on a free port, in a thread."""
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-
-
 def test_sms_simulate_posts_a_signed_sms_and_prints_the_twiml(
-    app: Flask, server: str, session: Session, settings: Settings, redis_client: object
+    app: Flask, server_url: str, session: Session, settings: Settings, redis_client: object
 ) -> None:
     org, _ = factories.organization(session, settings)
     session.commit()
@@ -208,7 +225,7 @@ def test_sms_simulate_posts_a_signed_sms_and_prints_the_twiml(
         "--body",
         "HELP",
         "--url",
-        server,
+        server_url,
     )
 
     assert result.exit_code == 0, result.output
@@ -219,7 +236,7 @@ def test_sms_simulate_posts_a_signed_sms_and_prints_the_twiml(
 
 
 def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
-    app: Flask, server: str, session: Session, settings: Settings, redis_client: object
+    app: Flask, server_url: str, session: Session, settings: Settings, redis_client: object
 ) -> None:
     org, _ = factories.organization(session, settings)
     session.commit()
@@ -239,7 +256,7 @@ def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
         "--media",
         media,
         "--url",
-        server,
+        server_url,
     )
     assert result.exit_code == 0, result.output
     assert "<Response" in result.stdout
@@ -248,7 +265,7 @@ def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
 
 
 def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
-    settings: Settings, server: str, runtime: Runtime
+    settings: Settings, server_url: str, runtime: Runtime
 ) -> None:
     # The test server checks webhooks with its TWILIO_AUTH_TOKEN (its PUBLIC_BASE_URL is public).
     wrong = create_app(
@@ -267,7 +284,7 @@ def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
         "--body",
         "x",
         "--url",
-        server,
+        server_url,
     )
     assert result.exit_code == 1
     assert "403" in result.output
@@ -277,14 +294,14 @@ def test_sms_simulate_signed_with_the_wrong_key_is_refused_exit_1(
 
 
 def test_sms_simulate_against_a_server_with_another_public_base_url_says_why_it_got_403(
-    settings: Settings, server: str, runtime: Runtime, session: Session
+    settings: Settings, server_url: str, runtime: Runtime, session: Session
 ) -> None:
     # The server checks signatures for https://bridge.example.com; the CLI signs for another URL.
     elsewhere = settings.model_copy(update={"public_base_url": "http://localhost:5001"})
     result = run(
         create_app(runtime=Runtime(elsewhere)),
         "sms", "simulate", "--from", "+14155550123", "--to", "+14155550100", "--body", "x",
-        "--url", server,
+        "--url", server_url,
     )  # fmt: skip
     assert result.exit_code == 1
     assert (
@@ -293,7 +310,7 @@ def test_sms_simulate_against_a_server_with_another_public_base_url_says_why_it_
     )
     assert "signed the SMS for http://localhost:5001/twilio/sms" in result.stderr
     assert "against its own PUBLIC_BASE_URL" in result.stderr
-    assert f"--url only says where to post: {server}/twilio/sms" in result.stderr
+    assert f"--url only says where to post: {server_url}/twilio/sms" in result.stderr
     assert "Traceback" not in result.output
     assert session.execute(select(InboundSms)).first() is None
 

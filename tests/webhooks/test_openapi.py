@@ -37,7 +37,7 @@ def test_every_api_route_is_described_and_nothing_else(app: Flask, client: Flask
             routes.add((path, method.lower()))
     described = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert described == routes
-    assert len(routes) == 33  # 23, and the 10 of events out (DESIGN 5.8)
+    assert len(routes) == 36  # 23, the 10 of events out (DESIGN 5.8), the 3 of API keys
 
 
 def test_every_operation_documents_its_parameters_bodies_and_errors(client: FlaskClient) -> None:
@@ -112,6 +112,9 @@ def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
     spec = _spec(client)
     schemas = spec["components"]["schemas"]
     assert spec["servers"] and {t["name"] for t in spec["tags"]} == set(TAGS)
+    assert {
+        tag for item in spec["paths"].values() for op in item.values() for tag in op["tags"]
+    } == set(TAGS)
     assert all(not re.search(r"[^A-Za-z]", name) for name in schemas)  # no Foo-Input, no Foo_1
     # a message needs text or media: {} and blank text alone are invalid, null is never text
     message = _validator(spec, "MessageCreate")
@@ -124,6 +127,12 @@ def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
     assert not message.is_valid({"text": "bell \u0007"})
     assert message.is_valid({"text": "tab\tCR\rLF\n"})
     assert not _validator(spec, "UserCreate").is_valid({"name": "esc \u001b"})
+    assert not _validator(spec, "ApiKeyCreate").is_valid({"label": "nul \u0000"})
+    endpoint = _validator(spec, "WebhookEndpointCreate")
+    hook = {"url": "https://app.example.com/hooks", "events": ["*"]}
+    assert endpoint.is_valid(hook)
+    assert not endpoint.is_valid(hook | {"description": "bell \u0007"})
+    assert not endpoint.is_valid(hook | {"url": "https://app.example.com/\u0007"})
     phone = schemas["ContactCreate"]["properties"]["phone"]
     assert phone["format"] == "phone" and "E.164" in phone["description"]
     assert not _validator(spec, "ContactCreate").is_valid({"phone": "call me"})
@@ -167,7 +176,7 @@ def test_links_name_real_operations_and_parameters(client: FlaskClient) -> None:
                  ("create_thread", "add_subscriber"), ("post_message", "list_deliveries"),
                  ("post_message", "edit_message"), ("post_message", "cancel_message"),
                  ("create_contact", "get_contact"), ("get_channel", "list_channel_messages"),
-                 ("create_user", "get_user")]:  # fmt: skip
+                 ("create_user", "get_user"), ("create_api_key", "revoke_api_key")]:  # fmt: skip
         assert pair in linked
 
 

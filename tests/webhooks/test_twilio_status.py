@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bridge.db import transaction
 from bridge.messages import post_message
 from bridge.models import Contact, Delivery
-from bridge.organizations import is_opted_out
+from bridge.organizations import is_opted_out, sender_numbers
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from bridge.threads import create_thread
@@ -122,6 +122,58 @@ def test_21610_opts_the_contact_out(
         contact = session.get(Contact, row.subscriber_id)
         assert contact is not None
         assert is_opted_out(session, row.organization_id, contact.phone_hash)
+
+
+def _opted_out(runtime: Runtime, delivery: Delivery) -> bool:
+    with runtime.sessions() as session:
+        contact = session.get(Contact, delivery.subscriber_id)
+        assert contact is not None
+        return is_opted_out(session, delivery.organization_id, contact.phone_hash)
+
+
+def _start(runtime: Runtime, settings: Settings, client: FlaskClient, delivery: Delivery) -> None:
+    # The contact texts START to the organization's number, through the real webhook.
+    with runtime.sessions() as session:
+        contact = session.get(Contact, delivery.subscriber_id)
+        assert contact is not None
+        [to] = sender_numbers(session, delivery.organization_id)
+    payload = payloads.inbound(contact.phone, to, "START")
+    assert factories.post_signed(client, AUTH_TOKEN, "/twilio/sms", payload).status_code == 200
+
+
+def test_a_captured_21610_replayed_after_start_does_not_opt_out_again(
+    client: FlaskClient, runtime: Runtime, settings: Settings, delivery: Delivery
+) -> None:
+    path = f"/twilio/status?d={delivery.id}"
+    captured = payloads.load("status_failed", MessageSid=SID, SmsSid=SID, ErrorCode="21610")
+    assert factories.post_signed(client, AUTH_TOKEN, path, captured).status_code == 200
+    assert _opted_out(runtime, delivery)
+    _start(runtime, settings, client, delivery)
+    assert not _opted_out(runtime, delivery)
+
+    for _ in range(2):  # replayed, signature and all, by the way it was sent or by its SID
+        assert factories.post_signed(client, AUTH_TOKEN, path, captured).status_code == 200
+        assert (
+            factories.post_signed(client, AUTH_TOKEN, "/twilio/status", captured).status_code == 200
+        )
+
+    assert not _opted_out(runtime, delivery)
+    assert (current(runtime, delivery.id).status, current(runtime, delivery.id).error_code) == (
+        "failed",
+        21610,
+    )
+
+
+def test_a_late_21610_about_an_sms_sent_before_start_does_not_opt_out(
+    client: FlaskClient, runtime: Runtime, settings: Settings, delivery: Delivery
+) -> None:
+    # The first word about the SMS, but the contact has said START since it was sent.
+    _start(runtime, settings, client, delivery)
+    path = f"/twilio/status?d={delivery.id}"
+    payload = payloads.load("status_failed", MessageSid=SID, SmsSid=SID, ErrorCode="21610")
+    assert factories.post_signed(client, AUTH_TOKEN, path, payload).status_code == 200
+    assert current(runtime, delivery.id).status == "failed"
+    assert not _opted_out(runtime, delivery)
 
 
 def test_an_unknown_delivery_is_answered_200_and_counted(
