@@ -22,9 +22,14 @@ from bridge.serialize import (
     WebhookEndpointWithSecret,
 )
 from webhooks.context import runtime
-from webhooks.event_schemas import EventQuery, WebhookEndpointCreate, WebhookEndpointUpdate
+from webhooks.event_schemas import (
+    AttemptQuery,
+    EndpointQuery,
+    EventQuery,
+    WebhookEndpointCreate,
+    WebhookEndpointUpdate,
+)
 from webhooks.http import operation, respond
-from webhooks.schemas import PageQuery
 from workers.enqueue import enqueue_event_drain
 
 bp = Blueprint("events", __name__)
@@ -60,10 +65,10 @@ def create_webhook_endpoint(body: WebhookEndpointCreate) -> ResponseReturnValue:
     "GET",
     "/webhook_endpoints",
     summary="The organization's webhook endpoints, newest first",
-    query=PageQuery,
+    query=EndpointQuery,
     responses={200: WebhookEndpointList},
 )
-def list_webhook_endpoints(query: PageQuery) -> ResponseReturnValue:
+def list_webhook_endpoints(query: EndpointQuery) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         rows, has_more = webhook_endpoints.list_endpoints(
             session, g.actor.organization_id, query.limit, query.before
@@ -143,10 +148,10 @@ def rotate_webhook_secret(endpoint_id: str) -> ResponseReturnValue:
     "GET",
     "/webhook_endpoints/<id:endpoint_id>/attempts",
     summary="The endpoint's delivery attempts, newest first",
-    query=PageQuery,
+    query=AttemptQuery,
     responses={200: WebhookAttemptList},
 )
-def list_webhook_attempts(endpoint_id: str, query: PageQuery) -> ResponseReturnValue:
+def list_webhook_attempts(endpoint_id: str, query: AttemptQuery) -> ResponseReturnValue:
     with transaction(runtime().sessions) as session:
         rows, has_more = webhook_endpoints.list_attempts(
             session, g.actor.organization_id, endpoint_id, query.limit, query.before

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field
 
 from bridge.serialize import EventType, Subscription
-from webhooks.schemas import PageQuery, Text, _Request
+from webhooks.schemas import AttemptCursor, EndpointCursor, EventCursor, PageQuery, Text, _Request
 
 EndpointUrl = Annotated[
     Text,
@@ -71,5 +71,14 @@ class WebhookEndpointUpdate(_Request):
     enabled: bool | None = None
 
 
+class EndpointQuery(PageQuery):
+    before: EndpointCursor | None = None
+
+
+class AttemptQuery(PageQuery):
+    before: AttemptCursor | None = None
+
+
 class EventQuery(PageQuery):
     type: EventType | None = None
+    before: EventCursor | None = None

@@ -235,6 +235,9 @@ def _cursor(prefix: str, what: str) -> Any:
 MessageCursor = _cursor("msg", "a message")
 ChannelCursor = _cursor("chnl", "a channel")
 InboundCursor = _cursor("in", "an inbound SMS")
+EndpointCursor = _cursor("we", "a webhook endpoint")
+AttemptCursor = _cursor("wha", "a webhook attempt")
+EventCursor = _cursor("evt", "an event")
 
 
 class PageQuery(_Query):

@@ -142,6 +142,15 @@ def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
     inbound = spec["paths"]["/v1/inbound"]["get"]
     before = next(p for p in inbound["parameters"] if p["name"] == "before")
     assert before["schema"]["pattern"] == "^in_[A-Za-z0-9]{1,60}$"
+    # each list's cursor is an id of that list's objects
+    cursors = {
+        path: next(p for p in item["get"]["parameters"] if p["name"] == "before")["schema"]
+        for path, item in spec["paths"].items()
+        if "get" in item and any(p["name"] == "before" for p in item["get"]["parameters"])
+    }
+    assert cursors["/v1/events"]["pattern"] == "^evt_[A-Za-z0-9]{1,60}$"
+    assert cursors["/v1/webhook_endpoints"]["pattern"] == "^we_[A-Za-z0-9]{1,60}$"
+    assert cursors["/v1/webhook_endpoints/{endpoint_id}/attempts"]["pattern"].startswith("^wha_")
     assert "404" in inbound["responses"]
 
 
