@@ -237,6 +237,7 @@ def test_failed_unmatched_and_contacts_pages(desk: Dispatcher, runtime: Runtime)
     contacts = desk.get("/console/contacts").get_data(as_text=True)
     assert "Ann Ames" in contacts and "Opted out" in contacts
     assert desk.get("/console/unmatched", query_string={"before": "junk"}).status_code == 422
+    assert desk.get("/console/unmatched", query_string={"before": "in_none"}).status_code == 404
     assert desk.get("/console/failed", query_string={"after": "x"}).status_code == 422
 
 

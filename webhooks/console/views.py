@@ -51,6 +51,9 @@ POLL_SECONDS = 1  # a new SMS shows within 3 s: the worker stores it within 1 s,
 MAX_REPLY = 1600 * 10
 _TOKEN_SLOT = "__csrf_token__"
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The unmatched list's cursor, as the API's `before` of /v1/inbound: malformed is a 422, a
+# well-formed id that names no SMS of the list a 404 (bridge.pages.page).
+_INBOUND_CURSOR = re.compile(r"in_[A-Za-z0-9]{1,60}")
 _OPEN = {"console.sign_in", "console.static"}  # reachable without signing in
 
 
@@ -285,13 +288,16 @@ def _live_fragment(conversation: conversations.Conversation) -> tuple[str, str]:
 @bp.get("/unmatched")
 def unmatched() -> ResponseReturnValue:
     me = _me()
+    before = request.args.get("before") or None
+    if before is not None and not _INBOUND_CURSOR.fullmatch(before):
+        raise ValidationError("before must be the id of an inbound SMS", "before")
     with transaction(runtime().sessions) as db:
         rows, has_more = list_inbound(
             db,
             me.organization_id,
             InboundStatus.UNMATCHED,
             limit=inbox.PAGE_SIZE,
-            before=request.args.get("before") or None,
+            before=before,
         )
     next_before = rows[-1].id if has_more and rows else None
     return render_template("console/unmatched.html", rows=rows, next_before=next_before)
