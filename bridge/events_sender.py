@@ -124,6 +124,18 @@ def check_address(url: str, production: bool) -> str:
     return addresses[0]
 
 
+def check_registration(url: str, production: bool) -> None:
+    """Refuse a URL events could never go to, when it is registered.
+
+    Production resolves the host now and refuses a private address. Elsewhere an https host need
+    not resolve yet (a receiver is often registered before its DNS exists): it is resolved, and
+    checked, at each send like every URL.
+    """
+    scheme, _, _ = _host_of(url)
+    if production or scheme == "http":
+        check_address(url, production)
+
+
 def sign(event_id: str, timestamp: datetime, body: str, secrets: Sequence[str]) -> str:
     """The `webhook-signature` header: one `v1,<base64>` per secret, space-separated."""
     at = timestamp.astimezone(UTC)

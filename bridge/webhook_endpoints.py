@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bridge.db import utcnow
 from bridge.errors import Conflict, NotFound, ValidationError
 from bridge.events import EVENT_TYPES
-from bridge.events_sender import check_address
+from bridge.events_sender import check_registration
 from bridge.ids import new_id
 from bridge.models import EventDelivery, EventDeliveryStatus, WebhookAttempt, WebhookEndpoint
 from bridge.pages import page
@@ -63,7 +63,7 @@ def check_url(url: str, settings: Settings) -> str:
         raise ValidationError(f"url must be 1 to {MAX_URL_LENGTH} characters", "url")
     if any(c.isspace() for c in url):
         raise ValidationError("url must not contain spaces", "url")
-    check_address(url, settings.is_production)
+    check_registration(url, settings.is_production)
     return url
 
 

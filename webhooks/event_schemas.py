@@ -9,16 +9,49 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from bridge.serialize import EventType, Subscription
-from webhooks.schemas import AttemptCursor, EndpointCursor, EventCursor, PageQuery, Text, _Request
+from webhooks.schemas import (
+    CONTROL,
+    SPACE,
+    AttemptCursor,
+    EndpointCursor,
+    EventCursor,
+    PageQuery,
+    Text,
+    _no_default,
+    _not_null,
+    _Request,
+)
+
+# A port from 0 to 65535, as urllib reads it.
+_PORT = r"([0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# https to a named host, or http to this machine (DESIGN 5.8; production refuses http anyway, and
+# resolves the host to refuse private addresses, which no pattern can say).
+_ENDPOINT_URL = (
+    rf"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:{_PORT})?"
+    rf"([/?#][^{CONTROL}{SPACE}]*)?$"
+)
+
+
+def _chosen(items: list[str]) -> list[str]:
+    # Item by item pydantic checks each name; the list as a whole is checked here.
+    if len(set(items)) != len(items):
+        raise PydanticCustomError("unique", "must not name an event type twice")
+    if "*" in items and len(items) > 1:
+        raise PydanticCustomError("all_alone", "'*' already names every type; give it alone")
+    return items
+
 
 EndpointUrl = Annotated[
-    Text,
+    str,
     Field(
         min_length=1,
         max_length=2048,
+        pattern=_ENDPOINT_URL,
         description="https (http only to a loopback address outside production).",
         examples=["https://app.example.com/bridge/events"],
     ),
@@ -27,10 +60,15 @@ Subscriptions = Annotated[
     list[Subscription],
     Field(
         min_length=1,
-        max_length=7,
-        description='Event types to receive, or ["*"] for all.',
+        max_length=6,
+        description='Event types to receive (each once), or ["*"] alone for all.',
         examples=[["message.created", "delivery.updated"]],
+        json_schema_extra={
+            "uniqueItems": True,
+            "anyOf": [{"maxItems": 1}, {"not": {"contains": {"const": "*"}}}],
+        },
     ),
+    AfterValidator(_chosen),
 ]
 Description = Annotated[Text, Field(max_length=500)]
 
@@ -65,10 +103,14 @@ class WebhookEndpointUpdate(_Request):
         extra="forbid", strict=True, json_schema_extra={"examples": [{"enabled": True}]}
     )
 
-    url: EndpointUrl | None = None
-    events: Subscriptions | None = None
+    url: EndpointUrl | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+    events: Subscriptions | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_no_default
+    )
     description: Description | None = None
-    enabled: bool | None = None
+    enabled: bool | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+
+    _no_null = field_validator("url", "events", "enabled", mode="before")(_not_null)
 
 
 class EndpointQuery(PageQuery):

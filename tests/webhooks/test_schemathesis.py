@@ -177,7 +177,7 @@ def _serving(app: Flask) -> Iterator[str]:
 
 
 def _run_all_checks(
-    base_url: str, headers: dict[str, str], examples: int = 20, steps: int = 12
+    base_url: str, headers: dict[str, str], examples: int = 20, steps: int = 20
 ) -> dict[str, Any]:
     """`st run --checks all` against the app: what it found, and how far it reached."""
     schemathesis_hooks.register()  # `format: phone`: valid numbers, as the description means
