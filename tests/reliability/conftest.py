@@ -76,7 +76,8 @@ def save_record(entry: dict[str, Any]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     record = getattr(item, "reliability_record", None)
-    if record is not None and report.when == "call":
+    skipped = report.skipped and not hasattr(report, "wasxfail")
+    if record is not None and report.when == "call" and not skipped:
         outcome = "pass" if report.passed else "FAIL"
         if hasattr(report, "wasxfail"):
             outcome = "xfail"
