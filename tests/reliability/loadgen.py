@@ -30,7 +30,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     url, token, prefix = spec["url"], spec["token"], spec["prefix"]
     signing_base = spec.get("signing_base", url)
 
-    def one(n: int, due: float) -> tuple[int, float, float]:
+    def one(n: int, due: float) -> tuple[int, float, float, float]:
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -46,7 +46,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             status, _ = post_form(url + "/twilio/sms", data, headers)
         except OSError:
             status = 0
-        return status, time.monotonic() - started, started - due
+        return status, time.monotonic() - started, started - due, started
 
     start = time.monotonic() + 0.2
     with ThreadPoolExecutor(int(spec.get("threads", 32))) as pool:
@@ -58,7 +58,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     def pct(values: list[float], p: float) -> float:
         return round(values[min(len(values) - 1, int(p * len(values)))], 1)
 
-    return {
+    summary: dict[str, Any] = {
         "sent": count,
         "answers": dict(Counter(str(r[0]) for r in results)),
         "seconds": round(took, 1),
@@ -68,6 +68,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "max_ms": round(latencies[-1], 1),
         "p99_start_lag_s": round(pct(late, 0.99), 2),
     }
+    if spec.get("each"):  # every request: when it started (time.monotonic()) and its latency
+        summary["each"] = [[round(r[3], 4), round(r[1] * 1000, 1), r[0]] for r in results]
+    return summary
 
 
 if __name__ == "__main__":
