@@ -195,21 +195,29 @@ class System:
         env = self.env(**overrides)
         name = f"{kind}-{next(self._names)}"
         process = Process(name, procfile()[kind], env, self.logs)
+        process.port = env["PORT"]  # type: ignore[attr-defined]
         self.processes.append(process)
-        if wait and kind == "web":
-            port = env["PORT"]
-            wait_for(
-                f"{name} to answer",
-                lambda: (
-                    process.popen.poll() is not None
-                    or answers(f"http://127.0.0.1:{port}/readyz") == 200
-                ),
-                timeout=60,
-            )
-            assert process.popen.poll() is None, process.output()[-3000:]
-        if wait and kind == "worker":
-            wait_for(f"{name} to register", lambda: self.worker_count() > 0, timeout=60)
+        if wait:
+            self.ready(process)
         return process
+
+    def ready(self, *processes: Process) -> None:
+        """Wait until these web processes answer /readyz and these workers have registered."""
+        for process in processes:
+            if process.name.startswith("web"):
+                url = f"http://127.0.0.1:{process.port}/readyz"  # type: ignore[attr-defined]
+                wait_for(
+                    f"{process.name} to answer",
+                    lambda p=process, u=url: p.popen.poll() is not None or answers(u) == 200,
+                    timeout=60,
+                )
+            else:
+                wait_for(
+                    f"{process.name} to register",
+                    lambda p=process: p.popen.poll() is not None or self.worker_count() > 0,
+                    timeout=60,
+                )
+            assert process.popen.poll() is None, process.output()[-3000:]
 
     def worker_count(self) -> int:
         from rq import Worker

@@ -17,7 +17,7 @@ from tests.reliability.system import System
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 # No delivery settled for this long: stalled (a healthy fan-out settles dozens a second).
-STALL_AFTER = float(size(10, 30))
+STALL_AFTER = float(size(8, 30))
 LIVELOCK = (
     "fan-out livelock at high SEND_CONCURRENCY (the send threads each hold a pooled connection; "
     "the pool is 10 + 20): being fixed in branch perf"
@@ -86,7 +86,7 @@ def settled_or_stalled(system: System, message_id: str, quiet: float) -> bool:
 def test_concurrency_settings_complete_or_refuse_never_stall(
     system: System, record: Record, send: int, web: int, connection_limit: int | None
 ) -> None:
-    recipients = size(200, 1000)
+    recipients = size(100, 1000)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     web_process = system.start("web", wait=False, WEB_CONCURRENCY=web)

@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_postgres_down_while_sms_arrive_and_a_fan_out_runs(system: System, record: Record) -> None:
-    recipients = size(150, 1000)
-    outage = size(4, 10)
+    recipients = size(100, 1000)
+    outage = size(3, 10)
     rate = size(10, 20)  # inbound SMS per second, before, during and after the outage
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
@@ -26,8 +26,10 @@ def test_postgres_down_while_sms_arrive_and_a_fan_out_runs(system: System, recor
     writers = [system.channel(org, 1)[1][0] for _ in range(5)]
     strangers = [f"+1312555{i:04d}" for i in range(3)]
     system.phones.update(strangers)
-    system.start("web")
-    system.start("worker", SEND_RATE_PER_SENDER=recipients / (2 * outage))
+    system.ready(
+        system.start("web", wait=False),
+        system.start("worker", wait=False, SEND_RATE_PER_SENDER=recipients / (2 * outage)),
+    )
     body = "Parcel 77 is at the depot"
     message_id = system.publish(org, channel_id, body)
 

@@ -23,12 +23,12 @@ def sent_count(system: System, body: str) -> int:
 
 
 def test_worker_sigkilled_three_times_during_a_fan_out(system: System, record: Record) -> None:
-    recipients = size(300, 1000)
+    recipients = size(200, 1000)
     rate = size(100, 100)  # one sender: the fan-out takes recipients / rate seconds
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
-    system.start("web")
-    worker = system.start("worker", SEND_RATE_PER_SENDER=rate)
+    worker = system.start("worker", wait=False, SEND_RATE_PER_SENDER=rate)
+    system.ready(system.start("web", wait=False), worker)
     body = "Your parcel 41 is out for delivery"
     message_id = system.publish(org, channel_id, body)
 
@@ -101,7 +101,7 @@ def test_twilio_429_and_503_for_a_while_then_a_permanent_error(
     system: System, record: Record
 ) -> None:
     recipients = size(60, 300)
-    outage = size(5, 20)
+    outage = size(3, 20)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     bad = "+15005550009"  # Twilio's test number answered with 21614 (not a mobile): permanent
@@ -116,8 +116,12 @@ def test_twilio_429_and_503_for_a_while_then_a_permanent_error(
             for p in bad_channel_phones
         ]
         channel_id = get_or_create_channel(session, org.id, ids)[0].id
-    system.start("web")
-    system.start("worker", SEND_RATE_PER_SENDER=50, SEND_MAX_ATTEMPTS=12, SEND_RETRY_BASE=0.5)
+    system.ready(
+        system.start("web", wait=False),
+        system.start(
+            "worker", wait=False, SEND_RATE_PER_SENDER=50, SEND_MAX_ATTEMPTS=12, SEND_RETRY_BASE=0.5
+        ),
+    )
     body = "Parcel 64 is delayed by a day"
     system.standin.control("fail", {"seconds": outage / 2, "status": 429})
     started = time.monotonic()

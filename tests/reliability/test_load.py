@@ -25,11 +25,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 def test_inbound_sms_at_a_steady_rate_each_stored_exactly_once(
     system: System, record: Record
 ) -> None:
-    count, rate = size(500, 20_000), size(25, 40)
+    count, rate = size(300, 20_000), size(25, 40)
     org = system.organization()
     writers = [system.channel(org, 1)[1][0] for _ in range(20)]
-    system.start("web")
-    system.start("worker")
+    system.ready(system.start("web", wait=False), system.start("worker", wait=False))
     spec = {
         "url": system.base,
         "token": system.secrets["TWILIO_AUTH_TOKEN"],
@@ -94,9 +93,11 @@ def test_many_channels_published_at_once_each_sms_once_rate_kept(
         org = system.organization(name=f"Depot {i}")
         channel_id, phones = system.channel(org, contacts)
         made.append((org, channel_id, phones))
-    system.start("web")
-    system.start("worker", SEND_RATE_PER_SENDER=rate)
-    system.start("worker", SEND_RATE_PER_SENDER=rate)
+    system.ready(
+        system.start("web", wait=False),
+        system.start("worker", wait=False, SEND_RATE_PER_SENDER=rate),
+        system.start("worker", wait=False, SEND_RATE_PER_SENDER=rate),
+    )
     ids = {}
     for i, (org, channel_id, phones) in enumerate(made):
         ids[system.publish(org, channel_id, f"Depot {i} closes early today")] = (i, phones)

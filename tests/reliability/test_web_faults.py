@@ -34,7 +34,7 @@ def contact_messages(system: System) -> int:
 
 
 def test_web_killed_mid_inbound_requests_and_twilio_retries(system: System, record: Record) -> None:
-    count = size(200, 2000)
+    count = size(150, 2000)
     org = system.organization()
     writers = [system.channel(org, 1)[1][0] for _ in range(8)]
     web = system.start("web")
@@ -106,11 +106,13 @@ def test_status_callbacks_duplicated_reversed_interleaved_across_two_web_process
     recipients = size(100, 500)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
-    system.start("web")
     second_port = free_port()
     second = f"http://127.0.0.1:{second_port}"
-    system.start("web", PORT=second_port)
-    system.start("worker")
+    system.ready(
+        system.start("web", wait=False),
+        system.start("web", wait=False, PORT=second_port),
+        system.start("worker", wait=False),
+    )
     body = "Parcel 90 was handed over"
     message_id = system.publish(org, channel_id, body)
     system.wait_settled([message_id], timeout=120)
