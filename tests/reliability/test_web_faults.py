@@ -62,6 +62,9 @@ def test_web_killed_mid_inbound_requests_and_twilio_retries(system: System, reco
         for future in futures:
             future.result()
     unanswered = [sid for sid, status in answered.items() if status != 200]
+    # Stored, but the answer died with the process: what Twilio's retry must not store again.
+    before_retry = system.inbound_counts()
+    stored_unanswered = sum(1 for sid in unanswered if before_retry[sid])
     # Twilio retries what was not answered 200; some it answered are retried too (a timeout at
     # Twilio's end). Same MessageSid, same body.
     again = unanswered + random.Random(14).sample(sorted(answered), count // 10)
@@ -83,6 +86,7 @@ def test_web_killed_mid_inbound_requests_and_twilio_retries(system: System, reco
         "duplicated": sum(max(0, c - 1) for c in stored.values()) + max(0, messages - count),
         "lost": sum(1 for n in range(count) if stored[f"SM{n:032x}"] == 0),
         "unanswered_before_retry": len(unanswered),
+        "stored_but_unanswered": stored_unanswered,
         "messages_in_channels": messages,
     }
     assert unanswered, "the kill hit no request in flight"
