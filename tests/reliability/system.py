@@ -145,9 +145,9 @@ class System:
         self.redis_server = RedisServer().start()
         self.secrets = {
             "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-            "SECRET_KEY": "rel-secret-" + secrets.token_hex(12),
-            "PHONE_HASH_KEY": "rel-phone-hash-" + secrets.token_hex(12),
-            "METRICS_TOKEN": "rel-metrics-" + secrets.token_hex(12),
+            "SECRET_KEY": "rel-secret-" + secrets.token_hex(16),
+            "PHONE_HASH_KEY": "rel-phone-hash-" + secrets.token_hex(16),
+            "METRICS_TOKEN": "rel-metrics-" + secrets.token_hex(16),
         }
         self.standin = StandIn(self.secrets["TWILIO_AUTH_TOKEN"], self.logs)
         self.web_port = free_port()
@@ -165,7 +165,8 @@ class System:
 
     def env(self, **overrides: object) -> dict[str, str]:
         values: dict[str, str] = {
-            "BRIDGE_ENV": "production",
+            # Not production: it refuses the plain-http loopback URLs everything here uses.
+            "BRIDGE_ENV": "test",
             "DATABASE_URL": self.postgres.url,
             "REDIS_URL": self.redis_server.url,
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
