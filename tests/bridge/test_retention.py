@@ -1,5 +1,6 @@
-"""Retention (DESIGN 5.9): with time moved past RETENTION_DAYS, deliveries and inbound SMS records
-go, in batches; messages, threads, channels and contacts stay; 0 keeps everything.
+"""Retention (DESIGN 5.9): with time moved past RETENTION_DAYS, deliveries, inbound SMS records,
+events (with their rows per endpoint) and webhook attempts go, in batches; messages, threads,
+channels and contacts stay; 0 keeps everything.
 """
 
 from __future__ import annotations
@@ -9,17 +10,40 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from bridge.db import transaction, utcnow
+from bridge.event_sending import dispatch_events
 from bridge.inbound import record_inbound_sms
 from bridge.messages import post_message
-from bridge.models import Channel, Contact, Delivery, InboundSms, Message, Thread
+from bridge.models import (
+    Channel,
+    Contact,
+    Delivery,
+    Event,
+    EventDelivery,
+    InboundSms,
+    Message,
+    Thread,
+    WebhookAttempt,
+)
 from bridge.organizations import sender_numbers
 from bridge.retention import PURGES, purge_expired
 from bridge.runtime import Runtime
 from bridge.threads import create_thread
+from bridge.webhook_endpoints import create_endpoint
 from tests import factories
 from tests.fixtures.twilio import payloads
 
-MODELS = (Delivery, InboundSms, Message, Thread, Channel, Contact)
+MODELS = (
+    Delivery,
+    InboundSms,
+    Event,
+    EventDelivery,
+    WebhookAttempt,
+    Message,
+    Thread,
+    Channel,
+    Contact,
+)
+PURGED = ("deliveries", "inbound_sms", "webhook_attempts", "events")
 
 
 def counts(runtime: Runtime) -> dict[str, int]:
@@ -35,6 +59,8 @@ def conversation(runtime: Runtime, messages: int = 3) -> None:
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
         org, _ = factories.organization(session, settings)
+        create_endpoint(session, settings, org.id, "http://127.0.0.1:9/hook", ["*"])
+        session.flush()
         jane = factories.contact(session, settings, org, "Jane")
         omar = factories.contact(session, settings, org, "Omar")
         actor = factories.org_actor(org)
@@ -46,27 +72,44 @@ def conversation(runtime: Runtime, messages: int = 3) -> None:
         to = sender_numbers(session, org.id)[0]
     with transaction(runtime.sessions) as session:
         record_inbound_sms(session, settings, payloads.inbound(jane.phone, to, "Thanks"), None)
+    # The events all that recorded go to the endpoint, and each got one attempt.
+    with transaction(runtime.sessions) as session:
+        dispatch_events(session, session.scalars(select(Event.id)).all(), utcnow())
+        session.flush()
+        for n, row in enumerate(session.scalars(select(EventDelivery)).all()):
+            session.add(
+                WebhookAttempt(
+                    id=f"wha_{n}",
+                    delivery_id=row.id,
+                    event_id=row.event_id,
+                    endpoint_id=row.endpoint_id,
+                    organization_id=row.organization_id,
+                    status_code=500,
+                )
+            )
+
+
+def purged(before: dict[str, int]) -> dict[str, int]:
+    return {table: before[table] for table in PURGED}
 
 
 def test_records_past_retention_go_and_the_conversation_stays(runtime: Runtime) -> None:
     conversation(runtime)
     before = counts(runtime)
     assert before["deliveries"] == 7 and before["inbound_sms"] == 1
+    assert before["events"] >= 5 and before["webhook_attempts"] == before["event_deliveries"] >= 5
+    nothing = dict.fromkeys(PURGED, 0)
 
-    assert purge_expired(runtime.engine, runtime.settings) == {"deliveries": 0, "inbound_sms": 0}
+    assert purge_expired(runtime.engine, runtime.settings) == nothing
     almost = utcnow() + timedelta(days=179)
-    assert purge_expired(runtime.engine, runtime.settings, almost) == {
-        "deliveries": 0,
-        "inbound_sms": 0,
-    }
+    assert purge_expired(runtime.engine, runtime.settings, almost) == nothing
     later = utcnow() + timedelta(days=181)
-    assert purge_expired(runtime.engine, runtime.settings, later, batch=4) == {
-        "deliveries": 7,
-        "inbound_sms": 1,
-    }
+    assert purge_expired(runtime.engine, runtime.settings, later, batch=4) == purged(before)
 
     after = counts(runtime)
-    assert (after["deliveries"], after["inbound_sms"]) == (0, 0)
+    assert {k: after[k] for k in (*PURGED, "event_deliveries")} == dict.fromkeys(
+        (*PURGED, "event_deliveries"), 0
+    )
     kept = ("messages", "threads", "channels", "contacts")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
 
@@ -85,9 +128,12 @@ def test_one_statement_deletes_at_most_a_batch(runtime: Runtime) -> None:
     with runtime.engine.begin() as connection:
         assert PURGES["deliveries"](connection, later - timedelta(days=180), 4) == 4
     assert counts(runtime)["deliveries"] == 7
+    before = counts(runtime)
     assert purge_expired(runtime.engine, runtime.settings, later, batch=4, max_batches=1) == {
         "deliveries": 4,
         "inbound_sms": 1,
+        "webhook_attempts": min(4, before["webhook_attempts"]),
+        "events": min(4, before["events"]),
     }
     assert counts(runtime)["deliveries"] == 3
 
