@@ -86,7 +86,7 @@ def settled_or_stalled(system: System, message_id: str, quiet: float) -> bool:
 def test_concurrency_settings_complete_or_refuse_never_stall(
     system: System, record: Record, send: int, web: int, connection_limit: int | None
 ) -> None:
-    recipients = size(100, 1000)
+    recipients = size(60, 1000)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     web_process = system.start("web", wait=False, WEB_CONCURRENCY=web)

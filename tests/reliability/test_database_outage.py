@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_postgres_down_while_sms_arrive_and_a_fan_out_runs(system: System, record: Record) -> None:
-    recipients = size(100, 1000)
+    recipients = size(60, 1000)
     outage = size(3, 10)
     rate = size(10, 20)  # inbound SMS per second, before, during and after the outage
     org = system.organization()

@@ -23,8 +23,8 @@ def sent_count(system: System, body: str) -> int:
 
 
 def test_worker_sigkilled_three_times_during_a_fan_out(system: System, record: Record) -> None:
-    recipients = size(200, 1000)
-    rate = size(100, 100)  # one sender: the fan-out takes recipients / rate seconds
+    recipients = size(120, 1000)
+    rate = size(40, 100)  # one sender: the fan-out takes recipients / rate seconds
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     worker = system.start("worker", wait=False, SEND_RATE_PER_SENDER=rate)
@@ -56,7 +56,7 @@ def test_worker_sigkilled_three_times_during_a_fan_out(system: System, record: R
 def test_redis_restarted_empty_between_publish_and_send_and_mid_send(
     system: System, record: Record
 ) -> None:
-    recipients = size(200, 1000)
+    recipients = size(100, 1000)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     system.start("web")
@@ -100,7 +100,7 @@ def test_redis_restarted_empty_between_publish_and_send_and_mid_send(
 def test_twilio_429_and_503_for_a_while_then_a_permanent_error(
     system: System, record: Record
 ) -> None:
-    recipients = size(60, 300)
+    recipients = size(40, 300)
     outage = size(3, 20)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)

@@ -198,7 +198,7 @@ def test_fuzzed_webhook_bodies_never_500_and_unsigned_stores_nothing(
     server_errors: list[list[tuple[str, str]]] = []
 
     @settings(
-        max_examples=size(150, 3000),
+        max_examples=size(100, 3000),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         database=None,
@@ -253,7 +253,7 @@ def test_fuzzed_webhook_bodies_never_500_and_unsigned_stores_nothing(
         attack()
     finally:
         record.injected = (
-            f"{endpoint}: {size(150, 3000)}+ hypothesis bodies (random/missing/repeated fields, "
+            f"{endpoint}: {size(100, 3000)}+ hypothesis bodies (random/missing/repeated fields, "
             "huge values, odd encodings, control characters), each signed and forged"
         )
         record.counted = {

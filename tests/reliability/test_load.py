@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 def test_inbound_sms_at_a_steady_rate_each_stored_exactly_once(
     system: System, record: Record
 ) -> None:
-    count, rate = size(300, 20_000), size(25, 30)
+    count, rate = size(200, 20_000), size(20, 30)
     org = system.organization()
     writers = [system.channel(org, 1)[1][0] for _ in range(20)]
     system.ready(system.start("web", wait=False), system.start("worker", wait=False))
@@ -86,7 +86,7 @@ def most_in_window(series: Iterable[list[float]], window: float) -> int:
 def test_many_channels_published_at_once_each_sms_once_rate_kept(
     system: System, record: Record
 ) -> None:
-    channels, contacts = size(8, 100), size(20, 100)
+    channels, contacts = size(6, 100), size(15, 100)
     rate = size(10, 20)  # SMS per second per sender number
     made = []
     for i in range(channels):

@@ -62,7 +62,7 @@ def test_retention_purges_a_backlog_while_inbound_sms_keep_arriving(
     system: System, record: Record
 ) -> None:
     backlog = size(20_000, 200_000)  # of each table
-    rate, seconds = size(20, 30), size(9, 40)
+    rate, seconds = size(15, 30), size(8, 40)
     org = system.organization()
     channel_id, [contact] = system.channel(org, 1)
     writers = [system.channel(org, 1)[1][0] for _ in range(10)]

@@ -34,7 +34,7 @@ def contact_messages(system: System) -> int:
 
 
 def test_web_killed_mid_inbound_requests_and_twilio_retries(system: System, record: Record) -> None:
-    count = size(150, 2000)
+    count = size(100, 2000)
     org = system.organization()
     writers = [system.channel(org, 1)[1][0] for _ in range(8)]
     web = system.start("web")
@@ -107,7 +107,7 @@ STORIES = [
 def test_status_callbacks_duplicated_reversed_interleaved_across_two_web_processes(
     system: System, record: Record
 ) -> None:
-    recipients = size(100, 500)
+    recipients = size(60, 500)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     second_port = free_port()
