@@ -18,7 +18,7 @@ from bridge.actors import Actor
 from bridge.db import transaction
 from bridge.messages import post_channel_message
 from bridge.models import Delivery, InboundSms, Message
-from tests.e2e.processes import ROOT, environment
+from tests.e2e.processes import ROOT, environment, wait_for
 from tests.reliability.conftest import Record, size
 from tests.reliability.loadgen import sid
 from tests.reliability.system import System
@@ -62,7 +62,7 @@ def test_retention_purges_a_backlog_while_inbound_sms_keep_arriving(
     system: System, record: Record
 ) -> None:
     backlog = size(20_000, 200_000)  # of each table
-    rate, seconds = size(15, 30), size(8, 40)
+    rate, seconds = size(15, 30), size(10, 40)
     org = system.organization()
     channel_id, [contact] = system.channel(org, 1)
     writers = [system.channel(org, 1)[1][0] for _ in range(10)]
@@ -98,8 +98,13 @@ def test_retention_purges_a_backlog_while_inbound_sms_keep_arriving(
         stdout=subprocess.PIPE,
         text=True,
     )
-    # A third of the run as the baseline, then the worker (and its sweeper) starts purging.
-    time.sleep(seconds / 3)
+    # A quarter of the SMS answered as the baseline, then the worker (and its sweeper) purges.
+    wait_for(
+        "the baseline's SMS",
+        lambda: sum(1 for s in system.inbound_counts() if s.startswith("SMret")) >= count // 4,
+        timeout=120,
+        interval=0.2,
+    )
     purge_started = time.monotonic()
     system.start("worker", wait=False, RETENTION_DAYS=180)
     purge_done: list[float] = []
