@@ -12,10 +12,10 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-vers
 	--generate-hashes --no-strip-markers --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench lock clean
+.PHONY: help run test soak reliability-report lint format bench lock clean
 
 help: ## List the targets and what they do
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: $(STAMP) ## Start web and worker (with SQLite and a bundled Redis when none
 
 test: $(STAMP) ## Run the whole test suite (real Redis, SQLite, and PostgreSQL when reachable)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP) ## Run tests/reliability at full size (20,000 SMS in, 10,000 out, faults; ~1 hour)
+	RELIABILITY_SIZE=soak $(BIN)/python -m pytest tests/reliability --timeout 3600 $(PYTEST_ARGS)
+
+reliability-report: $(STAMP) ## Print the table of faults and attacks from the last test or soak run
+	$(BIN)/python -m tests.reliability.report
 
 lint: $(STAMP) ## Check style and types (ruff, mypy)
 	$(BIN)/ruff check .

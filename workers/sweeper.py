@@ -5,7 +5,9 @@ One sweep (also `bridge sweep`):
 - publishes scheduled messages that are due, and enqueues their fan-out;
 - settles deliveries left `sending`/`unknown` past SEND_STALE_AFTER by asking Twilio first;
 - re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER;
-- redrives events whose dispatch or drain Redis lost (`workers.events.redrive_events`).
+- redrives events whose dispatch or drain Redis lost (`workers.events.redrive_events`);
+- deletes what is past RETENTION_DAYS (deliveries, inbound SMS records, events, webhook
+  attempts), in small batches (`bridge.retention`).
 
 Each worker starts it in a process of its own (`start_sweeper_process`), every SWEEP_INTERVAL,
 not through Redis, so it keeps going after Redis is flushed or the worker restarts. A short Redis
@@ -26,6 +28,7 @@ import redis
 from bridge.claims import stale_pending_messages
 from bridge.db import transaction, utcnow
 from bridge.publishing import publish_due_messages
+from bridge.retention import purge_expired
 from bridge.runtime import Runtime
 from bridge.stale import resolve_stale
 from workers.enqueue import enqueue_fan_out, enqueue_published, install_enqueue_on_commit
@@ -74,6 +77,8 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
             requeued += 1
     counts["requeued"] = requeued
     counts.update(redrive_events(runtime, now))
+    for table, deleted in purge_expired(runtime.engine, settings, now).items():
+        counts[f"purged_{table}"] = deleted
     if any(counts.values()):
         log.info("sweep", extra={"counts": counts})
     return counts

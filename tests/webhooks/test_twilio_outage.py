@@ -5,21 +5,15 @@ Kept payloads are processed once by `workers.inbound.drain_kept` when the databa
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from bridge.db import make_engine, transaction
@@ -30,7 +24,7 @@ from bridge.settings import Settings, load_settings
 from tests import factories
 from tests.conftest import TEST_HASH_KEY
 from tests.fixtures.twilio import payloads
-from tests.services import free_port
+from tests.services import OwnPostgres, free_port
 from webhooks import create_app
 from workers import context
 from workers.inbound import DEAD, KEPT, drain_kept, kept_count
@@ -214,51 +208,6 @@ def test_redis_down_alone_still_stores_and_answers(
     # The relay is in the database as pending deliveries; the sweeper enqueues them later.
     assert (answer.status_code, answer.get_data(as_text=True)) == (200, EMPTY)
     assert counts(runtime) == (1, 1)
-
-
-class OwnPostgres:
-    """A PostgreSQL cluster of our own (initdb, pg_ctl as the postgres user) on a free port."""
-
-    def __init__(self) -> None:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-        if not found or shutil.which("su") is None or os.geteuid() != 0:
-            pytest.skip("needs PostgreSQL server binaries and root to run them as postgres")
-        self.bin = found[-1].parent
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="bridge-pg-")
-        shutil.chown(self.dir, "postgres")
-        self.data = f"{self.dir}/data"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/bridge"
-
-    def _as_postgres(self, *args: str) -> None:
-        command = " ".join([str(self.bin / args[0]), *args[1:]])
-        subprocess.run(
-            ["su", "postgres", "-c", command], check=True, capture_output=True, timeout=60
-        )
-
-    def init(self) -> None:
-        self._as_postgres("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
-        self.start()
-        engine = create_engine(
-            self.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
-        )
-        with engine.connect() as conn:
-            conn.execute(text("CREATE DATABASE bridge"))
-        engine.dispose()
-
-    def start(self) -> None:
-        options = f"'-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off'"
-        self._as_postgres(
-            "pg_ctl", "-D", self.data, "-o", options, "-l", f"{self.dir}/log", "-w", "start"
-        )
-
-    def stop(self) -> None:
-        self._as_postgres("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
