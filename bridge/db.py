@@ -97,6 +97,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+def connection_limit(engine: Engine) -> int | None:
+    """How many connections the database accepts from ordinary roles; None for SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        # PostgreSQL keeps `superuser_reserved_connections` (and from 16 `reserved_connections`)
+        # of `max_connections` for privileged roles.
+        rows = connection.exec_driver_sql(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+        ).all()
+    settings = {str(name): str(value) for name, value in rows}
+    reserved = sum(
+        int(settings.get(name, "0"))
+        for name in ("superuser_reserved_connections", "reserved_connections")
+    )
+    return int(settings["max_connections"]) - reserved
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """The session factory every process uses; objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 from rq import Queue
 from rq.worker import HerokuWorker
+from sqlalchemy.exc import SQLAlchemyError
 
+from bridge.db import connection_limit
 from bridge.errors import ConfigurationError
 from bridge.logs import configure_logging
 from bridge.runtime import Runtime, connect_redis
-from bridge.settings import load_settings
+from bridge.settings import SettingsRefused, load_settings
 from workers import queues
 from workers.context import install
 from workers.enqueue import install_enqueue_on_commit
@@ -37,6 +39,28 @@ def build_worker(runtime: Runtime, names: Sequence[str] = queues.ALL) -> HerokuW
     )
 
 
+def check_capacity(runtime: Runtime) -> None:
+    """Refuse SEND_CONCURRENCY when the database cannot hold the connection pool it asks for.
+
+    A database that does not answer yet is not a reason to refuse: the worker starts, and its jobs
+    retry until it is back.
+    """
+    settings = runtime.settings
+    try:
+        limit = connection_limit(runtime.engine)
+    except SQLAlchemyError:
+        log.warning("could not read the database's connection limit; starting anyway")
+        return
+    if limit is not None and settings.database_pool_size > limit:
+        raise SettingsRefused(
+            [
+                f"SEND_CONCURRENCY: {settings.send_concurrency} needs up to "
+                f"{settings.database_pool_size} database connections per worker process, but the "
+                f"database accepts {limit} (max_connections less the reserved ones); lower it"
+            ]
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until SIGTERM (warm shutdown) or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
@@ -47,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(settings)
         runtime = install(Runtime(settings))
+        check_capacity(runtime)
     except ConfigurationError as exc:
         # For the operator reading the deploy log: the lines, not a traceback.
         print(f"worker: {exc}", file=sys.stderr)

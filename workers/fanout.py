@@ -1,8 +1,9 @@
 """Fan-out of one message: claim its deliveries in batches and send them through a thread pool.
 
 One job per message, not one per recipient: per recipient the cost is a row in a batched claim, the
-claim's renewal (one UPDATE on the send thread's own autocommit connection), one request to Twilio,
-and a row in the UPDATE batch that records the SIDs of the sends finished within `RECORD_EVERY`.
+claim's renewal (one autocommit UPDATE on a pooled connection held for that statement only), one
+request to Twilio, and a row in the UPDATE batch that records the SIDs of the sends finished within
+`RECORD_EVERY`.
 Up to `send_concurrency` requests are in flight at once, each paced by the per-sender rate limit in
 Redis. The send threads share one GIL: every millisecond of bookkeeping per SMS is paid in series,
 so the hot path uses Core statements, not ORM loads.
@@ -16,14 +17,11 @@ earlier SMS to the same phone still on its way) get a job scheduled for when the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection, Engine
 
 from bridge.claims import claim_deliveries, next_attempt_at
 from bridge.db import transaction, utcnow
@@ -60,47 +58,13 @@ class FanOutResult:
     rounds: int = 0  # held back this many times in a row (0: not held back)
 
 
-class _SendThreads:
-    """The pool's threads, each renewing its claims on one autocommit connection of its own.
-
-    A connection checked out per delivery costs a pool round (and a pre-ping query) per SMS;
-    the threads keep theirs for the slice, and every one is returned to the pool at the end.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.opened: list[Connection] = []
-
-    def connection(self) -> Connection:
-        connection: Connection | None = getattr(self.local, "connection", None)
-        if connection is None:
-            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self.local.connection = connection
-            with self.lock:
-                self.opened.append(connection)
-        return connection
-
-    def send(self, runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> SendOutcome:
-        connection = self.connection()
-        try:
-            return send_unrecorded(
-                connection,
-                runtime.sessions,
-                runtime.settings,
-                runtime.sender,
-                delivery,
-                limiter.wait,
-            )
-        except BaseException:
-            # The connection may be broken (database restarted): the next send takes a new one.
-            self.local.connection = None
-            raise
-
-    def close(self) -> None:
-        for connection in self.opened:
-            connection.close()
+def _send(runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> SendOutcome:
+    # The claim is renewed on a connection taken from the pool for that one UPDATE, never held
+    # across the request to Twilio: send threads holding connections while the fan-out loop
+    # waited for one to record SIDs is how a pool smaller than the concurrency livelocked.
+    return send_unrecorded(
+        runtime.engine, runtime.sessions, runtime.settings, runtime.sender, delivery, limiter.wait
+    )
 
 
 def _settle(runtime: Runtime, done: set[Future[SendOutcome]], result: FanOutResult) -> None:
@@ -139,7 +103,6 @@ def fan_out_message(
     settings = runtime.settings
     concurrency = max(1, settings.send_concurrency)
     limiter = SendRateLimiter(runtime.redis, settings.send_rate_per_sender)
-    threads = _SendThreads(runtime.engine)
     result = FanOutResult()
     deadline = time.monotonic() + slice_seconds
     sliced = False
@@ -158,8 +121,7 @@ def fan_out_message(
                                 session, message_id, 2 * concurrency - len(in_flight)
                             )
                         in_flight.update(
-                            pool.submit(threads.send, runtime, limiter, delivery)
-                            for delivery in claimed
+                            pool.submit(_send, runtime, limiter, delivery) for delivery in claimed
                         )
                         if not claimed and not in_flight:
                             break
@@ -177,7 +139,6 @@ def fan_out_message(
         if in_flight:
             done, in_flight = wait(in_flight)
             _settle(runtime, done, result)
-        threads.close()
     _plan_next(runtime, message_id, result, sliced, rounds)
     return result
 
