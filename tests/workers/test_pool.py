@@ -11,9 +11,8 @@ from bridge.db import make_engine
 from bridge.models import Delivery
 from bridge.runtime import Runtime
 from bridge.settings import POOL_SPARE, Settings, load_settings
+from tests import factories
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.conftest import channel_of, phones
-from tests.workers.test_delivery import make_org, post
 from workers.fanout import fan_out_message
 
 
@@ -44,12 +43,16 @@ def test_fan_out_with_more_send_threads_than_connections_sends_everything(
     # the loop that records the SIDs: it timed out, and the job failed the same way every time.
     runtime = starved
     runtime.settings = runtime.settings.model_copy(update={"send_concurrency": 16})
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
-        channel_id, contacts = channel_of(session, runtime.settings, org, phones(120))
+        channel_id, contacts = factories.channel_of(
+            session, runtime.settings, org, factories.phones(120)
+        )
 
     twilio.set_latency(0.02)
-    message_id = post(runtime, org, channel_id, "Your parcel is out for delivery")
+    message_id = factories.post_to_channel(
+        runtime, org, channel_id, "Your parcel is out for delivery"
+    )
     result = fan_out_message(runtime, message_id)
 
     assert not result.errors

@@ -287,11 +287,15 @@ def test_fan_out_of_1000_at_concurrency_64_sends_each_recipient_exactly_once(
 ) -> None:
     # With more send threads than pooled connections, this fan-out used to stop part way and
     # fail the same way on every retry (issue 13: 619 of 1,000 at concurrency 32).
-    org = make_org(pg_runtime)
+    org = factories.committed_organization(pg_runtime)
     with pg_runtime.sessions() as session, session.begin():
-        channel_id, contacts = channel_of(session, pg_runtime.settings, org, phones(1000))
+        channel_id, contacts = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(1000)
+        )
     start_worker(SEND_CONCURRENCY=64, TWILIO_API_BASE_URL=standin_process, SEND_STALE_AFTER=300)
-    message_id = post(pg_runtime, org, channel_id, "Your parcel is out for delivery")
+    message_id = factories.post_to_channel(
+        pg_runtime, org, channel_id, "Your parcel is out for delivery"
+    )
 
     def settled() -> bool:
         with pg_runtime.sessions() as session:
