@@ -3,15 +3,15 @@
 One job per message, not one per recipient: per recipient the cost is a row in a batched claim, the
 claim's renewal (one autocommit UPDATE on a pooled connection held for that statement only), one
 request to Twilio, and a row in the UPDATE batch that records the SIDs of the sends finished within
-`RECORD_EVERY`.
-Up to `send_concurrency` requests are in flight at once, each paced by the per-sender rate limit in
-Redis. The send threads share one GIL: every millisecond of bookkeeping per SMS is paid in series,
-so the hot path uses Core statements, not ORM loads.
+`RECORD_EVERY`. Up to `send_concurrency` requests are in flight at once, each paced by the
+per-sender rate limit in Redis. The send threads share one GIL: every millisecond of bookkeeping
+per SMS is paid in series, so the hot path uses Core statements, not ORM loads.
 
-A fan-out runs for at most `SLICE_SECONDS`, then hands the rest to a new job at the back of its
-queue: a 10,000-recipient notification at one segment per second must not hold a worker for hours
-while conversational text waits. Deliveries that cannot go yet (quiet hours, a retry's backoff, an
-earlier SMS to the same phone still on its way) get a job scheduled for when they can.
+A fan-out runs for at most `SLICE_SECONDS` (or until the worker is asked to stop), then hands the
+rest to a new job at the back of its queue: a 10,000-recipient notification at one segment per
+second must not hold a worker for hours while conversational text waits. Deliveries that cannot go
+yet (quiet hours, a retry's backoff, an earlier SMS to the same phone still on its way) get a job
+scheduled for when they can.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bridge.models import Delivery
 from bridge.runtime import Runtime
 from bridge.sending import SENT, SendOutcome, record_sends, send_unrecorded
 from bridge.twilio_client import SendResult
+from workers import context
 from workers.ratelimit import SendRateLimiter
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def fan_out_message(
             while True:
                 # Keep the pool's queue about one batch deep, so no thread waits on a claim.
                 if len(in_flight) <= concurrency:
-                    if time.monotonic() >= deadline:
+                    if time.monotonic() >= deadline or context.stopping():
                         sliced = True
                     else:
                         with transaction(runtime.sessions) as session:

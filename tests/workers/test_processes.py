@@ -179,6 +179,40 @@ def test_sigkill_mid_fan_out_then_restart_sends_each_recipient_exactly_once(
     assert sids == {m["sid"] for m in twilio.messages}
 
 
+def test_sigterm_mid_fan_out_records_what_went_and_leaves_the_rest_queued(
+    pg_runtime: Runtime,
+    twilio: TwilioStandIn,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    org = factories.committed_organization(pg_runtime)
+    with pg_runtime.sessions() as session, session.begin():
+        channel_id, contacts = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(300)
+        )
+    twilio.set_latency(0.05)
+    worker = start_worker(SWEEP_INTERVAL=60, SEND_STALE_AFTER=300)  # the sweeper stays out
+    message_id = factories.post_to_channel(pg_runtime, org, channel_id, "Out for delivery")
+    wait_until(lambda: len(twilio.requests) >= 80, 30, "the fan-out to be under way")
+    os.kill(worker.pid, signal.SIGTERM)  # what a platform does first when it stops a dyno
+    assert worker.wait(15) == 0
+
+    with pg_runtime.sessions() as session:
+        statuses = Counter(
+            session.execute(
+                select(Delivery.status).where(Delivery.message_id == message_id)
+            ).scalars()
+        )
+    # Every SMS that went is recorded, none is left claimed, and the rest waits for a worker.
+    assert statuses["sent"] == len(twilio.requests) < 300
+    assert statuses["sent"] + statuses["pending"] == 300
+
+    start_worker()
+    wait_until(lambda: len(twilio.requests) >= 300, 60, "the rest to be sent")
+    time.sleep(0.5)
+    for contact in contacts:
+        assert len(twilio.sent_to(contact.phone)) == 1, "exactly one SMS per recipient"
+
+
 def test_rate_limit_and_per_contact_order_hold_across_two_worker_processes(
     pg_runtime: Runtime,
     twilio: TwilioStandIn,
