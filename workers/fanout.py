@@ -23,6 +23,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from rq import Queue
+from rq.job import Job
+
 from bridge.claims import claim_deliveries, next_attempt_at
 from bridge.db import transaction, utcnow
 from bridge.models import Delivery
@@ -30,6 +33,8 @@ from bridge.runtime import Runtime
 from bridge.sending import SENT, SendOutcome, record_sends, send_unrecorded
 from bridge.twilio_client import SendResult
 from workers import context
+from workers.enqueue import FAN_OUT
+from workers.queues import TEXT as QUEUE_TEXT
 from workers.ratelimit import SendRateLimiter
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,8 @@ BLOCKED_RETRY = 1.0
 BLOCKED_RETRY_MAX = 60.0
 # How long the SIDs of finished sends may wait to be saved together (DESIGN 5.4: "at once").
 RECORD_EVERY = 0.005
+# While sending others' queued messages alongside, how often to look for more in the queue.
+ABSORB_EVERY = 0.02
 
 
 def blocked_delay(rounds: int) -> timedelta:
@@ -98,60 +105,133 @@ def _settle(runtime: Runtime, done: set[Future[SendOutcome]], result: FanOutResu
 
 
 def fan_out_message(
-    runtime: Runtime, message_id: str, slice_seconds: float = SLICE_SECONDS, rounds: int = 0
+    runtime: Runtime,
+    message_id: str,
+    slice_seconds: float = SLICE_SECONDS,
+    rounds: int = 0,
+    queue: str | None = None,
 ) -> FanOutResult:
-    """Send every due delivery of a message, concurrently, for at most `slice_seconds`."""
-    settings = runtime.settings
-    concurrency = max(1, settings.send_concurrency)
-    limiter = SendRateLimiter(runtime.redis, settings.send_rate_per_sender)
-    result = FanOutResult()
-    deadline = time.monotonic() + slice_seconds
-    sliced = False
-    in_flight: set[Future[SendOutcome]] = set()
+    """Send every due delivery of a message, concurrently, for at most `slice_seconds`.
 
-    try:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="send") as pool:
-            while True:
-                # Keep the pool's queue about one batch deep, so no thread waits on a claim.
-                if len(in_flight) <= concurrency:
-                    if time.monotonic() >= deadline or context.stopping():
-                        sliced = True
-                    else:
-                        with transaction(runtime.sessions) as session:
-                            claimed = claim_deliveries(
-                                session, message_id, 2 * concurrency - len(in_flight)
-                            )
-                        in_flight.update(
-                            pool.submit(_send, runtime, limiter, delivery) for delivery in claimed
-                        )
-                        if not claimed and not in_flight:
-                            break
-                if not in_flight:
-                    break
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                if in_flight:
-                    # Sends finishing in the next few milliseconds are recorded in the same
-                    # transaction: one commit for several SIDs instead of one each.
-                    more, in_flight = wait(in_flight, timeout=RECORD_EVERY)
-                    done |= more
-                _settle(runtime, done, result)
-    finally:
-        # Leaving early (a claim failed): the sends already made are still recorded.
-        if in_flight:
-            done, in_flight = wait(in_flight)
-            _settle(runtime, done, result)
-    _plan_next(runtime, message_id, result, sliced, rounds)
+    With `queue` (the `text` queue only), the due deliveries of messages whose fan-outs wait in
+    that queue go out alongside (see `_FanOut`).
+    """
+    result = FanOutResult()
+    # Only conversation is sent alongside: a bulk notification must not keep text waiting.
+    run = _FanOut(runtime, message_id, result, queue if queue == QUEUE_TEXT else None)
+    sliced = run.run(time.monotonic() + slice_seconds)
+    _plan_next(runtime, message_id, result, sliced, rounds, run.claimed_own)
     return result
 
 
+class _FanOut:
+    """One fan-out slice: claims in batches, sends on a thread pool, records SIDs together.
+
+    A message to one or two contacts (a relayed reply) is mostly waiting on Twilio. With `queue`,
+    once this message has nothing left to claim the slice also claims the due deliveries of the
+    messages whose fan-out jobs joined that queue behind it, so that a worker sends many small
+    messages at once instead of one after another; their own jobs then find little or nothing to
+    do. Claims are exclusive, so a delivery still goes once whichever job sends it.
+    """
+
+    def __init__(
+        self, runtime: Runtime, message_id: str, result: FanOutResult, queue: str | None
+    ) -> None:
+        self.runtime = runtime
+        self.message_id = message_id
+        self.result = result
+        self.queue = queue
+        self.concurrency = max(1, runtime.settings.send_concurrency)
+        self.limiter = SendRateLimiter(runtime.redis, runtime.settings.send_rate_per_sender)
+        self.in_flight: set[Future[SendOutcome]] = set()
+        self.seen: set[str] = set()  # ids of the queued jobs already looked at
+        self.claimed_own = 0
+
+    def run(self, deadline: float) -> bool:
+        """Send until nothing is left or the deadline passes; True if cut short (sliced)."""
+        sliced = False
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="send") as pool:
+                while True:
+                    # Keep the pool's queue about one batch deep, so no thread waits on a claim.
+                    if len(self.in_flight) <= self.concurrency:
+                        if time.monotonic() >= deadline or context.stopping():
+                            sliced = True
+                        else:
+                            self._claim(pool)
+                    if not self.in_flight:
+                        break
+                    self._settle_some()
+        finally:
+            # Leaving early (a claim failed): the sends already made are still recorded.
+            if self.in_flight:
+                done, self.in_flight = wait(self.in_flight)
+                _settle(self.runtime, done, self.result)
+        return sliced
+
+    def _room(self) -> int:
+        return 2 * self.concurrency - len(self.in_flight)
+
+    def _claim(self, pool: ThreadPoolExecutor) -> None:
+        # This message first, every time: its later parts wait for its earlier ones to go.
+        room = self._room()
+        claimed = self._claim_from(pool, self.message_id, room)
+        self.claimed_own += claimed
+        if claimed == room or self.queue is None:
+            return
+        for other in self._queued():
+            if self._room() <= 0:
+                return
+            # Once: what is left of it (later parts, held-back SMS) its own job sends.
+            self._claim_from(pool, other, self._room())
+
+    def _claim_from(self, pool: ThreadPoolExecutor, message_id: str, limit: int) -> int:
+        with transaction(self.runtime.sessions) as session:
+            claimed = claim_deliveries(session, message_id, limit)
+        self.in_flight.update(
+            pool.submit(_send, self.runtime, self.limiter, delivery) for delivery in claimed
+        )
+        return len(claimed)
+
+    def _queued(self) -> list[str]:
+        """Messages whose fan-out jobs joined the queue since last looked, oldest first."""
+        assert self.queue is not None
+        connection = self.runtime.redis
+        queued = Queue(self.queue, connection=connection).get_job_ids()
+        ids = [i for i in queued if i not in self.seen][: self._room()]
+        self.seen.update(ids)
+        return [
+            str(job.args[0])
+            for job in Job.fetch_many(ids, connection=connection)
+            if job is not None and job.func_name == FAN_OUT and job.args
+        ]
+
+    def _settle_some(self) -> None:
+        # Sending others' messages alongside, look for newly queued ones now and then.
+        timeout = ABSORB_EVERY if self.queue is not None else None
+        done, self.in_flight = wait(self.in_flight, timeout, return_when=FIRST_COMPLETED)
+        if done and self.in_flight:
+            # Sends finishing in the next few milliseconds are recorded in the same
+            # transaction: one commit for several SIDs instead of one each.
+            more, self.in_flight = wait(self.in_flight, timeout=RECORD_EVERY)
+            done |= more
+        if done:
+            _settle(self.runtime, done, self.result)
+
+
 def _plan_next(
-    runtime: Runtime, message_id: str, result: FanOutResult, sliced: bool, rounds: int
+    runtime: Runtime,
+    message_id: str,
+    result: FanOutResult,
+    sliced: bool,
+    rounds: int,
+    claimed: int,
 ) -> None:
     """Say when the message's remaining deliveries should be tried (`result.next_at`)."""
     with runtime.sessions() as session:
         upcoming = next_attempt_at(session, message_id)
     now = utcnow()
-    if upcoming is not None and upcoming <= now and not sliced and not result.statuses:
+    if upcoming is not None and upcoming <= now and not sliced and not claimed:
         # Due, yet nothing could be claimed: held back by the per-phone order.
         upcoming = now + blocked_delay(rounds)
         result.rounds = rounds + 1
