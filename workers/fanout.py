@@ -49,6 +49,10 @@ BLOCKED_RETRY_MAX = 60.0
 RECORD_EVERY = 0.005
 # While sending others' queued messages alongside, how often to look for more in the queue.
 ABSORB_EVERY = 0.02
+# The queued jobs this process has already taken messages from (oldest first, at most SEEN_JOBS):
+# when those jobs run, they do not look at the same queued jobs again.
+SEEN_JOBS = 10_000
+_seen_jobs: dict[str, None] = {}
 
 
 def blocked_delay(rounds: int) -> timedelta:
@@ -144,7 +148,6 @@ class _FanOut:
         self.concurrency = max(1, runtime.settings.send_concurrency)
         self.limiter = SendRateLimiter(runtime.redis, runtime.settings.send_rate_per_sender)
         self.in_flight: set[Future[SendOutcome]] = set()
-        self.seen: set[str] = set()  # ids of the queued jobs already looked at
         self.claimed_own = 0
 
     def run(self, deadline: float) -> bool:
@@ -198,8 +201,11 @@ class _FanOut:
         assert self.queue is not None
         connection = self.runtime.redis
         queued = Queue(self.queue, connection=connection).get_job_ids()
-        ids = [i for i in queued if i not in self.seen][: self._room()]
-        self.seen.update(ids)
+        ids = [i for i in queued if i not in _seen_jobs][: self._room()]
+        for job_id in ids:
+            _seen_jobs[job_id] = None
+        while len(_seen_jobs) > SEEN_JOBS:
+            del _seen_jobs[next(iter(_seen_jobs))]
         return [
             str(job.args[0])
             for job in Job.fetch_many(ids, connection=connection)
