@@ -79,6 +79,19 @@ def check_capacity(runtime: Runtime) -> None:
         )
 
 
+def preload(runtime: Runtime) -> None:
+    """Import what jobs need and build the Twilio client now, not during the first send.
+
+    The first SMS of a fresh worker otherwise waited on twilio-python's lazily imported modules,
+    well behind the rate-limit slot it was given.
+    """
+    import twilio.rest.api.v2010.account.message  # noqa: F401
+
+    import workers.jobs  # noqa: F401
+
+    runtime.sender  # noqa: B018 (built here, used by every job)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until SIGTERM (warm shutdown) or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
@@ -95,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worker: {exc}", file=sys.stderr)
         return 1
     install_enqueue_on_commit(runtime)  # events recorded by jobs go out after their commit
+    preload(runtime)
     sweeper = None if args.no_sweeper else start_sweeper_process()
     worker = build_worker(runtime)
     log.info("worker starting", extra={"queues": list(queues.ALL)})
