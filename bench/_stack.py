@@ -126,6 +126,15 @@ def wait_until(
         time.sleep(every)
 
 
+def idle(connection: redis.Redis) -> bool:
+    """No job waits in a queue or runs: cheap to ask every few milliseconds, unlike the database."""
+    from workers import queues
+
+    if any(connection.llen(f"rq:queue:{name}") for name in queues.ALL):
+        return False
+    return all(worker.get_state() == "idle" for worker in Worker.all(connection=connection))
+
+
 @contextmanager
 def workers(
     env: dict[str, str], count: int = 1, *args: str

@@ -142,10 +142,17 @@ class Bench:
         """Publish a message to each channel, enqueue them, and time until all are `sent`."""
         published = [self.publish(c) for c in channel_ids]
         ids = [p.message_id for p in published]
+        connection = self.runtime.redis
         started = time.perf_counter()
         for p in published:
-            enqueue_published(self.runtime.redis, p)
-        _stack.wait_until(lambda: self.sent(ids) >= recipients, 600, "the fan-out")
+            enqueue_published(connection, p)
+        # Redis says when the workers are done; the database (slow to count) confirms it.
+        _stack.wait_until(
+            lambda: _stack.idle(connection) and self.sent(ids) >= recipients,
+            600,
+            "the fan-out",
+            every=0.005,
+        )
         return time.perf_counter() - started
 
 
@@ -217,19 +224,21 @@ def memory_ratio(bench: Bench, small: int, large: int) -> tuple[float, float]:
 def rate_figure(
     bench: Bench, standin: _stack.StandIn, env: dict[str, str], seconds: float
 ) -> Figure:
+    """SMS of one sender reaching the stand-in in the first `seconds` of a longer burst."""
     rate = 10.0
-    channel_id = bench.channel(int(rate * seconds) + 20)
-    standin.clear()
+    warm = bench.channel(1)
+    burst = bench.channel(int(rate * seconds) + 20)
     with _stack.workers(env | {"SEND_RATE_PER_SENDER": str(rate)}):
-        result = bench.publish(channel_id)
+        bench.fan_out_seconds([warm], 1)  # a worker that has sent before, as in production
+        time.sleep(1)
+        standin.clear()
+        result = bench.publish(burst)
         enqueue_published(bench.runtime.redis, result)
         _stack.wait_until(
             lambda: bench.sent([result.message_id]) >= rate * seconds + 10, seconds * 3, "the burst"
         )
     times = sorted(r["received_at"] for r in standin.requests())
-    first = times[0]
-    in_window = [t for t in times if t < first + seconds]
-    measured = len(in_window) / seconds
+    measured = len([t for t in times if t < times[0] + seconds]) / seconds
     return figure(
         f"per-sender rate over a {seconds:.0f} s burst",
         f"configured SEND_RATE_PER_SENDER {rate:.0f}/s",
