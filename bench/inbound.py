@@ -42,7 +42,7 @@ from bench._report import Figure, figure
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import make_engine, transaction, utcnow
-from bridge.inbound import choose_channel, match_contact
+from bridge.inbound import match_sms
 from bridge.messages import post_message
 from bridge.migrate import upgrade
 from bridge.models import Channel, ChannelPhoneHash, Contact
@@ -186,9 +186,8 @@ def matching_seconds(
         for i in range(rounds):
             contact = contacts[i % len(contacts)]
             started = time.perf_counter()
-            found, channels = match_contact(session, organization_id, contact.phone_hash)
-            assert found is not None and len(channels) == 2
-            choose_channel(session, found, SENDER, channels)
+            match = match_sms(session, organization_id, contact.phone_hash, SENDER)
+            assert match.channel_id is not None
             matched.append(time.perf_counter() - started)
             started = time.perf_counter()
             cursor.execute(query, (organization_id, contact.phone_hash))
