@@ -44,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks named (all by default) and report their figures."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print latest.json as the README's table and stop"
+    )
     parser.add_argument("names", nargs="*", help=f"some of: {', '.join(BENCHMARKS)}")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.markdown:
+        print(_report.markdown(_report.RESULTS / "latest.json"))
+        return 0
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"no such benchmark: {', '.join(sorted(unknown))}")

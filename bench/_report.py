@@ -140,3 +140,16 @@ def table(figures: Sequence[Figure], markdown: bool = False) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     return "\n".join(lines)
+
+
+def markdown(path: Path) -> str:
+    """A written report as the README shows it: the table, then where it was measured."""
+    data = json.loads(path.read_text())
+    figures = [Figure(**f) for f in data["figures"]]
+    m = data["machine"]
+    return (
+        table(figures, markdown=True)
+        + f"\n\nMeasured {data['measured_at']} at commit `{data['commit'][:12]}` on "
+        + f"{m['cores']} cores ({m['cpu']}), Python {m['python']}, {m['database']}; "
+        + f"the run took {data['seconds']:.0f} s."
+    )

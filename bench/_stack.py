@@ -157,9 +157,14 @@ def workers(
                         start_new_session=True,
                     )
                 )
-        wait_until(
-            lambda: len(Worker.all(connection=connection)) >= before + count, 60, "the workers"
-        )
+
+        def registered() -> bool:
+            for process in started:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {process.returncode}; see {logs}")
+            return len(Worker.all(connection=connection)) >= before + count
+
+        wait_until(registered, 60, "the workers")
         yield started
     finally:
         for process in started:
