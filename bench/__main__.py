@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 import time
+from dataclasses import replace
 
 from sqlalchemy import create_engine, text
 
@@ -63,11 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         # The app logs every request and send at INFO; the figures are what this prints.
         logging.getLogger().setLevel(logging.WARNING)
         module = importlib.import_module(f"bench.{name}")
-        measured = module.run(args.quick)
+        measured = [replace(f, bench=name) for f in module.run(args.quick)]
         print(_report.table(measured), flush=True)
         figures += measured
+    path = _report.RESULTS / ("quick.json" if args.quick else "latest.json")
+    if args.names and path.exists():
+        # Some benchmarks ran again: the others' figures stay as they were measured.
+        earlier = json.loads(path.read_text())["figures"]
+        names = {f.name for f in figures}
+        kept = [
+            _report.Figure(**f)
+            for f in earlier
+            if f.get("bench") not in args.names and f["name"] not in names
+        ]
+        figures = kept + figures
     report = _report.report(figures, database_version(), time.perf_counter() - started)
-    path = _report.write(report, _report.RESULTS / ("quick.json" if args.quick else "latest.json"))
+    _report.write(report, path)
     print()
     print(_report.table(figures))
     machine = report["machine"]

@@ -32,6 +32,7 @@ class Figure:
     target: str  # "<= 1.15", ">= 0.5", "0.95..1.0" (on the ratio, or on the value without one)
     met: bool
     note: str = ""
+    bench: str = ""  # the benchmark module that measured it
 
 
 def met(measured: float, target: str) -> bool:

@@ -141,7 +141,12 @@ def measure(runtime: Runtime, requests: int, messages: int, subscribers: int) ->
 
 
 def run(quick: bool = False) -> list[Figure]:
-    """The thread read at 150 messages and 50 subscribers against 1 and 1, on a scratch database."""
+    """The thread read at 150 messages and 50 subscribers against 1 and 1, on a scratch database.
+
+    One subscriber is of one kind only, and profiles cost one query per kind present (users,
+    contacts), so the 1/1 read makes one query fewer by design; whether the count stays the same
+    as a thread grows is checked against 1,000 messages and 200 subscribers.
+    """
     requests = 100 if quick else 500
     with _stack.scratch_database("api") as url, tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
@@ -153,18 +158,20 @@ def run(quick: bool = False) -> list[Figure]:
         with Runtime(settings) as runtime:
             small = measure(runtime, requests, 1, 1)
             large = measure(runtime, requests, 150, 50)
-    same = small["queries"] == large["queries"]
+            larger = measure(runtime, 10, 1000, 200)
+    same = large["queries"] == larger["queries"]
     ratio = large["median_ms"] / small["median_ms"]
     return [
         Figure(
             "GET /v1/threads/{id}, 150 messages, 50 subscribers, median",
-            f"1 message, 1 subscriber ({small['median_ms']:.2f} ms, {small['queries']} queries)",
+            f"1 message, 1 subscriber ({small['median_ms']:.2f} ms)",
             large["median_ms"],
             "ms",
             ratio,
             "<= 2, same query count",
             met(ratio, "<= 2") and same,
-            note=f"{large['queries']} queries against {small['queries']}",
+            note=f"{large['queries']} queries at 150/50, {larger['queries']} at 1000/200, "
+            f"{small['queries']} at 1/1 (one query per kind of subscriber present)",
         )
     ]
 
