@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy import event, insert
 
+from bench import _stack
+from bench._report import Figure, met
 from bridge.actors import Actor
 from bridge.db import make_engine, transaction, utcnow
 from bridge.ids import new_id
@@ -137,6 +139,42 @@ def measure(runtime: Runtime, requests: int, messages: int, subscribers: int) ->
         "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
         "bytes": len(response.get_data()),
     }
+
+
+def run(quick: bool = False) -> list[Figure]:
+    """The thread read at 150 messages and 50 subscribers against 1 and 1, on a scratch database.
+
+    One subscriber is of one kind only, and profiles cost one query per kind present (users,
+    contacts), so the 1/1 read makes one query fewer by design; whether the count stays the same
+    as a thread grows is checked against 1,000 messages and 200 subscribers.
+    """
+    requests = 100 if quick else 500
+    with _stack.scratch_database("api") as url, tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(
+            {}, database_url=url, api_rate_limit=0, outbox_path=str(Path(tmp) / "outbox.log")
+        )
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        engine.dispose()
+        with Runtime(settings) as runtime:
+            small = measure(runtime, requests, 1, 1)
+            large = measure(runtime, requests, 150, 50)
+            larger = measure(runtime, 10, 1000, 200)
+    same = large["queries"] == larger["queries"]
+    ratio = large["median_ms"] / small["median_ms"]
+    return [
+        Figure(
+            "GET /v1/threads/{id}, 150 messages, 50 subscribers, median",
+            f"1 message, 1 subscriber ({small['median_ms']:.2f} ms)",
+            large["median_ms"],
+            "ms",
+            ratio,
+            "<= 2, same query count",
+            met(ratio, "<= 2") and same,
+            note=f"{large['queries']} queries at 150/50, {larger['queries']} at 1000/200, "
+            f"{small['queries']} at 1/1 (one query per kind of subscriber present)",
+        )
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

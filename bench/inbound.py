@@ -1,18 +1,22 @@
-"""Benchmark the inbound SMS webhook: throughput against a bare Flask view, latency, matching.
+"""Benchmark the inbound SMS webhook: throughput against a bare view, latency, relay, matching.
 
-    .venv/bin/python -m bench.inbound [--channels 100000] [--requests 1500] [--big 1000000]
+    .venv/bin/python -m bench.inbound [--quick]
 
-1. Throughput of `POST /twilio/sms` (signature, dedupe, matching among `--channels` channels,
-   store, enqueue the relay) under gunicorn with the Procfile's server config, divided by that of a
-   bare Flask view answering the same TwiML under the same config: the share of the ceiling reached.
-2. p50 and p99 latency of the whole path at half its maximum rate (open loop: measured from when
-   each request was due, so a slow answer cannot hide the ones queued behind it).
-3. Matching time (phone hash -> channels -> the chosen one) at 1,000 and at `--big` channels, as a
-   ratio: the lookup rides an index, so it should stay near 1.
+Measured in one run, on PostgreSQL when one answers (else SQLite), with the Procfile's processes:
+gunicorn with the web config and WEB_CONCURRENCY workers, one `python -m workers`, and the Twilio
+stand-in in a process of its own (50 ms a request). The load generator runs on the same machine.
 
-It uses a scratch PostgreSQL database (created on DATABASE_TEST_URL's server, dropped after) or a
-SQLite file when no PostgreSQL answers, and a redis-server of its own. Loopback only; the load
-generator runs on the same machine, so the absolute rates are the machine's, the ratios the point.
+1. Throughput of `POST /twilio/sms` (every step of DESIGN 5.5, `--channels` channels in the
+   database), divided by that of a bare Flask view that checks the same signature with
+   twilio-python's `RequestValidator` and answers the same TwiML, under the same server config.
+2. p99 latency of the whole path at half its maximum rate (open loop: measured from when each
+   request was due, so a slow answer cannot hide the ones queued behind it).
+3. From each of those requests being due to its relay (the SMS to the other contact of the
+   channel) reaching the stand-in: p99. The relays' sender is not rate limited here
+   (SEND_RATE_PER_SENDER is Twilio's business, not this path's).
+4. Matching one SMS (phone hash -> contact and channels -> the chosen one, for a contact in two
+   channels) at `--big` channels, against one raw indexed SELECT of the contact's channels on the
+   same psycopg connection.
 """
 
 from __future__ import annotations
@@ -20,27 +24,25 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import os
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlencode
 
-from flask import Flask, Response
+from flask import Flask, Response, abort, request
 from sqlalchemy import Engine, insert
 from twilio.request_validator import RequestValidator
 
+from bench import _stack
+from bench._report import Figure, figure
 from bridge.actors import Actor
+from bridge.channels import get_or_create_channel
 from bridge.db import make_engine, transaction, utcnow
-from bridge.inbound import choose_channel, match_contact
+from bridge.inbound import match_sms
 from bridge.messages import post_message
 from bridge.migrate import upgrade
 from bridge.models import Channel, ChannelPhoneHash, Contact
@@ -49,48 +51,30 @@ from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.threads import create_thread
 from bridge.twilio_webhooks import twiml
-from tests.services import (
-    RedisServer,
-    create_postgres_database,
-    drop_postgres_database,
-    free_port,
-    postgres_admin_url,
-)
+from tests.services import RedisServer, free_port
 
-AUTH_TOKEN = "bench-auth-token-inbound"
-HASH_KEY = "bench-phone-hash-key-0123456789"
 SENDER = "+16285550100"
-TARGETS = 40  # contacts who reply, each in a channel with one other contact
-ROOT = Path(__file__).resolve().parent.parent
+TARGETS = 40  # contacts in two channels each (alone, and with a partner): the matching figure
 WEB_CONCURRENCY = "2"  # the Procfile's default
 
 
 def bare_app() -> Flask:
-    """The ceiling: a Flask view that answers the same empty TwiML and does nothing else."""
+    """The ceiling: a Flask view that checks the same signature and answers the same empty TwiML."""
+    import os
+
     app = Flask(__name__)
+    validator = RequestValidator(os.environ["TWILIO_AUTH_TOKEN"])
+    base = os.environ["PUBLIC_BASE_URL"]
     answer = twiml()
 
     @app.post("/twilio/sms")
     def sms() -> Response:
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not validator.validate(base + request.full_path.rstrip("?"), request.form, signature):
+            abort(403)
         return Response(answer, mimetype="text/xml")
 
     return app
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    """A fresh PostgreSQL database (dropped after), else a SQLite file."""
-    admin = postgres_admin_url()
-    if admin is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{tmp}/bench.sqlite3"
-        return
-    name = f"bridge_bench_inbound_{os.getpid()}"
-    url = create_postgres_database(admin, name)
-    try:
-        yield url
-    finally:
-        drop_postgres_database(admin, name)
 
 
 def add_filler_channels(engine: Engine, organization_id: str, start: int, count: int) -> None:
@@ -115,7 +99,7 @@ def add_filler_channels(engine: Engine, organization_id: str, start: int, count:
         try:
             cursor = raw.cursor()
             columns = "id, organization_id, subscriber_hash, name, created_at, updated_at"
-            with cursor.copy(f"COPY channels ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY channels ({columns}) FROM STDIN") as copy:
                 for row in channels():
                     copy.write_row(row)
             copy_hashes = (
@@ -145,19 +129,18 @@ def add_filler_channels(engine: Engine, organization_id: str, start: int, count:
         )
 
 
-def seed_targets(runtime: Runtime) -> tuple[str, list[Contact]]:
-    """An organization with TARGETS contacts, each in two channels (alone, and with a partner)."""
+def seed_targets(runtime: Runtime, organization_id: str) -> list[Contact]:
+    """TARGETS contacts, each in two channels (alone, and with a partner), each with a message."""
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
-        org = create_organization(session, settings, "Bench", [SENDER]).organization
-        actor = Actor.organization(org.id)
+        actor = Actor.organization(organization_id)
         contacts = []
         for i in range(TARGETS):
             contact, _ = find_or_create_contact(
-                session, settings, org.id, f"+1415310{i:04d}", f"T{i}"
+                session, settings, organization_id, f"+1415310{i:04d}", f"T{i}"
             )
             partner, _ = find_or_create_contact(
-                session, settings, org.id, f"+1415320{i:04d}", f"P{i}"
+                session, settings, organization_id, f"+1415320{i:04d}", f"P{i}"
             )
             for resource, members in [
                 (f"solo-{i}", [contact.id]),
@@ -166,70 +149,73 @@ def seed_targets(runtime: Runtime) -> tuple[str, list[Contact]]:
                 thread, _ = create_thread(session, settings, actor, resource, subscribers=members)
                 post_message(session, settings, actor, thread.id, "Your order shipped")
             contacts.append(contact)
-    return org.id, contacts
+    return contacts
+
+
+def seed_relayers(runtime: Runtime, organization_id: str, pairs: int) -> list[Contact]:
+    """`pairs` contacts each in one channel with a partner: each SMS of theirs is relayed."""
+    settings = runtime.settings
+    with transaction(runtime.sessions) as session:
+        relayers = []
+        for i in range(pairs):
+            contact, _ = find_or_create_contact(
+                session, settings, organization_id, f"+1415330{i:04d}", f"R{i}"
+            )
+            partner, _ = find_or_create_contact(
+                session, settings, organization_id, f"+1415340{i:04d}", f"Q{i}"
+            )
+            get_or_create_channel(session, organization_id, [contact.id, partner.id])
+            relayers.append(contact)
+    return relayers
 
 
 def matching_seconds(
     runtime: Runtime, organization_id: str, contacts: list[Contact], rounds: int
-) -> float:
-    """Median time of the matching step (hash -> contact and channels -> the chosen one)."""
-    times = []
+) -> tuple[float, float]:
+    """Medians of the matching step and of one raw indexed SELECT of the contact's channels."""
+    matched, raw = [], []
     with runtime.sessions() as session:
+        dbapi = session.connection().connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        placeholder = "%s" if runtime.engine.dialect.name == "postgresql" else "?"
+        query = (
+            "SELECT channel_id FROM channel_phone_hashes "
+            f"WHERE organization_id = {placeholder} AND phone_hash = {placeholder}"
+        )
         for i in range(rounds):
             contact = contacts[i % len(contacts)]
             started = time.perf_counter()
-            found, channels = match_contact(session, organization_id, contact.phone_hash)
-            assert found is not None
-            choose_channel(session, found, SENDER, channels)
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+            match = match_sms(session, organization_id, contact.phone_hash, SENDER)
+            assert match.channel_id is not None
+            matched.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            cursor.execute(query, (organization_id, contact.phone_hash))
+            assert len(cursor.fetchall()) == 2
+            raw.append(time.perf_counter() - started)
+        cursor.close()
+    return statistics.median(matched), statistics.median(raw)
 
 
-def signed_requests(base_url: str, contacts: list[Contact], count: int) -> list[tuple[bytes, str]]:
-    """Bodies and signatures of `count` inbound SMS, each with its own MessageSid."""
-    validator = RequestValidator(AUTH_TOKEN)
+def signed_requests(
+    base_url: str, contacts: list[Contact], count: int, first: int = 0
+) -> list[tuple[bytes, str]]:
+    """Bodies and signatures of `count` inbound SMS (`reply <n>`), each with its own MessageSid."""
+    validator = RequestValidator(_stack.AUTH_TOKEN)
     url = base_url + "/twilio/sms"
     made = []
-    for i in range(count):
+    for i in range(first, first + count):
         sid = "SM" + secrets.token_hex(16)
         params = {
             "ToCountry": "US", "ToState": "CA", "SmsMessageSid": sid, "NumMedia": "0",
             "ToCity": "SAN FRANCISCO", "FromZip": "94107", "SmsSid": sid, "FromState": "CA",
             "SmsStatus": "received", "FromCity": "SAN FRANCISCO", "Body": f"reply {i}",
             "FromCountry": "US", "To": SENDER, "ToZip": "94105", "NumSegments": "1",
-            "MessageSid": sid, "AccountSid": "AC" + "0" * 32,
+            "MessageSid": sid, "AccountSid": _stack.ACCOUNT_SID,
             "From": contacts[i % len(contacts)].phone, "ApiVersion": "2010-04-01",
         }  # fmt: skip
         made.append((urlencode(params).encode(), validator.compute_signature(url, params)))
     return made
-
-
-@contextmanager
-def gunicorn(target: str, port: int, environ: dict[str, str]) -> Iterator[None]:
-    """Gunicorn serving `target` with the Procfile's config on a loopback port."""
-    command = [
-        sys.executable, "-m", "gunicorn", target,
-        "--config", str(ROOT / "webhooks" / "gunicorn_conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", WEB_CONCURRENCY,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **environ}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                post(port, b"", "")
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"gunicorn {target} did not start") from None
-                time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        process.wait(15)
 
 
 def post(port: int, body: bytes, signature: str) -> int:
@@ -260,26 +246,46 @@ def max_rate(port: int, requests: list[tuple[bytes, str]], concurrency: int = 8)
     return len(requests) / elapsed
 
 
-def paced_latencies(port: int, requests: list[tuple[bytes, str]], rate: float) -> list[float]:
-    """Latency of each request sent at `rate` per second, from when it was due (open loop)."""
-    start = time.perf_counter() + 0.2
+def paced(port: int, requests: list[tuple[bytes, str]], rate: float) -> tuple[list[float], float]:
+    """Send at `rate` per second (open loop): each request's latency from when it was due, and
+    the monotonic time the first was due (request i was due `i / rate` later)."""
+    start = time.monotonic() + 0.2
     lock = threading.Lock()
     latencies: list[float] = []
 
     def send(index: int) -> None:
         due = start + index / rate
-        delay = due - time.perf_counter()
+        delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         status = post(port, *requests[index])
         if status != 200:
             raise RuntimeError(f"HTTP {status}")
         with lock:
-            latencies.append(time.perf_counter() - due)
+            latencies.append(time.monotonic() - due)
 
     with ThreadPoolExecutor(64) as pool:
         list(pool.map(send, range(len(requests))))
-    return latencies
+    return latencies, start
+
+
+def relay_latencies(
+    standin: _stack.StandIn, first: int, count: int, start: float, rate: float
+) -> list[float]:
+    """For requests `first`.. of a paced run: when the stand-in got each relay, from when due."""
+    wanted = set(range(first, first + count))
+    arrived: dict[int, float] = {}
+
+    def collect() -> bool:
+        for r in standin.requests():
+            body = (r["form"].get("Body") or [""])[0]
+            number = body.rpartition("reply ")[2]
+            if number.isdigit() and int(number) in wanted:
+                arrived.setdefault(int(number), r["received_at"])
+        return len(arrived) >= count
+
+    _stack.wait_until(collect, 120, "every relay at the stand-in", every=1.0)
+    return [arrived[i] - (start + (i - first) / rate) for i in sorted(arrived)]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -287,67 +293,93 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the inbound benchmark and print its ratios."""
-    parser = argparse.ArgumentParser(prog="bench.inbound", description=__doc__.splitlines()[0])
-    parser.add_argument("--channels", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=1500)
-    parser.add_argument("--big", type=int, default=1_000_000)
-    args = parser.parse_args(argv)
-
-    with scratch_database() as database_url, RedisServer() as redis_server:
-        engine = make_engine(database_url)
+def run(quick: bool = False) -> list[Figure]:
+    """Measure the inbound figures; `quick` uses small sizes (to try the harness, not to report)."""
+    channels = 10_000 if quick else 100_000
+    big = 20_000 if quick else 1_000_000
+    count = 300 if quick else 1500
+    pairs = 100 if quick else 500
+    with _stack.scratch_database("inbound") as url, RedisServer() as server:
+        engine = make_engine(url)
         upgrade(engine)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
-        environ = {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_server.url,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-            "PUBLIC_BASE_URL": base_url,
-            "PHONE_HASH_KEY": HASH_KEY,
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-inbound-metrics-"),
-        }
-        settings = load_settings(environ)
-        with Runtime(settings) as runtime:
-            organization_id, contacts = seed_targets(runtime)
+        with _stack.standin(0.05) as standin:
+            env = _stack.environment(
+                url,
+                server.url,
+                PUBLIC_BASE_URL=base_url,
+                TWILIO_API_BASE_URL=standin.base_url,
+                SEND_RATE_PER_SENDER=1_000_000,
+                PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-inbound-metrics-"),
+            )
+            with Runtime(load_settings(env)) as runtime:
+                with transaction(runtime.sessions) as session:
+                    org_id = create_organization(
+                        session, runtime.settings, "Bench", [SENDER]
+                    ).organization.id
+                targets = seed_targets(runtime, org_id)
+                relayers = seed_relayers(runtime, org_id, pairs)
+                add_filler_channels(engine, org_id, 0, channels)
+                warm = signed_requests(base_url, relayers, 100, first=1_000_000)
+                full = signed_requests(base_url, relayers, count, first=2_000_000)
+                slow = signed_requests(base_url, relayers, count, first=3_000_000)
+                with _stack.workers(env), _stack.gunicorn("webhooks.wsgi:app", port, env):
+                    max_rate(port, warm)
+                    whole = max_rate(port, full)
+                    latencies, start = paced(port, slow, whole / 2)
+                    relays = relay_latencies(standin, 3_000_000, count, start, whole / 2)
+                bare_port = free_port()
+                bare_env = env | {"PUBLIC_BASE_URL": f"http://127.0.0.1:{bare_port}"}
+                bare_warm = signed_requests(bare_env["PUBLIC_BASE_URL"], relayers, 100)
+                bare_full = signed_requests(bare_env["PUBLIC_BASE_URL"], relayers, count)
+                with _stack.gunicorn("bench.inbound:bare_app()", bare_port, bare_env):
+                    max_rate(bare_port, bare_warm)
+                    bare = max_rate(bare_port, bare_full)
 
-            # 3 (first half). Matching at 1,000 channels.
-            add_filler_channels(engine, organization_id, 0, 1000)
-            small = matching_seconds(runtime, organization_id, contacts, 400)
-
-            # 1, 2. The whole path with --channels channels in the database.
-            add_filler_channels(engine, organization_id, 1000, args.channels - 1000)
-            warm = signed_requests(base_url, contacts, 100)
-            full = signed_requests(base_url, contacts, args.requests)
-            paced = signed_requests(base_url, contacts, args.requests)
-            with gunicorn("webhooks.wsgi:app", port, environ):
-                max_rate(port, warm)
-                whole = max_rate(port, full)
-                latencies = paced_latencies(port, paced, whole / 2)
-            bare_port = free_port()
-            with gunicorn("bench.inbound:bare_app()", bare_port, environ):
-                max_rate(bare_port, warm)
-                bare = max_rate(bare_port, full)
-
-            # 3 (second half). Matching at --big channels.
-            print(f"seeding up to {args.big:,} channels ...", flush=True)
-            seeded = time.perf_counter()
-            add_filler_channels(engine, organization_id, args.channels, args.big - args.channels)
-            print(f"  seeded in {time.perf_counter() - seeded:.0f} s", flush=True)
-            big = matching_seconds(runtime, organization_id, contacts, 400)
+                add_filler_channels(engine, org_id, channels, big - channels)
+                matched, raw = matching_seconds(runtime, org_id, targets, 400)
         engine.dispose()
+    p99 = percentile(latencies, 0.99)
+    relay_p99 = percentile(relays, 0.99)
+    half = f"{whole / 2:,.0f} req/s, half the maximum, open loop"
+    return [
+        figure(
+            "inbound throughput, whole path",
+            f"bare Flask view, same signature check and TwiML, same gunicorn ({bare:,.0f} req/s)",
+            whole,
+            "req/s",
+            whole / bare,
+            ">= 0.5",
+        ),
+        figure(f"inbound p99 at {half}", "", p99 * 1000, "ms", None, "<= 25"),
+        figure(
+            f"inbound SMS to its relay at Twilio, p99 at {half}",
+            "",
+            relay_p99,
+            "s",
+            None,
+            "<= 1",
+        ),
+        figure(
+            f"matching one SMS at {big:,} channels",
+            f"one raw indexed SELECT of the contact's channels, same driver ({raw * 1e6:.0f} us)",
+            matched * 1e6,
+            "us",
+            matched / raw,
+            "<= 3",
+        ),
+    ]
 
-    print(f"whole path ({args.channels:,} channels): {whole:,.0f} req/s")
-    print(f"bare Flask view, same server config:  {bare:,.0f} req/s")
-    print(f"  throughput ratio whole/bare: {whole / bare:.2f}")
-    p50, p99 = (percentile(latencies, q) * 1000 for q in (0.5, 0.99))
-    print(
-        f"latency at {whole / 2:,.0f} req/s (half the maximum): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
-    )
-    print(f"matching: {small * 1e6:.0f} us at 1,000 channels, {big * 1e6:.0f} us at {args.big:,}")
-    print(f"  matching ratio big/small: {big / small:.2f}")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the inbound benchmark and print its figures."""
+    from bench._report import table
+
+    parser = argparse.ArgumentParser(prog="bench.inbound", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
+    args = parser.parse_args(argv)
+    print(table(run(args.quick)))
     return 0
 
 

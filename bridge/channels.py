@@ -169,13 +169,13 @@ def channel_subscribers(session: Session, channel_id: str) -> list[ChannelSubscr
     )
 
 
-def last_publisher_thread(session: Session, channel: Channel) -> Thread | None:
+def last_publisher_thread(session: Session, organization_id: str, channel_id: str) -> Thread | None:
     """The thread that last published to the channel (inbound replies are stored there too)."""
     thread_id = session.execute(
         select(ChannelPublisher.thread_id)
-        .where(ChannelPublisher.channel_id == channel.id)
+        .where(ChannelPublisher.channel_id == channel_id)
         .order_by(ChannelPublisher.last_seq.desc())
         .limit(1)
     ).scalar_one_or_none()
     # A channel's publishers are its organization's threads.
-    return session.get(Thread, (channel.organization_id, thread_id)) if thread_id else None
+    return session.get(Thread, (organization_id, thread_id)) if thread_id else None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, inspect, select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -91,10 +92,63 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle for longer than this is pinged before it is handed out again.
+IDLE_PING_AFTER = 2.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle (a cheaper `pool_pre_ping`).
+
+    `pool_pre_ping` costs a round trip on every checkout: one per inbound SMS and one per SMS a
+    fan-out sends (the claim's renewal). A connection the database dropped while it was idle
+    (a restart, a failover, an idle timeout) is still replaced before use; one dropped while in
+    steady use fails its statement, and SQLAlchemy then replaces every connection of the pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_AFTER:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out another (a new one if need be).
+            raise DisconnectionError() from exc
+
+
+def connection_limit(engine: Engine) -> int | None:
+    """How many connections the database accepts from ordinary roles; None for SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        # PostgreSQL keeps `superuser_reserved_connections` (and from 16 `reserved_connections`)
+        # of `max_connections` for privileged roles.
+        rows = connection.exec_driver_sql(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+        ).all()
+    settings = {str(name): str(value) for name, value in rows}
+    reserved = sum(
+        int(settings.get(name, "0"))
+        for name in ("superuser_reserved_connections", "reserved_connections")
+    )
+    return int(settings["max_connections"]) - reserved
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

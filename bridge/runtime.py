@@ -47,7 +47,9 @@ class Runtime:
         url = self.settings.database_url
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        return make_engine(url)
+        # Sized from SEND_CONCURRENCY: a worker's send threads never wait for one another's
+        # connections (connections open lazily, so a process that needs few opens few).
+        return make_engine(url, pool_size=self.settings.database_pool_size, max_overflow=0)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

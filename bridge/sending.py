@@ -22,7 +22,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.claims import status_in, still_owned
@@ -113,6 +125,33 @@ _RECORD = (
 )
 
 
+# The same rule for a batch in one statement on PostgreSQL: the batch's ids, SIDs and segment counts
+# go as three arrays, unnested into a table the UPDATE joins. One statement and three parameters
+# instead of one statement per SMS: a fan-out spent a third of its time preparing those.
+_BATCH = (
+    func.unnest(
+        bindparam("d_ids", type_=ARRAY(String)),
+        bindparam("d_sids", type_=ARRAY(String)),
+        bindparam("d_segments", type_=ARRAY(Integer)),
+    )
+    .table_valued("id", "sid", "segments")
+    .render_derived(name="batch")
+)
+_RECORD_BATCH = (
+    update(Delivery)
+    .where(Delivery.id == _BATCH.c.id)
+    .values(
+        twilio_sid=func.coalesce(_col.twilio_sid, _BATCH.c.sid),
+        sent_at=func.coalesce(_col.sent_at, bindparam("d_now", type_=_TIME)),
+        status=case((_BEFORE_SENT, SENT), else_=_col.status),
+        error_code=case((_BEFORE_SENT, None), else_=_col.error_code),
+        error_message=case((_BEFORE_SENT, None), else_=_col.error_message),
+        segments=func.coalesce(_BATCH.c.segments, _col.segments),
+        updated_at=bindparam("d_now", type_=_TIME),
+    )
+)
+
+
 def _record_params(delivery_id: str, result: SendResult, now: datetime) -> dict[str, object]:
     return {
         "d_id": delivery_id,
@@ -144,13 +183,28 @@ def record_sent(
 def record_sends(
     session: Session, sent: list[tuple[str, SendResult]], now: datetime | None = None
 ) -> None:
-    """Save the SIDs of several accepted sends in one statement batch (see `record_sent`)."""
-    if sent:
-        now = now or utcnow()
+    """Save the SIDs of several accepted sends in one statement (see `record_sent`)."""
+    if not sent:
+        return
+    now = now or utcnow()
+    if session.get_bind().dialect.name != "postgresql":
         session.connection().execute(
             _RECORD, [_record_params(d, result, now) for d, result in sent]
         )
         _report_saved(session, [d for d, _ in sent])
+        return
+    # One statement whose RETURNING gives the rows as written for the events, no SELECT after.
+    saved = session.scalars(
+        _RECORD_BATCH.returning(Delivery),
+        {
+            "d_ids": [d for d, _ in sent],
+            "d_sids": [result.sid for _, result in sent],
+            "d_segments": [result.num_segments or None for _, result in sent],
+            "d_now": now,
+        },
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    )
+    record_deliveries(session, saved)
 
 
 def _report_saved(session: Session, delivery_ids: list[str]) -> None:

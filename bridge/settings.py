@@ -28,6 +28,12 @@ ENVIRONMENTS = ("development", "test", "production")
 # Production secrets: long enough that guessing is hopeless (`openssl rand -hex 32` gives 64).
 MIN_SECRET_LENGTH = 32
 
+# More send threads than this in one process only contend for the GIL: run more worker processes.
+MAX_SEND_CONCURRENCY = 512
+# Database connections a process needs besides its send threads' (the fan-out loop's claim and
+# record, a job's own session, and one for the web app or a status check running alongside).
+POOL_SPARE = 4
+
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -94,7 +100,8 @@ class Settings(BaseModel):
     send_stale_after: float = Field(300.0, ge=0)
     # Twilio accepts a ValidityPeriod of 1 to 36,000 seconds.
     send_validity: int = Field(14400, ge=1, le=36000)
-    send_concurrency: int = Field(16, ge=1)
+    # Threads per worker process; each may hold a database connection for one short statement.
+    send_concurrency: int = Field(32, ge=1, le=MAX_SEND_CONCURRENCY)
     sweep_interval: float = Field(10.0, gt=0)
     quiet_hours: str = "21:00-08:00"
     port: int = Field(5000, ge=1, le=65535)
@@ -156,6 +163,11 @@ class Settings(BaseModel):
     @property
     def quiet_window(self) -> tuple[time, time] | None:
         return parse_quiet_hours(self.quiet_hours)
+
+    @property
+    def database_pool_size(self) -> int:
+        """Connections one process may hold: one per send thread plus `POOL_SPARE`."""
+        return self.send_concurrency + POOL_SPARE
 
     @property
     def public_base_url_is_loopback(self) -> bool:

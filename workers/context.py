@@ -1,8 +1,9 @@
 """The worker process's runtime: built once from the environment, or installed by the caller.
 
 Jobs are module-level functions that take ids; they reach the database, Redis and Twilio through
-`runtime()`. A forked work horse must not reuse its parent's pooled connections, so the pools are
-dropped in the child right after each fork.
+`runtime()`. Jobs run in the worker process itself, so its connections serve job after job; a
+process forked from it (RQ's scheduler) must not reuse them, so the pools are dropped in the child
+right after a fork. `stopping()` tells a long job that the process was asked to shut down.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from bridge.runtime import Runtime
 
 _lock = threading.Lock()
+_stop = threading.Event()
 _current: Runtime | None = None
 _fork_hook_installed = False
 
@@ -42,6 +44,16 @@ def uninstall() -> None:
     global _current
     with _lock:
         _current = None
+
+
+def request_stop() -> None:
+    """Ask running jobs to wind down (the process got SIGTERM or SIGINT)."""
+    _stop.set()
+
+
+def stopping() -> bool:
+    """Whether the process was asked to shut down; a fan-out then stops claiming."""
+    return _stop.is_set()
 
 
 def _after_fork_in_child() -> None:

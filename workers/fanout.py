@@ -1,29 +1,30 @@
 """Fan-out of one message: claim its deliveries in batches and send them through a thread pool.
 
 One job per message, not one per recipient: per recipient the cost is a row in a batched claim, the
-claim's renewal (one UPDATE on the send thread's own autocommit connection), one request to Twilio,
-and a row in the UPDATE batch that records the SIDs of the sends finished within `RECORD_EVERY`.
-Up to `send_concurrency` requests are in flight at once, each paced by the per-sender rate limit in
-Redis. The send threads share one GIL: every millisecond of bookkeeping per SMS is paid in series,
-so the hot path uses Core statements, not ORM loads.
+claim's renewal (one autocommit UPDATE on a pooled connection held for that statement only), one
+request to Twilio, and a row in the UPDATE batch that records the SIDs of the sends finished within
+`RECORD_EVERY`. Up to `send_concurrency` requests are in flight at once, each paced by the
+per-sender rate limit in Redis. The send threads share one GIL: every millisecond of bookkeeping
+per SMS is paid in series, so the hot path uses Core statements, not ORM loads.
 
-A fan-out runs for at most `SLICE_SECONDS`, then hands the rest to a new job at the back of its
-queue: a 10,000-recipient notification at one segment per second must not hold a worker for hours
-while conversational text waits. Deliveries that cannot go yet (quiet hours, a retry's backoff, an
-earlier SMS to the same phone still on its way) get a job scheduled for when they can.
+A fan-out runs for at most `SLICE_SECONDS` (or until the worker is asked to stop), then hands the
+rest to a new job at the back of its queue: a 10,000-recipient notification at one segment per
+second must not hold a worker for hours while conversational text waits. Deliveries that cannot go
+yet (quiet hours, a retry's backoff, an earlier SMS to the same phone still on its way) get a job
+scheduled for when they can.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine
+from rq import Queue
+from rq.job import Job
 
 from bridge.claims import claim_deliveries, next_attempt_at
 from bridge.db import transaction, utcnow
@@ -31,6 +32,9 @@ from bridge.models import Delivery
 from bridge.runtime import Runtime
 from bridge.sending import SENT, SendOutcome, record_sends, send_unrecorded
 from bridge.twilio_client import SendResult
+from workers import context
+from workers.enqueue import FAN_OUT
+from workers.queues import TEXT as QUEUE_TEXT
 from workers.ratelimit import SendRateLimiter
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,15 @@ BLOCKED_RETRY = 1.0
 BLOCKED_RETRY_MAX = 60.0
 # How long the SIDs of finished sends may wait to be saved together (DESIGN 5.4: "at once").
 RECORD_EVERY = 0.005
+# Claims keep up to this many times SEND_CONCURRENCY deliveries claimed and not yet settled: a
+# claim costs ~6 ms of this process's time and ~20 ms of the database's whatever its size.
+CLAIM_AHEAD = 3
+# While sending others' queued messages alongside, how often to look for more in the queue.
+ABSORB_EVERY = 0.02
+# The queued jobs this process has already taken messages from (oldest first, at most SEEN_JOBS):
+# when those jobs run, they do not look at the same queued jobs again.
+SEEN_JOBS = 10_000
+_seen_jobs: dict[str, None] = {}
 
 
 def blocked_delay(rounds: int) -> timedelta:
@@ -60,47 +73,13 @@ class FanOutResult:
     rounds: int = 0  # held back this many times in a row (0: not held back)
 
 
-class _SendThreads:
-    """The pool's threads, each renewing its claims on one autocommit connection of its own.
-
-    A connection checked out per delivery costs a pool round (and a pre-ping query) per SMS;
-    the threads keep theirs for the slice, and every one is returned to the pool at the end.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.opened: list[Connection] = []
-
-    def connection(self) -> Connection:
-        connection: Connection | None = getattr(self.local, "connection", None)
-        if connection is None:
-            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self.local.connection = connection
-            with self.lock:
-                self.opened.append(connection)
-        return connection
-
-    def send(self, runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> SendOutcome:
-        connection = self.connection()
-        try:
-            return send_unrecorded(
-                connection,
-                runtime.sessions,
-                runtime.settings,
-                runtime.sender,
-                delivery,
-                limiter.wait,
-            )
-        except BaseException:
-            # The connection may be broken (database restarted): the next send takes a new one.
-            self.local.connection = None
-            raise
-
-    def close(self) -> None:
-        for connection in self.opened:
-            connection.close()
+def _send(runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> SendOutcome:
+    # The claim is renewed on a connection taken from the pool for that one UPDATE, never held
+    # across the request to Twilio: send threads holding connections while the fan-out loop
+    # waited for one to record SIDs is how a pool smaller than the concurrency livelocked.
+    return send_unrecorded(
+        runtime.engine, runtime.sessions, runtime.settings, runtime.sender, delivery, limiter.wait
+    )
 
 
 def _settle(runtime: Runtime, done: set[Future[SendOutcome]], result: FanOutResult) -> None:
@@ -133,63 +112,135 @@ def _settle(runtime: Runtime, done: set[Future[SendOutcome]], result: FanOutResu
 
 
 def fan_out_message(
-    runtime: Runtime, message_id: str, slice_seconds: float = SLICE_SECONDS, rounds: int = 0
+    runtime: Runtime,
+    message_id: str,
+    slice_seconds: float = SLICE_SECONDS,
+    rounds: int = 0,
+    queue: str | None = None,
 ) -> FanOutResult:
-    """Send every due delivery of a message, concurrently, for at most `slice_seconds`."""
-    settings = runtime.settings
-    concurrency = max(1, settings.send_concurrency)
-    limiter = SendRateLimiter(runtime.redis, settings.send_rate_per_sender)
-    threads = _SendThreads(runtime.engine)
-    result = FanOutResult()
-    deadline = time.monotonic() + slice_seconds
-    sliced = False
-    in_flight: set[Future[SendOutcome]] = set()
+    """Send every due delivery of a message, concurrently, for at most `slice_seconds`.
 
-    try:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="send") as pool:
-            while True:
-                # Keep the pool's queue about one batch deep, so no thread waits on a claim.
-                if len(in_flight) <= concurrency:
-                    if time.monotonic() >= deadline:
-                        sliced = True
-                    else:
-                        with transaction(runtime.sessions) as session:
-                            claimed = claim_deliveries(
-                                session, message_id, 2 * concurrency - len(in_flight)
-                            )
-                        in_flight.update(
-                            pool.submit(threads.send, runtime, limiter, delivery)
-                            for delivery in claimed
-                        )
-                        if not claimed and not in_flight:
-                            break
-                if not in_flight:
-                    break
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                if in_flight:
-                    # Sends finishing in the next few milliseconds are recorded in the same
-                    # transaction: one commit for several SIDs instead of one each.
-                    more, in_flight = wait(in_flight, timeout=RECORD_EVERY)
-                    done |= more
-                _settle(runtime, done, result)
-    finally:
-        # Leaving early (a claim failed): the sends already made are still recorded.
-        if in_flight:
-            done, in_flight = wait(in_flight)
-            _settle(runtime, done, result)
-        threads.close()
-    _plan_next(runtime, message_id, result, sliced, rounds)
+    With `queue` (the `text` queue only), the due deliveries of messages whose fan-outs wait in
+    that queue go out alongside (see `_FanOut`).
+    """
+    result = FanOutResult()
+    # Only conversation is sent alongside: a bulk notification must not keep text waiting.
+    run = _FanOut(runtime, message_id, result, queue if queue == QUEUE_TEXT else None)
+    sliced = run.run(time.monotonic() + slice_seconds)
+    _plan_next(runtime, message_id, result, sliced, rounds, run.claimed_own)
     return result
 
 
+class _FanOut:
+    """One fan-out slice: claims in batches, sends on a thread pool, records SIDs together.
+
+    A message to one or two contacts (a relayed reply) is mostly waiting on Twilio. With `queue`,
+    once this message has nothing left to claim the slice also claims the due deliveries of the
+    messages whose fan-out jobs joined that queue behind it, so that a worker sends many small
+    messages at once instead of one after another; their own jobs then find little or nothing to
+    do. Claims are exclusive, so a delivery still goes once whichever job sends it.
+    """
+
+    def __init__(
+        self, runtime: Runtime, message_id: str, result: FanOutResult, queue: str | None
+    ) -> None:
+        self.runtime = runtime
+        self.message_id = message_id
+        self.result = result
+        self.queue = queue
+        self.concurrency = max(1, runtime.settings.send_concurrency)
+        self.limiter = SendRateLimiter(runtime.redis, runtime.settings.send_rate_per_sender)
+        self.in_flight: set[Future[SendOutcome]] = set()
+        self.claimed_own = 0
+
+    def run(self, deadline: float) -> bool:
+        """Send until nothing is left or the deadline passes; True if cut short (sliced)."""
+        sliced = False
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="send") as pool:
+                while True:
+                    # Keep the pool's queue a batch or two deep, so no thread waits on a claim.
+                    if len(self.in_flight) <= self.concurrency:
+                        if time.monotonic() >= deadline or context.stopping():
+                            sliced = True
+                        else:
+                            self._claim(pool)
+                    if not self.in_flight:
+                        break
+                    self._settle_some()
+        finally:
+            # Leaving early (a claim failed): the sends already made are still recorded.
+            if self.in_flight:
+                done, self.in_flight = wait(self.in_flight)
+                _settle(self.runtime, done, self.result)
+        return sliced
+
+    def _room(self) -> int:
+        return CLAIM_AHEAD * self.concurrency - len(self.in_flight)
+
+    def _claim(self, pool: ThreadPoolExecutor) -> None:
+        # This message first, every time: its later parts wait for its earlier ones to go.
+        room = self._room()
+        claimed = self._claim_from(pool, self.message_id, room)
+        self.claimed_own += claimed
+        if claimed == room or self.queue is None:
+            return
+        for other in self._queued():
+            if self._room() <= 0:
+                return
+            # Once: what is left of it (later parts, held-back SMS) its own job sends.
+            self._claim_from(pool, other, self._room())
+
+    def _claim_from(self, pool: ThreadPoolExecutor, message_id: str, limit: int) -> int:
+        with transaction(self.runtime.sessions) as session:
+            claimed = claim_deliveries(session, message_id, limit)
+        self.in_flight.update(
+            pool.submit(_send, self.runtime, self.limiter, delivery) for delivery in claimed
+        )
+        return len(claimed)
+
+    def _queued(self) -> list[str]:
+        """Messages whose fan-out jobs joined the queue since last looked, oldest first."""
+        assert self.queue is not None
+        connection = self.runtime.redis
+        queued = Queue(self.queue, connection=connection).get_job_ids()
+        ids = [i for i in queued if i not in _seen_jobs][: self._room()]
+        for job_id in ids:
+            _seen_jobs[job_id] = None
+        while len(_seen_jobs) > SEEN_JOBS:
+            del _seen_jobs[next(iter(_seen_jobs))]
+        return [
+            str(job.args[0])
+            for job in Job.fetch_many(ids, connection=connection)
+            if job is not None and job.func_name == FAN_OUT and job.args
+        ]
+
+    def _settle_some(self) -> None:
+        # Sending others' messages alongside, look for newly queued ones now and then.
+        timeout = ABSORB_EVERY if self.queue is not None else None
+        done, self.in_flight = wait(self.in_flight, timeout, return_when=FIRST_COMPLETED)
+        if done and self.in_flight:
+            # Sends finishing in the next few milliseconds are recorded in the same
+            # transaction: one commit for several SIDs instead of one each.
+            more, self.in_flight = wait(self.in_flight, timeout=RECORD_EVERY)
+            done |= more
+        if done:
+            _settle(self.runtime, done, self.result)
+
+
 def _plan_next(
-    runtime: Runtime, message_id: str, result: FanOutResult, sliced: bool, rounds: int
+    runtime: Runtime,
+    message_id: str,
+    result: FanOutResult,
+    sliced: bool,
+    rounds: int,
+    claimed: int,
 ) -> None:
     """Say when the message's remaining deliveries should be tried (`result.next_at`)."""
     with runtime.sessions() as session:
         upcoming = next_attempt_at(session, message_id)
     now = utcnow()
-    if upcoming is not None and upcoming <= now and not sliced and not result.statuses:
+    if upcoming is not None and upcoming <= now and not sliced and not claimed:
         # Due, yet nothing could be claimed: held back by the per-phone order.
         upcoming = now + blocked_delay(rounds)
         result.rounds = rounds + 1

@@ -36,7 +36,7 @@ def fan_out(
     rt = runtime()
     if not start_fan_out(rt.redis, message_id, token):
         return {"superseded": 1}  # a sooner fan-out of this message was queued after this one
-    result = fan_out_message(rt, message_id, rounds=rounds)
+    result = fan_out_message(rt, message_id, rounds=rounds, queue=queue)
     if result.next_at is not None:
         now = utcnow()
         enqueue_fan_out(

@@ -104,9 +104,9 @@ def sweep_once(runtime: Runtime, interval: float) -> dict[str, int] | None:
 def run_sweeper_process(parent_pid: int) -> None:
     """The sweeper's own process: sweep every SWEEP_INTERVAL until the worker that started it ends.
 
-    The worker process forks a work horse for every job. A thread of its own that holds a lock
-    (a connection pool's, logging's) at the moment of a fork leaves that lock held forever in the
-    horse, which then hangs; so the sweeper runs in a process apart, started with `spawn`.
+    The worker process forks (RQ's scheduler). A thread of its own that holds a lock (a connection
+    pool's, logging's) at the moment of a fork leaves that lock held forever in the child, which
+    then hangs; so the sweeper runs in a process apart, started with `spawn`.
     """
     from bridge.logs import configure_logging
     from bridge.settings import load_settings

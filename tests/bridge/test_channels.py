@@ -188,7 +188,7 @@ def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> Non
     assert _channel(session, org, channel_id)["publisher_ids"] == ["zeta-2", "alpha-1"]
     channel = session.get(Channel, channel_id)
     assert channel is not None
-    latest = last_publisher_thread(session, channel)
+    latest = last_publisher_thread(session, channel.organization_id, channel.id)
     assert latest is not None and latest.resource_id == "zeta-2"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from bridge import db
 from bridge.runtime import Runtime, connect_redis
 from bridge.settings import Settings
 
@@ -52,3 +53,24 @@ def test_after_fork_keeps_the_engine_usable_and_builds_a_new_twilio_client(
     with runtime.sessions() as session:
         assert session.execute(text("select 1")).scalar_one() == 1
     runtime.close()
+
+
+def test_a_pooled_connection_the_database_dropped_while_idle_is_replaced_before_use(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pinged only after sitting idle (not on every checkout): a restart or an idle timeout
+    # while the pool is quiet must still never reach a query.
+    monkeypatch.setattr(db, "IDLE_PING_AFTER", 0.0)
+    engine = db.make_engine(postgres_url, pool_size=1, max_overflow=0)
+    admin = db.make_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            dropped = connection.execute(text("select pg_backend_pid()")).scalar_one()
+        with admin.connect() as connection:
+            connection.execute(text("select pg_terminate_backend(:pid)"), {"pid": dropped})
+        with engine.connect() as connection:
+            now = connection.execute(text("select pg_backend_pid()")).scalar_one()
+        assert now != dropped
+    finally:
+        engine.dispose()
+        admin.dispose()

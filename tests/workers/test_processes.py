@@ -4,11 +4,14 @@ scheduled publishing, and the queues the Procfile's worker listens to. PostgreSQ
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,10 +20,11 @@ import redis
 from rq import Worker
 from sqlalchemy import func, select
 
+from bridge.db import connection_limit
 from bridge.messages import cancel_message
 from bridge.models import Delivery
 from bridge.runtime import Runtime
-from bridge.settings import Settings, load_settings
+from bridge.settings import MAX_SEND_CONCURRENCY, POOL_SPARE, Settings, load_settings
 from tests import factories
 from tests.conftest import TEST_HASH_KEY, _empty
 from tests.standin.twilio import TwilioStandIn
@@ -175,6 +179,40 @@ def test_sigkill_mid_fan_out_then_restart_sends_each_recipient_exactly_once(
     assert sids == {m["sid"] for m in twilio.messages}
 
 
+def test_sigterm_mid_fan_out_records_what_went_and_leaves_the_rest_queued(
+    pg_runtime: Runtime,
+    twilio: TwilioStandIn,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    org = factories.committed_organization(pg_runtime)
+    with pg_runtime.sessions() as session, session.begin():
+        channel_id, contacts = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(300)
+        )
+    twilio.set_latency(0.05)
+    worker = start_worker(SWEEP_INTERVAL=60, SEND_STALE_AFTER=300)  # the sweeper stays out
+    message_id = factories.post_to_channel(pg_runtime, org, channel_id, "Out for delivery")
+    wait_until(lambda: len(twilio.requests) >= 80, 30, "the fan-out to be under way")
+    os.kill(worker.pid, signal.SIGTERM)  # what a platform does first when it stops a dyno
+    assert worker.wait(15) == 0
+
+    with pg_runtime.sessions() as session:
+        statuses = Counter(
+            session.execute(
+                select(Delivery.status).where(Delivery.message_id == message_id)
+            ).scalars()
+        )
+    # Every SMS that went is recorded, none is left claimed, and the rest waits for a worker.
+    assert statuses["sent"] == len(twilio.requests) < 300
+    assert statuses["sent"] + statuses["pending"] == 300
+
+    start_worker()
+    wait_until(lambda: len(twilio.requests) >= 300, 60, "the rest to be sent")
+    time.sleep(0.5)
+    for contact in contacts:
+        assert len(twilio.sent_to(contact.phone)) == 1, "exactly one SMS per recipient"
+
+
 def test_rate_limit_and_per_contact_order_hold_across_two_worker_processes(
     pg_runtime: Runtime,
     twilio: TwilioStandIn,
@@ -243,3 +281,105 @@ def test_procfile_worker_listens_to_every_queue(
     wait_until(lambda: bool(Worker.all(connection=redis_client)), 20, "the worker")
     [worker] = Worker.all(connection=redis_client)
     assert worker.queue_names() == list(queues.ALL)
+
+
+@pytest.fixture
+def standin_process() -> Iterator[str]:
+    """The Twilio stand-in in a process of its own (50 ms a request); yields its base URL."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.standin.twilio",
+            "--account-sid",
+            ACCOUNT_SID,
+            "--auth-token",
+            AUTH_TOKEN,
+            "--latency",
+            "0.05",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    yield process.stdout.readline().strip()
+    process.terminate()
+    process.wait(10)
+    process.stdout.close()
+
+
+def standin_messages(base_url: str) -> list[dict[str, object]]:
+    with urllib.request.urlopen(base_url + "/_standin/messages", timeout=30) as response:
+        return list(json.load(response)["messages"])
+
+
+def test_fan_out_of_1000_at_concurrency_64_sends_each_recipient_exactly_once(
+    pg_runtime: Runtime,
+    standin_process: str,
+    start_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    # With more send threads than pooled connections, this fan-out used to stop part way and
+    # fail the same way on every retry (issue 13: 619 of 1,000 at concurrency 32).
+    org = factories.committed_organization(pg_runtime)
+    with pg_runtime.sessions() as session, session.begin():
+        channel_id, contacts = factories.channel_of(
+            session, pg_runtime.settings, org, factories.phones(1000)
+        )
+    start_worker(SEND_CONCURRENCY=64, TWILIO_API_BASE_URL=standin_process, SEND_STALE_AFTER=300)
+    message_id = factories.post_to_channel(
+        pg_runtime, org, channel_id, "Your parcel is out for delivery"
+    )
+
+    def settled() -> bool:
+        with pg_runtime.sessions() as session:
+            open_ = session.execute(
+                select(func.count()).where(
+                    Delivery.message_id == message_id, Delivery.status != "sent"
+                )
+            ).scalar_one()
+        return open_ == 0
+
+    wait_until(settled, 90, "every delivery to be sent")
+    sent = Counter(str(m["to"]) for m in standin_messages(standin_process))
+    assert sent == Counter({contact.phone: 1 for contact in contacts})
+
+
+def refusal(settings: Settings, concurrency: int) -> str:
+    """Start a worker with SEND_CONCURRENCY=`concurrency`; it must refuse: the line naming it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "workers"],
+        cwd=ROOT,
+        env=environment(settings, SEND_CONCURRENCY=concurrency),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    heading, line = done.stderr.splitlines()
+    assert heading == "worker: refusing to start:"
+    return line.strip()
+
+
+def test_worker_refuses_a_send_concurrency_the_database_cannot_hold(
+    pg_runtime: Runtime,
+) -> None:
+    limit = connection_limit(pg_runtime.engine)
+    assert limit is not None
+    concurrency = limit - POOL_SPARE + 1  # one connection more than the database accepts
+    if concurrency > MAX_SEND_CONCURRENCY:
+        pytest.skip(f"this PostgreSQL accepts {limit} connections")
+    line = refusal(pg_runtime.settings, concurrency)
+    assert line.startswith(
+        f"SEND_CONCURRENCY: {concurrency} needs up to {limit + 1} database connections"
+    )
+    assert f"accepts {limit}" in line
+
+
+@pytest.mark.parametrize("concurrency", [0, MAX_SEND_CONCURRENCY + 1])
+def test_worker_refuses_a_send_concurrency_out_of_range(
+    pg_settings: Settings, concurrency: int
+) -> None:
+    line = refusal(pg_settings, concurrency)
+    assert line.startswith("SEND_CONCURRENCY: Input should be")
+    assert line.endswith(f"(got '{concurrency}')")
