@@ -18,10 +18,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 # No delivery settled for this long: stalled (a healthy fan-out settles dozens a second).
 STALL_AFTER = float(size(8, 30))
-LIVELOCK = (
-    "fan-out livelock at high SEND_CONCURRENCY (the send threads each hold a pooled connection; "
-    "the pool is 10 + 20): being fixed in branch perf"
-)
 
 
 @pytest.fixture
@@ -56,15 +52,13 @@ SOAK = pytest.mark.soak
 CASES = [
     # (SEND_CONCURRENCY, WEB_CONCURRENCY, max_connections)
     pytest.param(16, 2, None, id="send16", marks=SOAK),
-    pytest.param(64, 2, None, id="send64", marks=[SOAK, pytest.mark.xfail(reason=LIVELOCK)]),
-    pytest.param(128, 2, None, id="send128", marks=[SOAK, pytest.mark.xfail(reason=LIVELOCK)]),
-    pytest.param(128, 2, 20, id="send128-pg20", marks=pytest.mark.xfail(reason=LIVELOCK)),
+    pytest.param(64, 2, None, id="send64", marks=SOAK),
+    pytest.param(128, 2, None, id="send128", marks=SOAK),
+    pytest.param(128, 2, 20, id="send128-pg20"),
     pytest.param(16, 2, 20, id="send16-pg20", marks=SOAK),
     pytest.param(8, 16, 20, id="web16-pg20", marks=SOAK),
     pytest.param(8, 64, None, id="web64", marks=SOAK),
-    pytest.param(
-        64, 64, 20, id="send64-web64-pg20", marks=[SOAK, pytest.mark.xfail(reason=LIVELOCK)]
-    ),
+    pytest.param(64, 64, 20, id="send64-web64-pg20", marks=SOAK),
 ]
 
 
