@@ -245,6 +245,7 @@ def banner(settings: Settings, bundled_redis: bool) -> str:
     lines = [
         "",
         f"  The SMS bridge is running at {settings.public_base_url}  (Ctrl-C stops it)",
+        f"  console:  {settings.public_base_url}/console  (sign in with an organization's API key)",
         f"  database: {_describe_database(settings.database_url)}",
         f"  redis:    {settings.redis_url}{' (bundled)' if bundled_redis else ''}",
         f"  SMS:      {sms}",

@@ -110,6 +110,7 @@ def _run_make(
     assert answers(base + "/healthz") is None, "web still answers after Ctrl-C"
     assert not redis_answers(redis_url), "the bundled Redis still answers after Ctrl-C"
     assert "worker.1 stopped" in text and "web.1 stopped" in text, text[-3000:]
+    assert f":{env['PORT']}/console" in text, "make run does not print the console's address"
     leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _runs_in(pid, clone)]
     assert leftovers == [], "processes started in the clone are still running"
 
