@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 def test_inbound_sms_at_a_steady_rate_each_stored_exactly_once(
     system: System, record: Record
 ) -> None:
-    count, rate = size(200, 20_000), size(20, 30)
+    count, rate = size(100, 20_000), size(20, 30)
     org = system.organization()
     writers = [system.channel(org, 1)[1][0] for _ in range(20)]
     system.ready(system.start("web", wait=False), system.start("worker", wait=False))

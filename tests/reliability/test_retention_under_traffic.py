@@ -61,8 +61,8 @@ def percentile(values: list[float], p: float) -> float:
 def test_retention_purges_a_backlog_while_inbound_sms_keep_arriving(
     system: System, record: Record
 ) -> None:
-    backlog = size(20_000, 200_000)  # of each table
-    rate, seconds = size(15, 30), size(10, 40)
+    backlog = size(5_000, 200_000)  # of each table
+    rate, seconds = size(15, 30), size(6, 40)
     org = system.organization()
     channel_id, [contact] = system.channel(org, 1)
     writers = [system.channel(org, 1)[1][0] for _ in range(10)]
