@@ -139,14 +139,9 @@ def post_message(
         media_urls=media,
         publish_to_channel_at=when,
     )
-    session.add(message)
     thread.updated_at = now
-    published = None
-    if channel_id is not None and (when is None or when <= now):
-        published = publish_message(session, settings, message, now)
-    record_message(session, "message.created", message)
-    session.flush()
-    return Posted(message, published)
+    due = channel_id is not None and (when is None or when <= now)
+    return _store(session, settings, message, now, publish=due)
 
 
 def post_channel_message(
@@ -172,12 +167,18 @@ def post_channel_message(
         media_urls=media,
         publish_to_channel_at=when,
     )
+    due = when is None or when <= now
+    if not due:
+        channel.updated_at = now  # publishing moves it otherwise
+    return _store(session, settings, message, now, publish=due)
+
+
+def _store(
+    session: Session, settings: Settings, message: Message, now: datetime, publish: bool
+) -> Posted:
+    # A posted message: added, published when it goes now, and reported as message.created.
     session.add(message)
-    published = None
-    if when is None or when <= now:
-        published = publish_message(session, settings, message, now)
-    else:
-        channel.updated_at = now
+    published = publish_message(session, settings, message, now) if publish else None
     record_message(session, "message.created", message)
     session.flush()
     return Posted(message, published)
