@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 from flask.blueprints import BlueprintSetupState
-from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from bridge import inbound, organizations
-from bridge.db import transaction
 from bridge.serialize import (
     Contact,
     ContactList,
@@ -24,10 +23,10 @@ from bridge.serialize import (
     User,
 )
 from webhooks import api_channels, api_events, api_keys, api_messages, api_threads, openapi
-from webhooks.auth import authenticate
+from webhooks.auth import acting_org, authenticate
 from webhooks.context import runtime
 from webhooks.errors import register_database_errors
-from webhooks.http import IdConverter, operation, respond
+from webhooks.http import IdConverter, operation
 from webhooks.schemas import ContactCreate, InboundQuery, OrganizationUpdate, PhoneQuery, UserCreate
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -54,131 +53,65 @@ def _authenticate() -> None:
     g.actor = authenticate()
 
 
-@operation(
-    bp,
-    "GET",
-    "/organization",
-    summary="The organization, its senders and subscriber record",
-    responses={200: Organization},
-)
-def get_organization() -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        org = organizations.get_organization(session, g.actor.organization_id)
-        answer = Organization.load(session, org)
-    return respond(answer)
+@operation(bp, "GET /organization", responses={200: Organization})
+def get_organization(session: Session) -> Organization:
+    """The organization, its senders and subscriber record."""
+    return Organization.load(session, organizations.get_organization(session, acting_org()))
 
 
-@operation(
-    bp,
-    "PATCH",
-    "/organization",
-    summary="Change the organization's name and HELP text",
-    body=OrganizationUpdate,
-    responses={200: Organization},
-)
-def update_organization(body: OrganizationUpdate) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        org = organizations.update_organization(
-            session, g.actor.organization_id, name=body.name, help_text=body.help_text
+@operation(bp, "PATCH /organization", body=OrganizationUpdate, responses={200: Organization})
+def update_organization(session: Session, body: OrganizationUpdate) -> Organization:
+    """Change the organization's name and HELP text."""
+    org = organizations.update_organization(
+        session, acting_org(), name=body.name, help_text=body.help_text
+    )
+    return Organization.load(session, org)
+
+
+@operation(bp, "POST /users", body=UserCreate, responses={201: User})
+def create_user(session: Session, body: UserCreate) -> User:
+    """Add a member."""
+    settings = runtime().settings
+    return User.of(
+        organizations.create_user(
+            session, settings, acting_org(), body.name, body.email, body.phone
         )
-        answer = Organization.load(session, org)
-    return respond(answer)
+    )
 
 
-@operation(
-    bp,
-    "POST",
-    "/users",
-    summary="Add a member",
-    body=UserCreate,
-    responses={201: User},
-)
-def create_user(body: UserCreate) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        user = organizations.create_user(
-            session, rt.settings, g.actor.organization_id, body.name, body.email, body.phone
-        )
-        answer = User.of(user)
-    return respond(answer, 201)
+@operation(bp, "GET /users/<id:user_id>", responses={200: User}, errors=(404,))
+def get_user(session: Session, user_id: str) -> User:
+    """A member."""
+    return User.of(organizations.get_user(session, acting_org(), user_id))
 
 
-@operation(
-    bp,
-    "GET",
-    "/users/<id:user_id>",
-    summary="A member",
-    responses={200: User},
-    errors=(404,),
-)
-def get_user(user_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        user = organizations.get_user(session, g.actor.organization_id, user_id)
-    return respond(User.of(user))
+@operation(bp, "POST /contacts", body=ContactCreate, responses={201: Contact, 200: Contact})
+def create_contact(session: Session, body: ContactCreate) -> tuple[Contact, int]:
+    """Find or create the contact with a phone number."""
+    contact, created = organizations.find_or_create_contact(
+        session, runtime().settings, acting_org(), body.phone, body.name, body.email
+    )
+    return Contact.load(session, contact), 201 if created else 200
 
 
-@operation(
-    bp,
-    "POST",
-    "/contacts",
-    summary="Find or create the contact with a phone number",
-    body=ContactCreate,
-    responses={201: Contact, 200: Contact},
-)
-def create_contact(body: ContactCreate) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        contact, created = organizations.find_or_create_contact(
-            session, rt.settings, g.actor.organization_id, body.phone, body.name, body.email
-        )
-        answer = Contact.load(session, contact)
-    return respond(answer, 201 if created else 200)
+@operation(bp, "GET /contacts/<id:contact_id>", responses={200: Contact}, errors=(404,))
+def get_contact(session: Session, contact_id: str) -> Contact:
+    """A contact."""
+    return Contact.load(session, organizations.get_contact(session, acting_org(), contact_id))
 
 
-@operation(
-    bp,
-    "GET",
-    "/contacts/<id:contact_id>",
-    summary="A contact",
-    responses={200: Contact},
-    errors=(404,),
-)
-def get_contact(contact_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        contact = organizations.get_contact(session, g.actor.organization_id, contact_id)
-        answer = Contact.load(session, contact)
-    return respond(answer)
+@operation(bp, "GET /contacts", query=PhoneQuery, responses={200: ContactList})
+def find_contacts(session: Session, query: PhoneQuery) -> ContactList:
+    """The contact with a phone number (a list of zero or one)."""
+    settings = runtime().settings
+    contact = organizations.find_contact_by_phone(session, settings, acting_org(), query.phone)
+    return ContactList.of([Contact.load(session, contact)] if contact else [])
 
 
-@operation(
-    bp,
-    "GET",
-    "/contacts",
-    summary="The contact with a phone number (a list of zero or one)",
-    query=PhoneQuery,
-    responses={200: ContactList},
-)
-def find_contacts(query: PhoneQuery) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        contact = organizations.find_contact_by_phone(
-            session, rt.settings, g.actor.organization_id, query.phone
-        )
-        answer = ContactList.of([Contact.load(session, contact)] if contact else [])
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "GET",
-    "/inbound",
-    summary="Inbound SMS records, newest first",
-    query=InboundQuery,
-    responses={200: InboundSmsList},
-)
-def list_inbound(query: InboundQuery) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        rows, has_more = inbound.list_inbound(
-            session, g.actor.organization_id, query.status, query.limit, query.before
-        )
-    return respond(InboundSmsList.of([InboundSms.of(r) for r in rows], has_more))
+@operation(bp, "GET /inbound", query=InboundQuery, responses={200: InboundSmsList})
+def list_inbound(session: Session, query: InboundQuery) -> InboundSmsList:
+    """Inbound SMS records, newest first."""
+    rows, has_more = inbound.list_inbound(
+        session, acting_org(), query.status, query.limit, query.before
+    )
+    return InboundSmsList.of([InboundSms.of(r) for r in rows], has_more)

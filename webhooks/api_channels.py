@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g
-from flask.typing import ResponseReturnValue
+from flask import Blueprint
+from sqlalchemy.orm import Session
 
 from bridge import channel_views
-from bridge.db import transaction
 from bridge.serialize import Channel, ChannelList
+from webhooks.auth import acting_org
 from webhooks.context import runtime
-from webhooks.http import operation, respond
+from webhooks.http import operation
 from webhooks.schemas import ChannelQuery
 
 bp = Blueprint("channels", __name__)
 
 
-@operation(
-    bp,
-    "GET",
-    "/channels",
-    summary="The channels a phone number is in, most recently updated first",
-    query=ChannelQuery,
-    responses={200: ChannelList},
-)
-def find_channels(query: ChannelQuery) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        views, has_more = channel_views.channels_for_phone(
-            session, rt.settings, g.actor.organization_id, query.phone, query.limit, query.before
-        )
-        answer = ChannelList.of([Channel.of(v) for v in views], has_more)
-    return respond(answer)
+@operation(bp, "GET /channels", query=ChannelQuery, responses={200: ChannelList})
+def find_channels(session: Session, query: ChannelQuery) -> ChannelList:
+    """The channels a phone number is in, most recently updated first."""
+    views, has_more = channel_views.channels_for_phone(
+        session, runtime().settings, acting_org(), query.phone, query.limit, query.before
+    )
+    return ChannelList.of([Channel.of(v) for v in views], has_more)
 
 
-@operation(
-    bp,
-    "GET",
-    "/channels/<id:channel_id>",
-    summary="A channel with its recent and pending messages and its subscribers",
-    responses={200: Channel},
-    errors=(404,),
-)
-def get_channel(channel_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        view = channel_views.load_channel_view(session, g.actor.organization_id, channel_id)
-    return respond(Channel.of(view))
+@operation(bp, "GET /channels/<id:channel_id>", responses={200: Channel}, errors=(404,))
+def get_channel(session: Session, channel_id: str) -> Channel:
+    """A channel with its recent and pending messages and its subscribers."""
+    return Channel.of(channel_views.load_channel_view(session, acting_org(), channel_id))

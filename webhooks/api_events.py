@@ -1,16 +1,17 @@
 """Webhook endpoints and the event log (DESIGN 5.8; nested in /v1 by `webhooks.api`).
 
-Views stay thin, in the fixed order: read the request (done by `operation`, the actor by the
-blueprint), call one domain function in a transaction, enqueue after commit, answer.
+Views stay thin: `operation` reads the request and holds the transaction, the blueprint the actor;
+a view calls one domain function and returns the answer, enqueueing with `after_commit`.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, g
-from flask.typing import ResponseReturnValue
+import functools
+
+from flask import Blueprint
+from sqlalchemy.orm import Session
 
 from bridge import event_sending, events, webhook_endpoints
-from bridge.db import transaction
 from bridge.serialize import (
     Event,
     EventList,
@@ -21,6 +22,7 @@ from bridge.serialize import (
     WebhookEndpointList,
     WebhookEndpointWithSecret,
 )
+from webhooks.auth import acting_org
 from webhooks.context import runtime
 from webhooks.event_schemas import (
     AttemptQuery,
@@ -29,179 +31,112 @@ from webhooks.event_schemas import (
     WebhookEndpointCreate,
     WebhookEndpointUpdate,
 )
-from webhooks.http import operation, respond
+from webhooks.http import after_commit, operation
 from workers.enqueue import enqueue_event_drain
 
 bp = Blueprint("events", __name__)
 
 
+_ENDPOINT = {200: WebhookEndpoint}
+_ONE_ENDPOINT = "/webhook_endpoints/<id:endpoint_id>"
+
+
 @operation(
     bp,
-    "POST",
-    "/webhook_endpoints",
-    summary="Register an endpoint for events; the answer holds its secret, shown this once",
+    "POST /webhook_endpoints",
     body=WebhookEndpointCreate,
     responses={201: WebhookEndpointWithSecret},
     errors=(409,),
 )
-def create_webhook_endpoint(body: WebhookEndpointCreate) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        endpoint = webhook_endpoints.create_endpoint(
-            session,
-            rt.settings,
-            g.actor.organization_id,
-            body.url,
-            body.events,
-            body.description,
-            body.enabled,
-        )
-        answer = WebhookEndpointWithSecret.with_secret(endpoint, endpoint.secret)
-    return respond(answer, 201)
+def create_webhook_endpoint(
+    session: Session, body: WebhookEndpointCreate
+) -> WebhookEndpointWithSecret:
+    """Register an endpoint for events; the answer holds its secret, shown this once."""
+    endpoint = webhook_endpoints.create_endpoint(
+        session,
+        runtime().settings,
+        acting_org(),
+        body.url,
+        body.events,
+        body.description,
+        body.enabled,
+    )
+    return WebhookEndpointWithSecret.with_secret(endpoint, endpoint.secret)
+
+
+@operation(bp, "GET /webhook_endpoints", query=EndpointQuery, responses={200: WebhookEndpointList})
+def list_webhook_endpoints(session: Session, query: EndpointQuery) -> WebhookEndpointList:
+    """The organization's webhook endpoints, newest first."""
+    rows, has_more = webhook_endpoints.list_endpoints(
+        session, acting_org(), query.limit, query.before
+    )
+    return WebhookEndpointList.of([WebhookEndpoint.of(e) for e in rows], has_more)
+
+
+@operation(bp, f"GET {_ONE_ENDPOINT}", responses=_ENDPOINT)
+def get_webhook_endpoint(session: Session, endpoint_id: str) -> WebhookEndpoint:
+    """A webhook endpoint (without its secret)."""
+    return WebhookEndpoint.of(webhook_endpoints.get_endpoint(session, acting_org(), endpoint_id))
+
+
+@operation(bp, f"PATCH {_ONE_ENDPOINT}", body=WebhookEndpointUpdate, responses=_ENDPOINT)
+def update_webhook_endpoint(
+    session: Session, endpoint_id: str, body: WebhookEndpointUpdate
+) -> WebhookEndpoint:
+    """Change an endpoint's url, events, description, or enable or disable it."""
+    changes = body.model_dump(exclude_unset=True)
+    endpoint = webhook_endpoints.update_endpoint(
+        session, runtime().settings, acting_org(), endpoint_id, changes
+    )
+    return WebhookEndpoint.of(endpoint)
+
+
+@operation(bp, f"DELETE {_ONE_ENDPOINT}", responses={200: WebhookEndpointDeleted})
+def delete_webhook_endpoint(session: Session, endpoint_id: str) -> WebhookEndpointDeleted:
+    """Remove an endpoint; events it had yet to receive are dropped."""
+    endpoint = webhook_endpoints.delete_endpoint(session, acting_org(), endpoint_id)
+    return WebhookEndpointDeleted.of(endpoint)
+
+
+@operation(bp, f"POST {_ONE_ENDPOINT}/rotate_secret", responses={200: WebhookEndpointWithSecret})
+def rotate_webhook_secret(session: Session, endpoint_id: str) -> WebhookEndpointWithSecret:
+    """A new signing secret, shown this once; the old one also signs for 24 hours."""
+    endpoint, secret = webhook_endpoints.rotate_secret(session, acting_org(), endpoint_id)
+    return WebhookEndpointWithSecret.with_secret(endpoint, secret)
 
 
 @operation(
-    bp,
-    "GET",
-    "/webhook_endpoints",
-    summary="The organization's webhook endpoints, newest first",
-    query=EndpointQuery,
-    responses={200: WebhookEndpointList},
+    bp, f"GET {_ONE_ENDPOINT}/attempts", query=AttemptQuery, responses={200: WebhookAttemptList}
 )
-def list_webhook_endpoints(query: EndpointQuery) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        rows, has_more = webhook_endpoints.list_endpoints(
-            session, g.actor.organization_id, query.limit, query.before
-        )
-        answer = WebhookEndpointList.of([WebhookEndpoint.of(e) for e in rows], has_more)
-    return respond(answer)
+def list_webhook_attempts(
+    session: Session, endpoint_id: str, query: AttemptQuery
+) -> WebhookAttemptList:
+    """The endpoint's delivery attempts, newest first."""
+    rows, has_more = webhook_endpoints.list_attempts(
+        session, acting_org(), endpoint_id, query.limit, query.before
+    )
+    return WebhookAttemptList.of([WebhookAttempt.of(a) for a in rows], has_more)
 
 
-@operation(
-    bp,
-    "GET",
-    "/webhook_endpoints/<id:endpoint_id>",
-    summary="A webhook endpoint (without its secret)",
-    responses={200: WebhookEndpoint},
-)
-def get_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        endpoint = webhook_endpoints.get_endpoint(session, g.actor.organization_id, endpoint_id)
-        answer = WebhookEndpoint.of(endpoint)
-    return respond(answer)
+@operation(bp, "GET /events", query=EventQuery, responses={200: EventList})
+def list_events(session: Session, query: EventQuery) -> EventList:
+    """The event log, newest first, of one type when `type` is given."""
+    rows, has_more = events.list_events(
+        session, acting_org(), query.type, query.limit, query.before
+    )
+    return EventList.of([Event.of(e) for e in rows], has_more)
 
 
-@operation(
-    bp,
-    "PATCH",
-    "/webhook_endpoints/<id:endpoint_id>",
-    summary="Change an endpoint's url, events, description, or enable or disable it",
-    body=WebhookEndpointUpdate,
-    responses={200: WebhookEndpoint},
-)
-def update_webhook_endpoint(endpoint_id: str, body: WebhookEndpointUpdate) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        endpoint = webhook_endpoints.update_endpoint(
-            session,
-            rt.settings,
-            g.actor.organization_id,
-            endpoint_id,
-            body.model_dump(exclude_unset=True),
-        )
-        answer = WebhookEndpoint.of(endpoint)
-    return respond(answer)
+@operation(bp, "GET /events/<id:event_id>", responses={200: Event})
+def get_event(session: Session, event_id: str) -> Event:
+    """An event."""
+    return Event.of(events.get_event(session, acting_org(), event_id))
 
 
-@operation(
-    bp,
-    "DELETE",
-    "/webhook_endpoints/<id:endpoint_id>",
-    summary="Remove an endpoint; events it had yet to receive are dropped",
-    responses={200: WebhookEndpointDeleted},
-)
-def delete_webhook_endpoint(endpoint_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        endpoint = webhook_endpoints.delete_endpoint(session, g.actor.organization_id, endpoint_id)
-        answer = WebhookEndpointDeleted.of(endpoint)
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "POST",
-    "/webhook_endpoints/<id:endpoint_id>/rotate_secret",
-    summary="A new signing secret, shown this once; the old one also signs for 24 hours",
-    responses={200: WebhookEndpointWithSecret},
-)
-def rotate_webhook_secret(endpoint_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        endpoint, secret = webhook_endpoints.rotate_secret(
-            session, g.actor.organization_id, endpoint_id
-        )
-        answer = WebhookEndpointWithSecret.with_secret(endpoint, secret)
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "GET",
-    "/webhook_endpoints/<id:endpoint_id>/attempts",
-    summary="The endpoint's delivery attempts, newest first",
-    query=AttemptQuery,
-    responses={200: WebhookAttemptList},
-)
-def list_webhook_attempts(endpoint_id: str, query: AttemptQuery) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        rows, has_more = webhook_endpoints.list_attempts(
-            session, g.actor.organization_id, endpoint_id, query.limit, query.before
-        )
-        answer = WebhookAttemptList.of([WebhookAttempt.of(a) for a in rows], has_more)
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "GET",
-    "/events",
-    summary="The event log, newest first, of one type when `type` is given",
-    query=EventQuery,
-    responses={200: EventList},
-)
-def list_events(query: EventQuery) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        rows, has_more = events.list_events(
-            session, g.actor.organization_id, query.type, query.limit, query.before
-        )
-        answer = EventList.of([Event.of(e) for e in rows], has_more)
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "GET",
-    "/events/<id:event_id>",
-    summary="An event",
-    responses={200: Event},
-)
-def get_event(event_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        answer = Event.of(events.get_event(session, g.actor.organization_id, event_id))
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "POST",
-    "/events/<id:event_id>/resend",
-    summary="Send an event again to every enabled endpoint that subscribes to its type",
-    responses={202: Event},
-)
-def resend_event(event_id: str) -> ResponseReturnValue:
-    rt = runtime()
-    with transaction(rt.sessions) as session:
-        endpoints = event_sending.resend_event(session, g.actor.organization_id, event_id)
-        answer = Event.of(events.get_event(session, g.actor.organization_id, event_id))
-    for endpoint_id in endpoints:
-        enqueue_event_drain(rt.redis, endpoint_id)
-    return respond(answer, 202)
+@operation(bp, "POST /events/<id:event_id>/resend", responses={202: Event})
+def resend_event(session: Session, event_id: str) -> Event:
+    """Send an event again to every enabled endpoint that subscribes to its type."""
+    redis = runtime().redis
+    for endpoint_id in event_sending.resend_event(session, acting_org(), event_id):
+        after_commit(session, functools.partial(enqueue_event_drain, redis, endpoint_id))
+    return Event.of(events.get_event(session, acting_org(), event_id))

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import Blueprint, g
-from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from bridge import channels, deliveries, messages, threads
-from bridge.db import transaction
 from bridge.messages import Posted
 from bridge.serialize import (
     Delivery,
@@ -18,154 +17,124 @@ from bridge.serialize import (
     load_message,
     load_messages,
 )
+from webhooks.auth import acting_org
 from webhooks.context import runtime
-from webhooks.http import operation, respond
+from webhooks.http import after_commit, operation
 from webhooks.schemas import ChannelMessagesQuery, MessageCreate, MessageUpdate, PageQuery
 from workers.enqueue import enqueue_posted
 
 bp = Blueprint("messages", __name__)
 
+_NEW = {201: Message}
+
 
 @operation(
     bp,
-    "GET",
-    "/threads/<id:thread_id>/messages",
-    summary="Page through a thread's messages, newest first",
+    "GET /threads/<id:thread_id>/messages",
     query=PageQuery,
     responses={200: MessageList},
     errors=(404,),
 )
-def list_messages(thread_id: str, query: PageQuery) -> ResponseReturnValue:
-    return _page(query, thread_id=thread_id)
+def list_messages(session: Session, thread_id: str, query: PageQuery) -> MessageList:
+    """Page through a thread's messages, newest first."""
+    thread_id = threads.get_thread(session, acting_org(), thread_id).id
+    return _page(session, query, thread_id=thread_id)
 
 
 @operation(
-    bp,
-    "POST",
-    "/threads/<id:thread_id>/messages",
-    summary="Post a message; it goes to the channel of the thread's contacts now or when due",
-    body=MessageCreate,
-    responses={201: Message},
-    errors=(404,),
+    bp, "POST /threads/<id:thread_id>/messages", body=MessageCreate, responses=_NEW, errors=(404,)
 )
-def post_message(thread_id: str, body: MessageCreate) -> ResponseReturnValue:
-    return _post(messages.post_message, thread_id, body)
+def post_message(session: Session, thread_id: str, body: MessageCreate) -> Message:
+    """Post a message; it goes to the channel of the thread's contacts now or when due."""
+    return _post(session, messages.post_message, thread_id, body)
 
 
 @operation(
     bp,
-    "GET",
-    "/channels/<id:channel_id>/messages",
-    summary="Page through a channel's published (or, with pending=true, scheduled) messages, "
-    "newest first",
+    "GET /channels/<id:channel_id>/messages",
     query=ChannelMessagesQuery,
     responses={200: MessageList},
     errors=(404,),
 )
-def list_channel_messages(channel_id: str, query: ChannelMessagesQuery) -> ResponseReturnValue:
-    return _page(query, channel_id=channel_id, pending=query.pending)
+def list_channel_messages(
+    session: Session, channel_id: str, query: ChannelMessagesQuery
+) -> MessageList:
+    """Page through a channel's published (with pending=true, scheduled) messages, newest first."""
+    channel_id = channels.get_channel(session, acting_org(), channel_id).id
+    return _page(session, query, channel_id=channel_id, pending=query.pending)
 
 
 @operation(
-    bp,
-    "POST",
-    "/channels/<id:channel_id>/messages",
-    summary="Post a message straight to a channel, now or at publish_to_channel_at",
-    body=MessageCreate,
-    responses={201: Message},
-    errors=(404,),
+    bp, "POST /channels/<id:channel_id>/messages", body=MessageCreate, responses=_NEW, errors=(404,)
 )
-def post_channel_message(channel_id: str, body: MessageCreate) -> ResponseReturnValue:
-    return _post(messages.post_channel_message, channel_id, body)
+def post_channel_message(session: Session, channel_id: str, body: MessageCreate) -> Message:
+    """Post a message straight to a channel, now or at publish_to_channel_at."""
+    return _post(session, messages.post_channel_message, channel_id, body)
 
 
 @operation(
     bp,
-    "PATCH",
-    "/messages/<id:message_id>",
-    summary="Edit a message's text or media (its author only)",
+    "PATCH /messages/<id:message_id>",
     body=MessageUpdate,
     responses={200: Message},
     errors=(403, 404, 409),
 )
-def edit_message(message_id: str, body: MessageUpdate) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        message = messages.edit_message(
-            session, g.actor, message_id, body.model_dump(exclude_unset=True)
-        )
-        answer = load_message(session, message)
-    return respond(answer)
+def edit_message(session: Session, message_id: str, body: MessageUpdate) -> Message:
+    """Edit a message's text or media (its author only)."""
+    changes = body.model_dump(exclude_unset=True)
+    return load_message(session, messages.edit_message(session, g.actor, message_id, changes))
+
+
+@operation(bp, "DELETE /messages/<id:message_id>", responses={200: Message}, errors=(403, 404, 409))
+def cancel_message(session: Session, message_id: str) -> Message:
+    """Cancel a message not yet published; a published one is a 409."""
+    return load_message(session, messages.cancel_message(session, g.actor, message_id))
 
 
 @operation(
-    bp,
-    "DELETE",
-    "/messages/<id:message_id>",
-    summary="Cancel a message not yet published; a published one is a 409",
-    responses={200: Message},
-    errors=(403, 404, 409),
+    bp, "GET /messages/<id:message_id>/deliveries", responses={200: DeliveryList}, errors=(404,)
 )
-def cancel_message(message_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        answer = load_message(session, messages.cancel_message(session, g.actor, message_id))
-    return respond(answer)
-
-
-@operation(
-    bp,
-    "GET",
-    "/messages/<id:message_id>/deliveries",
-    summary="A message's per-recipient delivery records",
-    responses={200: DeliveryList},
-    errors=(404,),
-)
-def list_deliveries(message_id: str) -> ResponseReturnValue:
-    with transaction(runtime().sessions) as session:
-        rows = deliveries.list_deliveries(session, g.actor.organization_id, message_id)
-    return respond(DeliveryList.of([Delivery.of(d) for d in rows]))
+def list_deliveries(session: Session, message_id: str) -> DeliveryList:
+    """A message's per-recipient delivery records."""
+    rows = deliveries.list_deliveries(session, acting_org(), message_id)
+    return DeliveryList.of([Delivery.of(d) for d in rows])
 
 
 def _page(
+    session: Session,
     query: PageQuery,
     *,
     thread_id: str | None = None,
     channel_id: str | None = None,
     pending: bool = False,
-) -> ResponseReturnValue:
+) -> MessageList:
     # A page of the organization's thread's or channel's messages, newest first.
-    organization_id = g.actor.organization_id
-    with transaction(runtime().sessions) as session:
-        if thread_id is not None:
-            thread_id = threads.get_thread(session, organization_id, thread_id).id
-        if channel_id is not None:
-            channel_id = channels.get_channel(session, organization_id, channel_id).id
-        rows, has_more = messages.page_messages(
-            session,
-            organization_id,
-            thread_id=thread_id,
-            channel_id=channel_id,
-            pending=pending,
-            limit=query.limit,
-            before=query.before,
-        )
-        answer = MessageList.of(load_messages(session, rows), has_more)
-    return respond(answer)
+    rows, has_more = messages.page_messages(
+        session,
+        acting_org(),
+        thread_id=thread_id,
+        channel_id=channel_id,
+        pending=pending,
+        limit=query.limit,
+        before=query.before,
+    )
+    return MessageList.of(load_messages(session, rows), has_more)
 
 
-def _post(post: Callable[..., Posted], target_id: str, body: MessageCreate) -> ResponseReturnValue:
-    # Post to a thread or a channel, commit, then enqueue what it made; answer 201.
+def _post(
+    session: Session, post: Callable[..., Posted], target_id: str, body: MessageCreate
+) -> Message:
+    # Post to a thread or a channel; what it made is enqueued once the transaction commits.
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        posted = post(
-            session,
-            rt.settings,
-            g.actor,
-            target_id,
-            body.text,
-            body.type,
-            body.media_urls,
-            body.publish_to_channel_at,
-        )
-        answer = load_message(session, posted.message)
-    enqueue_posted(rt.redis, posted)  # after commit; never fails the request
-    return respond(answer, 201)
+    posted = post(
+        session,
+        rt.settings,
+        g.actor,
+        target_id,
+        body.text,
+        body.type,
+        body.media_urls,
+        body.publish_to_channel_at,
+    )
+    after_commit(session, lambda: enqueue_posted(rt.redis, posted))
+    return load_message(session, posted.message)

@@ -14,7 +14,7 @@ import re
 import time
 
 import redis
-from flask import request
+from flask import g, request
 
 from bridge.actors import Actor
 from bridge.db import transaction
@@ -53,6 +53,12 @@ def authenticate() -> Actor:
             actor = Actor.user(org_id, subscriber_id)
     _check_rate(key)
     return actor
+
+
+def acting_org() -> str:
+    """The organization the authenticated request acts for (`g.actor`, set by the blueprint)."""
+    actor: Actor = g.actor
+    return actor.organization_id
 
 
 def _bearer_key() -> str:

@@ -2,9 +2,9 @@
 
 Each view is declared with `operation(...)`, which adds the Flask route and records what it takes
 and answers; `webhooks.openapi` builds the description from those records, so the routes and the
-description cannot drift apart. The operation also reads what it declares: a view that declares a
-`body` or a `query` model is called with `body=` or `query=`, parsed and validated, beside its
-path parameters.
+description cannot drift apart. The operation also does what every view would repeat: it reads
+what the view declares (`body=` and `query=`, parsed and validated, beside the path parameters),
+opens the transaction the view works in, and answers with the model the view returns.
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import pydantic
 from flask import Blueprint, Response, request
-from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
+from bridge.db import transaction
+from webhooks.context import runtime
 from webhooks.errors import ApiError
 from webhooks.schemas import CONTROL
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-F = TypeVar("F", bound=Callable[..., Any])
+View = TypeVar("View", bound=Callable[..., pydantic.BaseModel | tuple[pydantic.BaseModel, int]])
+
+_AFTER_COMMIT = "webhooks.http.after_commit"  # session.info key: the view's work for after commit
 
 # Ids in paths: what the bridge's ids and resource ids are made of. Anything else cannot name an
 # object, so it is a 404 at routing and never reaches the database (PostgreSQL refuses NUL bytes).
@@ -58,39 +62,49 @@ OPERATIONS: list[Operation] = []
 
 def operation(
     bp: Blueprint,
-    method: str,
-    rule: str,
+    route: str,
     *,
-    summary: str,
     responses: Mapping[int, type[pydantic.BaseModel]],
     body: type[pydantic.BaseModel] | None = None,
     body_required: bool = True,
     query: type[pydantic.BaseModel] | None = None,
     errors: Iterable[int] = (),
-) -> Callable[[F], F]:
-    """Add a route to `bp` and record it for the OpenAPI description (`rule` is relative to /v1).
+    summary: str | None = None,
+) -> Callable[[View], View]:
+    """Add the route `"METHOD /rule"` to `bp` (relative to /v1) and record it for the description.
 
-    The view is called with its path parameters, and `body=` and `query=` parsed into the models
-    declared here: a request that does not fit them is answered 400, 415 or 422 before the view.
+    The view runs inside one transaction: it is called with the session, its path parameters, and
+    `body=` and `query=` parsed into the models declared here (a request that does not fit them is
+    answered 400, 415 or 422 before the view). It returns the response model, answered with the
+    lowest status of `responses`, or `(model, status)`. Work registered with `after_commit` runs
+    once the transaction has committed. The summary is the view's docstring's first line.
     """
+    method, rule = route.split(" ", 1)
+    success = min(responses)
 
-    def decorate(view: F) -> F:
+    def decorate(view: View) -> View:
         @functools.wraps(view)
-        def parsed(**path: str) -> ResponseReturnValue:
+        def parsed(**path: str) -> Response:
             # The blueprint has authenticated the request by now: reading it comes next.
             given: dict[str, Any] = dict(path)
             if body is not None:
                 given["body"] = _json_body(body, body_required)
             if query is not None:
                 given["query"] = _query_args(query)
-            return cast(ResponseReturnValue, view(**given))
+            with transaction(runtime().sessions) as session:
+                waiting = session.info[_AFTER_COMMIT] = []
+                answer = view(session, **given)
+            for action in waiting:
+                action()
+            model, status = answer if isinstance(answer, tuple) else (answer, success)
+            return respond(model, status)
 
         bp.add_url_rule(rule, view_func=parsed, methods=[method])
         OPERATIONS.append(
             Operation(
                 method=method.lower(),
                 rule=rule,
-                summary=summary,
+                summary=summary or (view.__doc__ or "").strip().splitlines()[0].rstrip("."),
                 responses=dict(responses),
                 body=body,
                 body_required=body_required,
@@ -102,6 +116,11 @@ def operation(
         return view
 
     return decorate
+
+
+def after_commit(session: Session, action: Callable[[], object]) -> None:
+    """Run `action` (an enqueue) once the view's transaction has committed; never if it fails."""
+    session.info[_AFTER_COMMIT].append(action)
 
 
 def bound_streamed_body(limit: int) -> None:
