@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal, Self, cast
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from sqlalchemy import select
@@ -31,9 +31,23 @@ Timestamp = Annotated[
 
 
 class Response(BaseModel):
-    """The base of every response: no field beyond the declared ones."""
+    """The base of every response: no field beyond the declared ones.
 
-    model_config = ConfigDict(extra="forbid")
+    `object` has its one value as default and stays required in the description (serialization
+    defaults count as required), so a builder need not repeat it.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    @classmethod
+    def read(cls, row: object, **values: Any) -> Self:
+        """The response from `row`'s attributes of the fields' names; `values` add or override."""
+        found = {
+            name: getattr(row, name)
+            for name in cls.model_fields
+            if name not in values and hasattr(row, name)
+        }
+        return cls(**found, **values)
 
 
 class Reaction(Response):
@@ -47,7 +61,7 @@ class Reaction(Response):
 class Message(Response):
     """A single message in a thread or channel."""
 
-    object: Literal["message"]
+    object: Literal["message"] = "message"
     id: str
     thread_id: str | None
     channel_id: str | None = Field(description="The channel it is published to (added).")
@@ -67,23 +81,12 @@ class Message(Response):
     @classmethod
     def of(cls, message: models.Message, name: str | None, resource_id: str | None) -> Self:
         """A message; `name` is its thread's name (or its channel's, for a channel-only one)."""
-        return cls(
-            object="message",
-            id=message.id,
-            thread_id=message.thread_id,
-            channel_id=message.channel_id,
+        return cls.read(
+            message,
             resource_id=resource_id,
-            subscriber_id=message.subscriber_id,
-            text=message.text,
-            type=cast(MessageKind, message.type),
-            event=message.event,
             media_urls=list(message.media_urls or []),
             reactions=list(message.reactions or []),
             name=name,
-            created_at=message.created_at,
-            edited_at=message.edited_at,
-            publish_to_channel_at=message.publish_to_channel_at,
-            published_at=message.published_at,
         )
 
 

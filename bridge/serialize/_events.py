@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field
 
@@ -76,7 +76,7 @@ class WebhookEndpoint(Response):
 
     model_config = _examples(_ENDPOINT_EXAMPLE)
 
-    object: Literal["webhook_endpoint"]
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
     id: str
     url: str
     events: list[Subscription]
@@ -89,7 +89,7 @@ class WebhookEndpoint(Response):
     @classmethod
     def of(cls, endpoint: models.WebhookEndpoint) -> Self:
         """A webhook endpoint, without its secret."""
-        return cls(**_endpoint_fields(endpoint))
+        return cls.read(endpoint, events=list(endpoint.events))
 
 
 class WebhookEndpointWithSecret(WebhookEndpoint):
@@ -104,21 +104,7 @@ class WebhookEndpointWithSecret(WebhookEndpoint):
     @classmethod
     def with_secret(cls, endpoint: models.WebhookEndpoint, secret: str) -> Self:
         """An endpoint with the secret just made for it."""
-        return cls(**_endpoint_fields(endpoint), secret=secret)
-
-
-def _endpoint_fields(endpoint: models.WebhookEndpoint) -> dict[str, Any]:
-    return {
-        "object": "webhook_endpoint",
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "events": list(endpoint.events),
-        "description": endpoint.description,
-        "enabled": endpoint.enabled,
-        "disabled_reason": endpoint.disabled_reason,
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-    }
+        return cls.read(endpoint, events=list(endpoint.events), secret=secret)
 
 
 class WebhookEndpointDeleted(Response):
@@ -126,14 +112,14 @@ class WebhookEndpointDeleted(Response):
 
     model_config = _examples({"object": "webhook_endpoint", "id": _ENDPOINT_EXAMPLE["id"]})
 
-    object: Literal["webhook_endpoint"]
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
     id: str
     deleted: Literal[True]
 
     @classmethod
     def of(cls, endpoint: models.WebhookEndpoint) -> Self:
         """The endpoint just deleted."""
-        return cls(object="webhook_endpoint", id=endpoint.id, deleted=True)
+        return cls.read(endpoint, deleted=True)
 
 
 class WebhookAttempt(Response):
@@ -141,7 +127,7 @@ class WebhookAttempt(Response):
 
     model_config = _examples(_ATTEMPT_EXAMPLE)
 
-    object: Literal["webhook_attempt"]
+    object: Literal["webhook_attempt"] = "webhook_attempt"
     id: str
     endpoint_id: str
     event_id: str
@@ -156,19 +142,7 @@ class WebhookAttempt(Response):
     @classmethod
     def of(cls, attempt: models.WebhookAttempt) -> Self:
         """One attempt to send an event to an endpoint."""
-        return cls(
-            object="webhook_attempt",
-            id=attempt.id,
-            endpoint_id=attempt.endpoint_id,
-            event_id=attempt.event_id,
-            attempted_at=attempt.attempted_at,
-            succeeded=attempt.succeeded,
-            status_code=attempt.status_code,
-            error=attempt.error,
-            duration_ms=attempt.duration_ms,
-            next_retry_at=attempt.next_retry_at,
-            response_body=attempt.response_body,
-        )
+        return cls.read(attempt)
 
 
 class EventData(Response):
@@ -182,7 +156,7 @@ class Event(Response):
 
     model_config = _examples(_EVENT_EXAMPLE)
 
-    object: Literal["event"]
+    object: Literal["event"] = "event"
     id: str
     type: EventType
     created_at: Timestamp
@@ -192,14 +166,7 @@ class Event(Response):
     @classmethod
     def of(cls, event: models.Event) -> Self:
         """An event as recorded."""
-        return cls(
-            object="event",
-            id=event.id,
-            type=cast(EventType, event.type),
-            created_at=event.created_at,
-            organization_id=event.organization_id,
-            data=EventData(object=event.data["object"]),
-        )
+        return cls.read(event, data=EventData(object=event.data["object"]))
 
 
 class WebhookEndpointList(Page):

@@ -71,7 +71,7 @@ class Delivery(Response):
 class InboundSms(Response):
     """An SMS a contact sent, matched to a channel or not."""
 
-    object: Literal["inbound_sms"]
+    object: Literal["inbound_sms"] = "inbound_sms"
     id: str
     message_sid: str
     from_: str = Field(serialization_alias="from")
@@ -85,24 +85,13 @@ class InboundSms(Response):
     @classmethod
     def of(cls, inbound: models.InboundSms) -> Self:
         """An inbound SMS record, matched or not."""
-        return cls(
-            object="inbound_sms",
-            id=inbound.id,
-            message_sid=inbound.message_sid,
-            from_=inbound.from_phone,
-            to=inbound.to_phone,
-            status=cast(InboundState, inbound.status),
-            keyword=inbound.keyword,
-            message_id=inbound.message_id,
-            channel_id=inbound.channel_id,
-            received_at=inbound.received_at,
-        )
+        return cls.read(inbound, from_=inbound.from_phone, to=inbound.to_phone)
 
 
 class User(Response):
     """A member of the organization."""
 
-    object: Literal["user"]
+    object: Literal["user"] = "user"
     id: str
     organization_id: str
     name: str
@@ -113,21 +102,13 @@ class User(Response):
     @classmethod
     def of(cls, user: models.User) -> Self:
         """A user of the organization."""
-        return cls(
-            object="user",
-            id=user.id,
-            organization_id=user.organization_id,
-            name=user.name,
-            email=user.email,
-            phone=user.phone,
-            created_at=user.created_at,
-        )
+        return cls.read(user)
 
 
 class Contact(Response):
     """An external person with a mobile number."""
 
-    object: Literal["contact"]
+    object: Literal["contact"] = "contact"
     id: str
     organization_id: str
     name: str | None
@@ -140,17 +121,7 @@ class Contact(Response):
     @classmethod
     def of(cls, contact: models.Contact, opted_out: bool) -> Self:
         """A contact of the organization, with whether it has opted out of SMS."""
-        return cls(
-            object="contact",
-            id=contact.id,
-            organization_id=contact.organization_id,
-            name=contact.name,
-            email=contact.email,
-            phone=contact.phone,
-            phone_hash=contact.phone_hash,
-            opted_out=opted_out,
-            created_at=contact.created_at,
-        )
+        return cls.read(contact, opted_out=opted_out)
 
     @classmethod
     def load(cls, session: Session, contact: models.Contact) -> Self:
@@ -237,7 +208,7 @@ class InboundSmsList(Page):
 class ApiKey(Response):
     """One of the organization's active API keys; the key itself is shown only when created."""
 
-    object: Literal["api_key"]
+    object: Literal["api_key"] = "api_key"
     id: str
     label: str | None
     prefix: str = Field(description="The key's first characters, to tell keys apart.")
@@ -249,15 +220,7 @@ class ApiKey(Response):
     @classmethod
     def of(cls, key: models.ApiKey, **extra: str) -> Self:
         """An API key as listed: never the key itself."""
-        return cls(
-            object="api_key",
-            id=key.id,
-            label=key.label,
-            prefix=key.prefix,
-            created_at=key.created_at,
-            last_used_at=key.last_used_at,
-            **extra,
-        )
+        return cls.read(key, **extra)
 
 
 class NewApiKey(ApiKey):
