@@ -118,14 +118,14 @@ def event_json(event: Event) -> dict[str, Any]:
     """The event as the API shows it and as endpoints receive it."""
     from bridge.serialize import Event as EventModel
 
-    return dump(EventModel.of(event))
+    return dump(EventModel.read(event))
 
 
 def event_body(event: Event) -> str:
     """The JSON body POSTed to endpoints (what the signature covers): the API's JSON of it."""
     from bridge.serialize import Event as EventModel
 
-    return EventModel.of(event).model_dump_json(by_alias=True)
+    return EventModel.read(event).model_dump_json(by_alias=True)
 
 
 def get_event(session: Session, organization_id: str, event_id: str) -> Event:

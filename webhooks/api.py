@@ -72,7 +72,7 @@ def update_organization(session: Session, body: OrganizationUpdate) -> Organizat
 def create_user(session: Session, body: UserCreate) -> User:
     """Add a member."""
     settings = runtime().settings
-    return User.of(
+    return User.read(
         organizations.create_user(
             session, settings, acting_org(), body.name, body.email, body.phone
         )
@@ -82,7 +82,7 @@ def create_user(session: Session, body: UserCreate) -> User:
 @operation(bp, "GET /users/<id:user_id>", responses={200: User}, errors=(404,))
 def get_user(session: Session, user_id: str) -> User:
     """A member."""
-    return User.of(organizations.get_user(session, acting_org(), user_id))
+    return User.read(organizations.get_user(session, acting_org(), user_id))
 
 
 @operation(bp, "POST /contacts", body=ContactCreate, responses={201: Contact, 200: Contact})

@@ -70,13 +70,13 @@ def list_webhook_endpoints(session: Session, query: EndpointQuery) -> WebhookEnd
     rows, has_more = webhook_endpoints.list_endpoints(
         session, acting_org(), query.limit, query.before
     )
-    return WebhookEndpointList.of([WebhookEndpoint.of(e) for e in rows], has_more)
+    return WebhookEndpointList.of([WebhookEndpoint.read(e) for e in rows], has_more)
 
 
 @operation(bp, f"GET {_ONE_ENDPOINT}", responses=_ENDPOINT)
 def get_webhook_endpoint(session: Session, endpoint_id: str) -> WebhookEndpoint:
     """A webhook endpoint (without its secret)."""
-    return WebhookEndpoint.of(webhook_endpoints.get_endpoint(session, acting_org(), endpoint_id))
+    return WebhookEndpoint.read(webhook_endpoints.get_endpoint(session, acting_org(), endpoint_id))
 
 
 @operation(bp, f"PATCH {_ONE_ENDPOINT}", body=WebhookEndpointUpdate, responses=_ENDPOINT)
@@ -88,14 +88,14 @@ def update_webhook_endpoint(
     endpoint = webhook_endpoints.update_endpoint(
         session, runtime().settings, acting_org(), endpoint_id, changes
     )
-    return WebhookEndpoint.of(endpoint)
+    return WebhookEndpoint.read(endpoint)
 
 
 @operation(bp, f"DELETE {_ONE_ENDPOINT}", responses={200: WebhookEndpointDeleted})
 def delete_webhook_endpoint(session: Session, endpoint_id: str) -> WebhookEndpointDeleted:
     """Remove an endpoint; events it had yet to receive are dropped."""
     endpoint = webhook_endpoints.delete_endpoint(session, acting_org(), endpoint_id)
-    return WebhookEndpointDeleted.of(endpoint)
+    return WebhookEndpointDeleted.read(endpoint)
 
 
 @operation(bp, f"POST {_ONE_ENDPOINT}/rotate_secret", responses={200: WebhookEndpointWithSecret})
@@ -115,7 +115,7 @@ def list_webhook_attempts(
     rows, has_more = webhook_endpoints.list_attempts(
         session, acting_org(), endpoint_id, query.limit, query.before
     )
-    return WebhookAttemptList.of([WebhookAttempt.of(a) for a in rows], has_more)
+    return WebhookAttemptList.of([WebhookAttempt.read(a) for a in rows], has_more)
 
 
 @operation(bp, "GET /events", query=EventQuery, responses={200: EventList})
@@ -124,13 +124,13 @@ def list_events(session: Session, query: EventQuery) -> EventList:
     rows, has_more = events.list_events(
         session, acting_org(), query.type, query.limit, query.before
     )
-    return EventList.of([Event.of(e) for e in rows], has_more)
+    return EventList.of([Event.read(e) for e in rows], has_more)
 
 
 @operation(bp, "GET /events/<id:event_id>", responses={200: Event})
 def get_event(session: Session, event_id: str) -> Event:
     """An event."""
-    return Event.of(events.get_event(session, acting_org(), event_id))
+    return Event.read(events.get_event(session, acting_org(), event_id))
 
 
 @operation(bp, "POST /events/<id:event_id>/resend", responses={202: Event})
@@ -139,4 +139,4 @@ def resend_event(session: Session, event_id: str) -> Event:
     redis = runtime().redis
     for endpoint_id in event_sending.resend_event(session, acting_org(), event_id):
         after_commit(session, functools.partial(enqueue_event_drain, redis, endpoint_id))
-    return Event.of(events.get_event(session, acting_org(), event_id))
+    return Event.read(events.get_event(session, acting_org(), event_id))

@@ -86,11 +86,6 @@ class WebhookEndpoint(Response):
     created_at: Timestamp
     updated_at: Timestamp
 
-    @classmethod
-    def of(cls, endpoint: models.WebhookEndpoint) -> Self:
-        """A webhook endpoint, without its secret."""
-        return cls.read(endpoint, events=list(endpoint.events))
-
 
 class WebhookEndpointWithSecret(WebhookEndpoint):
     """An endpoint just created or rotated, with its signing secret: shown this once only."""
@@ -104,7 +99,7 @@ class WebhookEndpointWithSecret(WebhookEndpoint):
     @classmethod
     def with_secret(cls, endpoint: models.WebhookEndpoint, secret: str) -> Self:
         """An endpoint with the secret just made for it."""
-        return cls.read(endpoint, events=list(endpoint.events), secret=secret)
+        return cls.read(endpoint, secret=secret)
 
 
 class WebhookEndpointDeleted(Response):
@@ -114,12 +109,7 @@ class WebhookEndpointDeleted(Response):
 
     object: Literal["webhook_endpoint"] = "webhook_endpoint"
     id: str
-    deleted: Literal[True]
-
-    @classmethod
-    def of(cls, endpoint: models.WebhookEndpoint) -> Self:
-        """The endpoint just deleted."""
-        return cls.read(endpoint, deleted=True)
+    deleted: Literal[True] = True
 
 
 class WebhookAttempt(Response):
@@ -139,11 +129,6 @@ class WebhookAttempt(Response):
     next_retry_at: Timestamp | None
     response_body: str | None = Field(description="At most the first 1 KiB of the answer.")
 
-    @classmethod
-    def of(cls, attempt: models.WebhookAttempt) -> Self:
-        """One attempt to send an event to an endpoint."""
-        return cls.read(attempt)
-
 
 class EventData(Response):
     """What an event is about."""
@@ -162,11 +147,6 @@ class Event(Response):
     created_at: Timestamp
     organization_id: str
     data: EventData
-
-    @classmethod
-    def of(cls, event: models.Event) -> Self:
-        """An event as recorded."""
-        return cls.read(event, data=EventData(object=event.data["object"]))
 
 
 class WebhookEndpointList(Page):

@@ -4,7 +4,7 @@ people, and the pages that list them (DESIGN 4)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Self, cast
+from typing import Literal, Self
 
 from pydantic import Field
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ InboundState = Literal["matched", "unmatched", "keyword"]
 class Delivery(Response):
     """One SMS part to one recipient, and what became of it."""
 
-    object: Literal["delivery"]
+    object: Literal["delivery"] = "delivery"
     id: str
     message_id: str
     subscriber_id: str
@@ -48,24 +48,8 @@ class Delivery(Response):
     @classmethod
     def of(cls, delivery: models.Delivery) -> Self:
         """A delivery: one SMS part to one recipient."""
-        return cls(
-            object="delivery",
-            id=delivery.id,
-            message_id=delivery.message_id,
-            subscriber_id=delivery.subscriber_id,
-            to=delivery.to_phone,
-            from_=delivery.from_phone or delivery.messaging_service_sid,
-            status=cast(DeliveryState, delivery.status),
-            error_code=delivery.error_code,
-            error_message=delivery.error_message,
-            twilio_sid=delivery.twilio_sid,
-            part=delivery.part,
-            parts=delivery.parts,
-            segments=delivery.segments,
-            attempts=delivery.attempts,
-            created_at=delivery.created_at,
-            updated_at=delivery.updated_at,
-        )
+        from_ = delivery.from_phone or delivery.messaging_service_sid
+        return cls.read(delivery, to=delivery.to_phone, from_=from_)
 
 
 class InboundSms(Response):
@@ -98,11 +82,6 @@ class User(Response):
     email: str | None
     phone: str | None
     created_at: Timestamp
-
-    @classmethod
-    def of(cls, user: models.User) -> Self:
-        """A user of the organization."""
-        return cls.read(user)
 
 
 class Contact(Response):
