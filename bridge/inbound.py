@@ -97,6 +97,7 @@ class InboundOutcome:
     inbound: InboundSms
     twiml: str
     duplicate: bool = False
+    pending: bool = False  # stored only: a worker matches, stores and relays it
     posted: list[Posted] = field(default_factory=list)
     # What processing found, written to the record in one go when it is over.
     status: InboundStatus = InboundStatus.RECEIVED
@@ -115,11 +116,15 @@ def record_inbound_sms(
     settings: Settings,
     params: Params,
     idempotency_token: str | None = None,
+    defer: bool = False,
 ) -> InboundOutcome:
     """Store an inbound SMS once, act on its keyword or match it to a channel; say what to answer.
 
     A repeat (same MessageSid or idempotency token) changes nothing and gets the first answer, also
-    when the copies arrive at the same moment.
+    when the copies arrive at the same moment. With `defer` (the webhook), a reply to an
+    organization's number is only stored, `received`, and `pending` says so: matching, storing
+    and relaying it is `process_received`'s, in a worker after the answer (DESIGN 5.5). Keywords
+    and SMS that cannot match act at once, as they must before the answer.
     """
     params = storable_params(params)
     sid = _required_sid(params)
@@ -146,11 +151,73 @@ def record_inbound_sms(
             raise RuntimeError("the inbound SMS conflicted with a row that cannot be found")
         return InboundOutcome(earlier, earlier.response_twiml or twiml(), duplicate=True)
 
+    if defer and route.unmatched is None and detect_keyword(inbound.body) is None:
+        return InboundOutcome(inbound, twiml(), pending=True)
     # The record is left untouched until processing is over: the flushes inside (messages,
     # deliveries) would otherwise write it once per change.
     outcome = _process(session, settings, inbound, route, params)
     _finish(session, inbound, outcome)
     return outcome
+
+
+def process_received(session: Session, settings: Settings, inbound_id: str) -> list[InboundOutcome]:
+    """Match, store and relay a deferred SMS, after every earlier one of its sender still waiting.
+
+    A contact's SMS are processed in the order they were stored (`seq`), whichever job gets there
+    first: on PostgreSQL a lock per (organization, sender) held to the commit serializes them, and
+    each job takes every waiting SMS of that sender up to its own. Returns what was processed
+    (nothing when another job already did it).
+    """
+    first = session.execute(
+        select(InboundSms.organization_id, InboundSms.from_phone, InboundSms.seq).where(
+            InboundSms.id == inbound_id, InboundSms.status == InboundStatus.RECEIVED
+        )
+    ).one_or_none()
+    if first is None or first.organization_id is None:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(
+                func.pg_advisory_xact_lock(
+                    func.hashtextextended(f"inbound:{first.organization_id}:{first.from_phone}", 0)
+                )
+            )
+        )
+    waiting = session.scalars(
+        select(InboundSms)
+        .where(
+            InboundSms.organization_id == first.organization_id,
+            InboundSms.status == InboundStatus.RECEIVED,
+            InboundSms.from_phone == first.from_phone,
+            InboundSms.seq <= first.seq,
+        )
+        .order_by(InboundSms.seq)
+        .with_for_update()
+    ).all()
+    if not waiting:
+        return []
+    org = session.get(Organization, first.organization_id)
+    if org is None:  # the organization went away meanwhile: nothing to match it to
+        return []
+    outcomes = []
+    for inbound in waiting:
+        route = _Route(inbound.from_phone, inbound.to_phone, org)
+        outcome = _process(session, settings, inbound, route, inbound.params)
+        _finish(session, inbound, outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def received_before(session: Session, before: datetime, limit: int = 500) -> list[str]:
+    """Deferred SMS still waiting since before `before`: their job was lost (the sweeper's look)."""
+    return list(
+        session.scalars(
+            select(InboundSms.id)
+            .where(InboundSms.status == InboundStatus.RECEIVED, InboundSms.received_at < before)
+            .order_by(InboundSms.seq)
+            .limit(limit)
+        )
+    )
 
 
 def _required_sid(params: Params) -> str:

@@ -90,7 +90,7 @@ class Lane(enum.StrEnum):
 
 
 class InboundStatus(enum.StrEnum):
-    RECEIVED = "received"  # stored, not processed yet (e.g. kept while the database was down)
+    RECEIVED = "received"  # stored by the webhook; a worker matches it (DESIGN 5.5)
     MATCHED = "matched"
     UNMATCHED = "unmatched"
     KEYWORD = "keyword"
@@ -376,7 +376,16 @@ class InboundSms(Base):
     """Every inbound SMS Twilio posted, matched or not: nothing is dropped."""
 
     __tablename__ = "inbound_sms"
-    __table_args__ = (Index("ix_inbound_sms_org_status", "organization_id", "status", "seq"),)
+    __table_args__ = (
+        Index("ix_inbound_sms_org_status", "organization_id", "status", "seq"),
+        # The SMS stored by the webhook and not processed yet: few, and what the sweeper looks at.
+        Index(
+            "ix_inbound_sms_received",
+            "received_at",
+            postgresql_where=text("status = 'received'"),
+            sqlite_where=text("status = 'received'"),
+        ),
+    )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from flask.testing import FlaskClient
 from pydantic import BaseModel
+from rq import Queue, SimpleWorker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
@@ -29,6 +31,7 @@ from bridge.runtime import Runtime
 from bridge.settings import Settings
 from bridge.threads import create_thread
 from tests.fixtures.twilio import payloads
+from workers import context, queues
 from workers.enqueue import enqueue_posted
 
 # The `work` fixture of tests/workers: runs the queued and scheduled jobs (an optional timeout).
@@ -194,9 +197,38 @@ def post_signed(
     payload: dict[str, str] | list[tuple[str, str]],
     **headers: str,
 ) -> TestResponse:
-    """POST a Twilio webhook signed with `auth_token`, as Twilio would."""
+    """POST a Twilio webhook signed with `auth_token`, as Twilio would.
+
+    An inbound SMS is then matched as the worker would, right after the answer: the jobs the
+    webhook queued on `inbound` run in a real RQ worker (`run_inbound_jobs`).
+    """
     body, signed = payloads.signed(auth_token, BASE_URL, path, payload)
-    return client.post(path, data=body, headers={**signed, **headers})
+    answer = client.post(path, data=body, headers={**signed, **headers})
+    if path == "/twilio/sms":
+        run_inbound_jobs(client.application.extensions["bridge"])
+    return answer
+
+
+def run_inbound_jobs(runtime: Runtime) -> int:
+    """Run the inbound SMS jobs waiting in Redis in an RQ worker, in burst mode; how many ran."""
+    queue = Queue(queues.INBOUND, connection=runtime.redis)
+    try:
+        waiting = queue.count
+    except redis.ConnectionError:
+        return 0  # Redis is down (outage tests): nothing was queued there
+    if waiting:
+        previous = context.installed()
+        context.install(runtime)
+        try:
+            SimpleWorker([queue], connection=runtime.redis).work(
+                burst=True, logging_level="WARNING"
+            )
+        finally:
+            if previous is None:
+                context.uninstall()
+            else:
+                context.install(previous)
+    return waiting
 
 
 def as_json(response: BaseModel) -> dict[str, Any]:

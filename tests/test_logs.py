@@ -194,6 +194,7 @@ def test_the_inbound_sms_line_shows_the_last_four_digits_of_each_number(
     body, headers = payloads.signed(token, runtime.settings.public_base_url, "/twilio/sms", payload)
 
     answered = app.test_client().post("/twilio/sms", data=body, headers=headers)
+    factories.run_inbound_jobs(runtime)  # the worker's part: matching, and its log line
 
     assert answered.status_code == 200
     [entry] = [e for e in lines(stream) if e["message"] == "inbound sms unmatched"]

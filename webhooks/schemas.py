@@ -17,10 +17,9 @@ from pydantic_core import PydanticCustomError
 
 from bridge.messages import MAX_MEDIA, MAX_PUBLISH_AT, MAX_TEXT_LENGTH, MAX_URL_LENGTH
 from bridge.pages import MAX_PAGE
+from bridge.serialize._records import InboundState
 
 PostableKind = Literal["text", "tracking_update", "pickup_reminder"]
-# "received" is a state inside one transaction only: no stored record has it.
-InboundState = Literal["matched", "unmatched", "keyword"]
 
 # DESIGN section 3: 1 to 128 letters, digits and `_ - . :` (bridge.ids.RESOURCE_ID decides).
 RESOURCE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"

@@ -1,8 +1,10 @@
 """Twilio's webhooks: inbound SMS and delivery status callbacks (DESIGN 5.5).
 
 Each view keeps one order: verify the signature, parse, call one domain function, commit, enqueue,
-answer. When the database is down the verified payload is kept in Redis and answered 200; only with
-Redis down too does Twilio get a 503.
+answer. An inbound reply is only stored before the answer; a worker matches, stores and relays it
+(`workers.inbound.process`); keywords and SMS that match nothing are done at once. When the
+database is down the verified payload is kept in Redis and answered 200; only with Redis down too
+does Twilio get a 503.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from prometheus_client import Counter
 
 from bridge.db import DATABASE_DOWN, transaction
 from bridge.deliveries import record_status_callback
-from bridge.inbound import record_inbound_sms
+from bridge.inbound import process_received, record_inbound_sms
+from bridge.messages import Posted
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.twilio_webhooks import (
     form_params,
@@ -24,7 +27,7 @@ from bridge.twilio_webhooks import (
 )
 from webhooks.context import runtime
 from webhooks.errors import ApiError
-from workers.enqueue import SMS, STATUS, enqueue_posted, keep_payload
+from workers.enqueue import SMS, STATUS, enqueue_inbound, enqueue_posted, keep_payload
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +98,30 @@ def inbound_sms() -> Response:
     try:
         with transaction(rt.sessions) as session:
             outcome = record_inbound_sms(
-                session, rt.settings, params, request.headers.get(IDEMPOTENCY_TOKEN)
+                session, rt.settings, params, request.headers.get(IDEMPOTENCY_TOKEN), defer=True
             )
     except DATABASE_DOWN:
         return _keep(SMS, pairs, INBOUND_SMS)
-    for posted in outcome.posted:
-        enqueue_posted(rt.redis, posted)
+    posted = list(outcome.posted)
+    if outcome.pending and not enqueue_inbound(rt.redis, outcome.inbound.id):
+        # No worker will hear of it while Redis is down: match it here rather than leave it to
+        # the sweeper's next look. Stored already, so a failure here still answers 200.
+        posted += _process_here(outcome.inbound.id)
+    for each in posted:
+        enqueue_posted(rt.redis, each)
     INBOUND_SMS.labels(outcome.outcome).inc()
     return _xml(outcome.twiml)
+
+
+def _process_here(inbound_id: str) -> list[Posted]:
+    rt = runtime()
+    try:
+        with transaction(rt.sessions) as session:
+            outcomes = process_received(session, rt.settings, inbound_id)
+    except DATABASE_DOWN:
+        log.warning("inbound sms left for the sweeper", extra={"inbound_id": inbound_id})
+        return []
+    return [posted for outcome in outcomes for posted in outcome.posted]
 
 
 @bp.post("/status")

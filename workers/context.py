@@ -39,6 +39,11 @@ def runtime() -> Runtime:
     return _current
 
 
+def installed() -> Runtime | None:
+    """The runtime installed in this process, if any (built by `runtime()` or `install`)."""
+    return _current
+
+
 def uninstall() -> None:
     """Forget the installed runtime (tests)."""
     global _current

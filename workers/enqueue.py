@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 FAN_OUT = "workers.jobs.fan_out"
 PUBLISH_SCHEDULED = "workers.jobs.publish_scheduled"
 DRAIN = "workers.inbound.drain"
+PROCESS_INBOUND = "workers.inbound.process"
+# A lost job is the sweeper's (workers.inbound.redrive_received); a failed one retries soon.
+_PROCESS_RETRY = [1, 5, 30]
 DISPATCH_EVENTS = "workers.events.dispatch"
 EVENT_JOB_OPTIONS: dict[str, Any] = {"result_ttl": 0, "failure_ttl": 86400, "job_timeout": 900}
 # A fan-out runs in slices (workers.fanout.SLICE_SECONDS), so an hour is far more than one needs.
@@ -251,6 +254,25 @@ def keep_payload(
     }
     connection.lpush(KEPT, json.dumps(payload))
     enqueue_drain(connection)
+
+
+def enqueue_inbound(connection: redis.Redis, inbound_id: str) -> bool:
+    """Queue the matching of an SMS the webhook stored; False if Redis could not take it."""
+    try:
+        Queue(queues.INBOUND, connection=connection).enqueue(
+            PROCESS_INBOUND,
+            args=(inbound_id,),
+            retry=Retry(max=len(_PROCESS_RETRY), interval=_PROCESS_RETRY),
+            result_ttl=0,
+            failure_ttl=86400,
+        )
+    except redis.RedisError:
+        log.warning(
+            "inbound sms not enqueued; the sweeper will process it",
+            extra={"inbound_id": inbound_id},
+        )
+        return False
+    return True
 
 
 def enqueue_drain(connection: redis.Redis) -> bool:

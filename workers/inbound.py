@@ -1,4 +1,10 @@
-"""Twilio webhooks kept in Redis while the database was down, and the drain that processes them.
+"""Inbound SMS after the webhook's answer: deferred matching, and webhooks kept during an outage.
+
+`process(inbound_id)` matches, stores and relays an SMS the webhook stored `received`
+(`bridge.inbound.process_received`); `redrive_received` (every sweep) does the same for those whose
+job Redis lost.
+
+Twilio webhooks kept in Redis while the database was down, and the drain that processes them:
 
 The web process verifies a webhook's signature, then, finding the database down, keeps the signed
 payload in Redis (`workers.enqueue.keep_payload`) and answers 200 so nothing is lost. Once the
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +26,7 @@ import redis
 from bridge.db import DATABASE_DOWN, transaction
 from bridge.deliveries import record_status_callback
 from bridge.errors import ValidationError
-from bridge.inbound import record_inbound_sms
+from bridge.inbound import process_received, received_before, record_inbound_sms
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.runtime import Runtime
 from bridge.twilio_webhooks import form_params, is_valid_signature
@@ -29,6 +36,44 @@ from workers.enqueue import KEPT, SMS, STATUS, enqueue_on_commit
 log = logging.getLogger(__name__)
 
 DEAD = "bridge:inbound:dead"  # payloads that can never be processed, kept for a person to look at
+
+
+# A deferred SMS whose job has not run after this long is taken as lost (its job usually runs in
+# milliseconds; a retry after a failure within 36 s).
+RECEIVED_GRACE = timedelta(seconds=60)
+
+
+def process(inbound_id: str) -> int:
+    """The job: match, store and relay a deferred SMS (and any earlier one of its sender)."""
+    return process_inbound(context.runtime(), inbound_id)
+
+
+def process_inbound(runtime: Runtime, inbound_id: str) -> int:
+    """Process one deferred SMS with `runtime`; how many SMS it processed."""
+    with transaction(runtime.sessions) as session:
+        outcomes = process_received(session, runtime.settings, inbound_id)
+        for outcome in outcomes:
+            for posted in outcome.posted:
+                enqueue_on_commit(session, runtime.redis, posted)
+    for outcome in outcomes:
+        INBOUND_SMS.labels(outcome.outcome).inc()
+    return len(outcomes)
+
+
+def redrive_received(runtime: Runtime, now: datetime) -> int:
+    """Process, here, the deferred SMS whose job was lost; how many."""
+    with runtime.sessions() as session:
+        lost = received_before(session, now - RECEIVED_GRACE)
+    done = 0
+    for inbound_id in lost:
+        try:
+            done += process_inbound(runtime, inbound_id)
+        except DATABASE_DOWN:
+            raise  # the next sweep tries them all again
+        except Exception:
+            # One SMS that cannot be processed must not keep the sweep from the rest.
+            log.exception("inbound sms could not be processed", extra={"inbound_id": inbound_id})
+    return done
 
 
 def kept_count(connection: redis.Redis) -> int:

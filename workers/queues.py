@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from bridge.models import Lane
 
+# Inbound SMS the webhook stored, to match, store and relay (DESIGN 5.5): first, since each
+# should be in its channel within a second.
+INBOUND = "inbound"
 # Conversation (fan-out of `text` messages, relayed replies) and scheduled publishing, which must
 # not wait behind bulk notifications.
 TEXT = Lane.TEXT.value
@@ -13,4 +16,4 @@ MAINTENANCE = "maintenance"  # inbound drains after a database outage
 EVENTS = "events"
 
 # In priority order: a worker takes from the first queue that has work.
-ALL = (TEXT, NOTIFICATIONS, MAINTENANCE, EVENTS)
+ALL = (INBOUND, TEXT, NOTIFICATIONS, MAINTENANCE, EVENTS)

@@ -1,7 +1,8 @@
 """The sweeper: rebuilds from the database whatever work Redis lost (DESIGN 5.4, 5.7).
 
 One sweep (also `bridge sweep`):
-- processes inbound SMS kept in Redis while the database was down (`workers.inbound.drain_kept`);
+- processes inbound SMS kept in Redis while the database was down (`workers.inbound.drain_kept`),
+  and those the webhook stored whose matching job Redis lost (`redrive_received`);
 - publishes scheduled messages that are due, and enqueues their fan-out;
 - settles deliveries left `sending`/`unknown` past SEND_STALE_AFTER by asking Twilio first;
 - re-enqueues the fan-out of messages whose deliveries sat `pending` past SEND_STALE_AFTER;
@@ -33,7 +34,7 @@ from bridge.runtime import Runtime
 from bridge.stale import resolve_stale
 from workers.enqueue import enqueue_fan_out, enqueue_published, install_enqueue_on_commit
 from workers.events import redrive_events
-from workers.inbound import drain_kept
+from workers.inbound import drain_kept, redrive_received
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     settings = runtime.settings
     counts: dict[str, int] = {"inbound": drain_kept(runtime)}
+    counts["inbound_redriven"] = redrive_received(runtime, now)
 
     with transaction(runtime.sessions) as session:
         published = publish_due_messages(session, settings, now)

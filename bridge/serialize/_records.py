@@ -19,8 +19,8 @@ DeliveryState = Literal[
     "pending", "sending", "sent", "delivered", "undelivered", "failed", "skipped", "canceled",
     "unknown",
 ]  # fmt: skip
-# Not "received": a record is stored with the outcome of its processing, in one transaction.
-InboundState = Literal["matched", "unmatched", "keyword"]
+# "received": stored by the webhook, its matching not done yet (DESIGN 5.5).
+InboundState = Literal["received", "matched", "unmatched", "keyword"]
 
 
 class Delivery(Response):

@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
 from bridge.errors import ValidationError
-from bridge.inbound import detect_keyword, list_inbound, record_inbound_sms
+from bridge.inbound import (
+    detect_keyword,
+    list_inbound,
+    process_received,
+    received_before,
+    record_inbound_sms,
+)
 from bridge.messages import post_message
 from bridge.models import (
     Channel,
@@ -563,3 +569,88 @@ def test_help_twiml_parses_whatever_the_stored_texts_hold(
     message = ElementTree.fromstring(outcome.twiml).findtext("Message")
     assert message is not None
     assert message.startswith("Call us now[31m" if help_text else "Acme Sons: messages about")
+
+
+def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
+    session: Session, settings: Settings
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org, "Jane Doe")
+    omar = factories.contact(session, settings, org, "Omar Other")
+    _, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    replies = select(func.count()).select_from(Message).where(Message.author_type == "contact")
+
+    outcome = record_inbound_sms(
+        session, settings, payloads.inbound(jane.phone, to, "On my way"), defer=True
+    )
+    session.commit()
+
+    assert outcome.pending and outcome.outcome == "received" and outcome.posted == []
+    assert session.scalar(replies) == 0
+    [done] = process_received(session, settings, outcome.inbound.id)
+    session.commit()
+    assert (done.outcome, done.channel_id) == ("matched", channel.id)
+    assert session.scalar(replies) == 1
+    assert done.posted[0].published is not None and done.posted[0].published.pending == 1
+    assert process_received(session, settings, outcome.inbound.id) == [], "processed once"
+
+
+@pytest.mark.parametrize("body", ["STOP", "HELP"])
+def test_deferred_keywords_still_act_before_the_answer(
+    session: Session, settings: Settings, body: str
+) -> None:
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org, "Jane Doe")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+
+    outcome = record_inbound_sms(
+        session, settings, payloads.inbound(jane.phone, to, body), defer=True
+    )
+    session.commit()
+
+    assert not outcome.pending and outcome.outcome == "keyword"
+    assert is_opted_out(session, org.id, jane.phone_hash) == (body == "STOP")
+    assert ("<Message>" in outcome.twiml) == (body == "HELP")
+
+
+def test_deferred_an_sms_to_no_organization_is_kept_unmatched_at_once(
+    session: Session, settings: Settings
+) -> None:
+    outcome = record_inbound_sms(
+        session, settings, payloads.inbound("+14155550100", "+14155559999", "hi"), defer=True
+    )
+    session.commit()
+    assert not outcome.pending and outcome.outcome == "unmatched"
+
+
+def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
+    session: Session, settings: Settings
+) -> None:
+    """Whichever job runs first, a contact's SMS reach the channel in the order they arrived."""
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org, "Jane Doe")
+    omar = factories.contact(session, settings, org, "Omar Other")
+    _, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    ids = []
+    for text in ["one", "two", "three"]:
+        payload = payloads.inbound(jane.phone, to, text)
+        ids.append(record_inbound_sms(session, settings, payload, defer=True).inbound.id)
+        session.commit()
+
+    # The last one's job first: it takes the two before it, in their order.
+    done = process_received(session, settings, ids[2])
+    session.commit()
+    assert [o.inbound.body for o in done] == ["one", "two", "three"]
+    assert process_received(session, settings, ids[0]) == []
+    texts = session.scalars(
+        select(Message.text)
+        .where(Message.channel_id == channel.id, Message.author_type == "contact")
+        .order_by(Message.seq)
+    ).all()
+    assert texts == ["one", "two", "three"]
+    assert received_before(session, utcnow() + timedelta(seconds=1)) == []

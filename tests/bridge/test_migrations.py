@@ -66,8 +66,8 @@ def _indexed(engine: Engine, table: str) -> list[tuple[str, ...]]:
 
 def test_the_revisions_ship_in_one_line() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0003"]
-    assert [r.revision for r in script.walk_revisions()] == ["0003", "0002", "0001"]
+    assert script.get_heads() == ["0004"]
+    assert [r.revision for r in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
 
 
 def test_the_migration_creates_exactly_the_models_schema(empty_engine: Engine) -> None:
@@ -77,7 +77,7 @@ def test_the_migration_creates_exactly_the_models_schema(empty_engine: Engine) -
     upgrade(empty_engine)  # a second run (a second release) changes nothing
     assert _differences(empty_engine) == []
     with empty_engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert MigrationContext.configure(conn).get_current_revision() == "0004"
 
 
 def test_the_lookup_indexes_exist(empty_engine: Engine) -> None:
@@ -98,6 +98,7 @@ def test_the_lookup_indexes_exist(empty_engine: Engine) -> None:
     assert leads("messages", "id")
     # Status callbacks and the sweeper.
     assert leads("deliveries", "twilio_sid")
+    assert leads("inbound_sms", "received_at")
     assert leads("deliveries", "status", "updated_at")
     assert leads("deliveries", "message_id")
     assert leads("inbound_sms", "message_sid")

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.models import Delivery, Message
+from tests.e2e.processes import wait_for
 from tests.fixtures.twilio import payloads
 from tests.reliability.conftest import Record, size
 from tests.reliability.system import System, post_form
@@ -74,6 +75,13 @@ def test_web_killed_mid_inbound_requests_and_twilio_retries(system: System, reco
         status, _ = system.inbound(writers[n % 8], org.senders[0], f"note {n} for the van", sid)
         retry_answers[status] += 1
     stored = system.inbound_counts()
+    # The worker matches what the web stored (DESIGN 5.5): each SMS once in its channel.
+    system.start("worker")
+    wait_for(
+        "every stored SMS in its channel",
+        lambda: contact_messages(system) >= len(stored),
+        timeout=60,
+    )
     messages = contact_messages(system)
 
     record.injected = (

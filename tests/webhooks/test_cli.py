@@ -260,6 +260,7 @@ def test_sms_simulate_from_an_unknown_number_is_kept_unmatched(
     )
     assert result.exit_code == 0, result.output
     assert "<Response" in result.stdout
+    factories.run_inbound_jobs(app.extensions["bridge"])  # the worker's part: matching
     [record] = session.execute(select(InboundSms)).scalars()
     assert record.status == "unmatched"
 

@@ -137,7 +137,7 @@ def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
     assert phone["format"] == "phone" and "E.164" in phone["description"]
     assert not _validator(spec, "ContactCreate").is_valid({"phone": "call me"})
     statuses = schemas["InboundSms"]["properties"]["status"]["enum"]
-    assert statuses == ["matched", "unmatched", "keyword"]
+    assert statuses == ["received", "matched", "unmatched", "keyword"]
     assert set(schemas["ErrorDetail"]["properties"]["type"]["enum"]) == set(get_args(ErrorType))
     inbound = spec["paths"]["/v1/inbound"]["get"]
     before = next(p for p in inbound["parameters"] if p["name"] == "before")

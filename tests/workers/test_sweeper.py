@@ -12,14 +12,17 @@ from sqlalchemy import select
 
 from bridge.claims import claim_deliveries, stale_pending_messages
 from bridge.db import utcnow
-from bridge.models import Delivery
+from bridge.inbound import record_inbound_sms
+from bridge.models import Delivery, InboundSms, Message
 from bridge.runtime import Runtime
 from bridge.sending import outgoing_sms
 from tests import factories
+from tests.fixtures.twilio import payloads
 from tests.standin.twilio import TwilioStandIn
 from workers import context, jobs, queues
 from workers.enqueue import enqueue_fan_out
 from workers.fanout import BLOCKED_RETRY_MAX, blocked_delay, fan_out_message
+from workers.inbound import RECEIVED_GRACE
 from workers.ratelimit import SendRateLimiter
 from workers.sweeper import sweep, sweep_once
 
@@ -277,3 +280,23 @@ def test_one_worker_sweeps_per_interval_and_a_failed_sweep_is_survived(
         assert sweep_once(broken, interval=5) is None  # logged, not raised: the loop goes on
     finally:
         broken.close()
+
+
+def test_an_inbound_sms_whose_matching_job_redis_lost_is_processed_by_the_sweeper(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    world = factories.conversation(runtime, runtime.settings)
+    with runtime.sessions() as session, session.begin():
+        payload = payloads.inbound(world.jane.phone, world.to, "Still waiting")
+        outcome = record_inbound_sms(session, runtime.settings, payload, defer=True)
+    assert outcome.pending  # its job would go to Redis now; it never gets there
+
+    assert sweep(runtime)["inbound_redriven"] == 0, "not before the grace period"
+    counts = sweep(runtime, utcnow() + RECEIVED_GRACE + timedelta(seconds=1))
+
+    assert counts["inbound_redriven"] == 1
+    with runtime.sessions() as session:
+        inbound = session.get(InboundSms, outcome.inbound.seq)
+        assert inbound is not None and inbound.status == "matched"
+        message = session.scalars(select(Message).where(Message.id == inbound.message_id)).one()
+        assert (message.text, message.subscriber_id) == ("Still waiting", world.jane.id)
