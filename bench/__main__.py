@@ -1,6 +1,6 @@
 """Run every benchmark, print the figures as a table and write `bench/results/latest.json`.
 
-    .venv/bin/python -m bench [--quick] [inbound fanout api]
+    .venv/bin/python -m bench [--quick] [api fanout inbound events]
 
 Each benchmark module has `run(quick) -> list[Figure]`; `--quick` uses small sizes to try the
 harness (its figures are not the report's, and it writes `bench/results/quick.json` instead).
@@ -23,7 +23,7 @@ from bridge.settings import normalize_database_url
 from tests.services import postgres_admin_url
 
 # The ones the machine's load moves least first.
-BENCHMARKS = ("api", "fanout", "inbound")
+BENCHMARKS = ("api", "fanout", "inbound", "events")
 
 
 def database_version() -> str:
