@@ -18,7 +18,8 @@ Who records what (the domain functions that make the change, never the views):
   `record_sends`, `record_failure`, `fail_later_parts`, `stale.resolve_stale`,
   `deliveries.apply_status`, and `publishing.publish_message` for the rows it inserts `skipped`.
   Bulk changes report in bulk (`record_deliveries`: one INSERT per batch).
-- `inbound.received`: `inbound.record_inbound_sms`, once the record's status is decided.
+- `inbound.received`: `inbound.record_inbound_sms` or, for a reply it deferred,
+  `inbound.process_received`, once the record's status is decided.
 - `contact.opted_out`, `contact.opted_in`: `organizations.opt_out`, `opt_in` (STOP, START, 21610).
 """
 
