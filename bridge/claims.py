@@ -9,6 +9,7 @@ or unknown). A notification held by quiet hours does not hold back later convers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -86,22 +87,24 @@ def _blocked_by_earlier(now: datetime) -> Any:
 
 
 def claim_deliveries(
-    session: Session, message_id: str, limit: int, now: datetime | None = None
+    session: Session, message_id: str | Sequence[str], limit: int, now: datetime | None = None
 ) -> list[Delivery]:
     """Claim up to `limit` due deliveries of a message (`pending -> sending`), in send order.
 
-    Deliveries whose contact opted out since publishing are marked `skipped` instead.
+    Given several messages (relays sent together), their deliveries in the order they were
+    published. Deliveries whose contact opted out since publishing are marked `skipped` instead.
     """
     now = now or utcnow()
+    messages = [message_id] if isinstance(message_id, str) else list(message_id)
     candidates = (
         select(Delivery.id)
         .where(
-            Delivery.message_id == message_id,
+            Delivery.message_id.in_(messages),
             status_in(Delivery.status, PENDING),
             or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
             ~_blocked_by_earlier(now),
         )
-        .order_by(Delivery.subscriber_id, Delivery.part)
+        .order_by(Delivery.publish_seq, Delivery.subscriber_id, Delivery.part)
         .limit(limit)
     )
     ids = list(session.execute(candidates).scalars())

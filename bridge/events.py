@@ -53,6 +53,7 @@ EVENT_OBJECTS: dict[str, str] = {
 EVENT_TYPES = tuple(EVENT_OBJECTS)
 
 RECORDED_KEY = "bridge.events.recorded"
+RECORDED_ORGANIZATIONS_KEY = "bridge.events.recorded_organizations"
 
 
 def record_event(
@@ -69,6 +70,7 @@ def record_event(
     )
     session.add(event)
     session.info.setdefault(RECORDED_KEY, []).append(event.id)
+    session.info.setdefault(RECORDED_ORGANIZATIONS_KEY, set()).add(organization_id)
     return event
 
 
@@ -98,6 +100,7 @@ def record_events(
         )
     session.execute(insert(Event), rows)
     session.info.setdefault(RECORDED_KEY, []).extend(ids)
+    session.info.setdefault(RECORDED_ORGANIZATIONS_KEY, set()).add(organization_id)
     return ids
 
 
@@ -111,8 +114,15 @@ def _check(type: str, object_json: dict[str, Any]) -> None:
 
 def take_recorded(session: Session) -> list[str]:
     """The ids of the events this session recorded since the last call (after its commit)."""
+    session.info.pop(RECORDED_ORGANIZATIONS_KEY, None)
     ids: list[str] = session.info.pop(RECORDED_KEY, [])
     return ids
+
+
+def recorded_organizations(session: Session) -> set[str]:
+    """The organizations of the events this session recorded and has not handed on yet."""
+    organizations: set[str] = session.info.get(RECORDED_ORGANIZATIONS_KEY, set())
+    return organizations
 
 
 def event_json(event: Event) -> dict[str, Any]:

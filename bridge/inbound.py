@@ -160,13 +160,16 @@ def record_inbound_sms(
     return outcome
 
 
-def process_received(session: Session, settings: Settings, inbound_id: str) -> list[InboundOutcome]:
+def process_received(
+    session: Session, settings: Settings, inbound_id: str, wait: bool = True
+) -> list[InboundOutcome] | None:
     """Match, store and relay a deferred SMS, after every earlier one of its sender still waiting.
 
     A contact's SMS are processed in the order they were stored (`seq`), whichever job gets there
     first: on PostgreSQL a lock per (organization, sender) held to the commit serializes them, and
-    each job takes every waiting SMS of that sender up to its own. Returns what was processed
-    (nothing when another job already did it).
+    each call takes every waiting SMS of that sender up to its own. Returns what was processed
+    (nothing when another job already did it), or None without `wait` when another transaction
+    holds the sender's lock (it is processing that sender's SMS now).
     """
     first = session.execute(
         select(InboundSms.organization_id, InboundSms.from_phone, InboundSms.seq).where(
@@ -176,13 +179,11 @@ def process_received(session: Session, settings: Settings, inbound_id: str) -> l
     if first is None or first.organization_id is None:
         return []
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            select(
-                func.pg_advisory_xact_lock(
-                    func.hashtextextended(f"inbound:{first.organization_id}:{first.from_phone}", 0)
-                )
-            )
-        )
+        key = func.hashtextextended(f"inbound:{first.organization_id}:{first.from_phone}", 0)
+        if wait:
+            session.execute(select(func.pg_advisory_xact_lock(key)))
+        elif not session.scalar(select(func.pg_try_advisory_xact_lock(key))):
+            return None
     waiting = session.scalars(
         select(InboundSms)
         .where(
@@ -194,10 +195,8 @@ def process_received(session: Session, settings: Settings, inbound_id: str) -> l
         .order_by(InboundSms.seq)
         .with_for_update()
     ).all()
-    if not waiting:
-        return []
-    org = session.get(Organization, first.organization_id)
-    if org is None:  # the organization went away meanwhile: nothing to match it to
+    org = session.get(Organization, first.organization_id) if waiting else None
+    if org is None:  # nothing waits (or the organization went away meanwhile)
         return []
     outcomes = []
     for inbound in waiting:
@@ -208,16 +207,16 @@ def process_received(session: Session, settings: Settings, inbound_id: str) -> l
     return outcomes
 
 
-def received_before(session: Session, before: datetime, limit: int = 500) -> list[str]:
-    """Deferred SMS still waiting since before `before`: their job was lost (the sweeper's look)."""
-    return list(
-        session.scalars(
-            select(InboundSms.id)
-            .where(InboundSms.status == InboundStatus.RECEIVED, InboundSms.received_at < before)
-            .order_by(InboundSms.seq)
-            .limit(limit)
-        )
-    )
+def waiting_sms(
+    session: Session, limit: int, leave: Sequence[str] = (), before: datetime | None = None
+) -> list[str]:
+    """Deferred SMS waiting to be processed (stored before `before`), oldest first, but `leave`."""
+    query = select(InboundSms.id).where(InboundSms.status == InboundStatus.RECEIVED)
+    if before is not None:
+        query = query.where(InboundSms.received_at < before)
+    if leave:
+        query = query.where(InboundSms.id.not_in(leave))
+    return list(session.scalars(query.order_by(InboundSms.seq).limit(limit)))
 
 
 def _required_sid(params: Params) -> str:

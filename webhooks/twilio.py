@@ -103,7 +103,7 @@ def inbound_sms() -> Response:
     except DATABASE_DOWN:
         return _keep(SMS, pairs, INBOUND_SMS)
     posted = list(outcome.posted)
-    if outcome.pending and not enqueue_inbound(rt.redis, outcome.inbound.id):
+    if outcome.pending and not enqueue_inbound(rt.redis):
         # No worker will hear of it while Redis is down: match it here rather than leave it to
         # the sweeper's next look. Stored already, so a failure here still answers 200.
         posted += _process_here(outcome.inbound.id)
@@ -117,7 +117,7 @@ def _process_here(inbound_id: str) -> list[Posted]:
     rt = runtime()
     try:
         with transaction(rt.sessions) as session:
-            outcomes = process_received(session, rt.settings, inbound_id)
+            outcomes = process_received(session, rt.settings, inbound_id) or []
     except DATABASE_DOWN:
         log.warning("inbound sms left for the sweeper", extra={"inbound_id": inbound_id})
         return []

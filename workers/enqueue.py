@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from bridge.events import take_recorded
+from bridge.events import recorded_organizations, take_recorded
 from bridge.messages import Posted
+from bridge.models import WebhookEndpoint
 from bridge.publishing import PublishResult
 from workers import queues
 
@@ -36,6 +38,9 @@ FAN_OUT = "workers.jobs.fan_out"
 PUBLISH_SCHEDULED = "workers.jobs.publish_scheduled"
 DRAIN = "workers.inbound.drain"
 PROCESS_INBOUND = "workers.inbound.process"
+INBOUND_QUEUED = "bridge:inbound:process-queued"  # a processing job waits in the inbound queue
+# Should the mark outlive its job (lost with a crash), new SMS queue a job again after this.
+INBOUND_QUEUED_TTL = 10
 # A lost job is the sweeper's (workers.inbound.redrive_received); a failed one retries soon.
 _PROCESS_RETRY = [1, 5, 30]
 DISPATCH_EVENTS = "workers.events.dispatch"
@@ -256,23 +261,30 @@ def keep_payload(
     enqueue_drain(connection)
 
 
-def enqueue_inbound(connection: redis.Redis, inbound_id: str) -> bool:
-    """Queue the matching of an SMS the webhook stored; False if Redis could not take it."""
+def enqueue_inbound(connection: redis.Redis) -> bool:
+    """Queue a job to process the SMS the webhook stored, unless one waits already.
+
+    One job takes every SMS waiting when it runs, so at most one is queued (the key is cleared as
+    it starts). Returns False only if Redis could not take it.
+    """
     try:
+        if not connection.set(INBOUND_QUEUED, "1", nx=True, ex=INBOUND_QUEUED_TTL):
+            return True
         Queue(queues.INBOUND, connection=connection).enqueue(
             PROCESS_INBOUND,
-            args=(inbound_id,),
             retry=Retry(max=len(_PROCESS_RETRY), interval=_PROCESS_RETRY),
             result_ttl=0,
             failure_ttl=86400,
         )
     except redis.RedisError:
-        log.warning(
-            "inbound sms not enqueued; the sweeper will process it",
-            extra={"inbound_id": inbound_id},
-        )
+        log.warning("inbound sms processing not enqueued; the sweeper will process it")
         return False
     return True
+
+
+def start_inbound(connection: redis.Redis) -> None:
+    """Clear the queued mark as a processing job starts: SMS stored from now on queue another."""
+    connection.delete(INBOUND_QUEUED)
 
 
 def enqueue_drain(connection: redis.Redis) -> bool:
@@ -333,6 +345,21 @@ def enqueue_dispatch(connection: redis.Redis, event_ids: Sequence[str]) -> bool:
 _installed: weakref.WeakSet[sessionmaker[Session]] = weakref.WeakSet()
 
 
+def _subscribed(rt: Runtime, organizations: set[str]) -> bool:
+    """Whether any of these organizations has an enabled webhook endpoint (one indexed SELECT).
+
+    Unreadable (the database went away since the commit), every organization counts.
+    """
+    try:
+        with rt.engine.connect() as connection:
+            query = select(WebhookEndpoint.id).where(
+                WebhookEndpoint.organization_id.in_(organizations), WebhookEndpoint.enabled
+            )
+            return connection.execute(query.limit(1)).first() is not None
+    except SQLAlchemyError:
+        return True
+
+
 def install_enqueue_on_commit(rt: Runtime) -> None:
     """After each commit of `rt`'s sessions, queue the dispatch of the events it recorded."""
     sessions = rt.sessions
@@ -341,7 +368,12 @@ def install_enqueue_on_commit(rt: Runtime) -> None:
     _installed.add(sessions)
 
     def after_commit(session: Session) -> None:
-        enqueue_dispatch(rt.redis, take_recorded(session))
+        organizations = recorded_organizations(session)
+        event_ids = take_recorded(session)
+        # An organization with no endpoint has nobody to send to: its events are left to the
+        # sweeper's batch look (which marks them dispatched), not one job per commit.
+        if event_ids and _subscribed(rt, organizations):
+            enqueue_dispatch(rt.redis, event_ids)
 
     def after_rollback(session: Session) -> None:
         take_recorded(session)  # rolled back: those events do not exist

@@ -131,6 +131,30 @@ def fan_out_message(
     return result
 
 
+def fan_out_together(runtime: Runtime, message_ids: list[str]) -> dict[str, datetime]:
+    """Send the due deliveries of several freshly published text messages in one slice, here.
+
+    For the relays of the inbound SMS a job just processed (a recipient or two each): one pool
+    sends them all at once, instead of one queued fan-out job per reply. Returns, for each message
+    with deliveries left (held back, rate limited, to retry), when they should be tried.
+    """
+    if not message_ids:
+        return {}
+    first, others = message_ids[0], list(message_ids[1:])
+    result = FanOutResult()
+    run = _FanOut(runtime, first, result, None, others)
+    run.run(time.monotonic() + SLICE_SECONDS)
+    if result.errors:
+        raise result.errors[0]
+    left = {}
+    with runtime.sessions() as session:
+        for message_id in message_ids:
+            upcoming = next_attempt_at(session, message_id)
+            if upcoming is not None:
+                left[message_id] = upcoming
+    return left
+
+
 class _FanOut:
     """One fan-out slice: claims in batches, sends on a thread pool, records SIDs together.
 
@@ -142,12 +166,18 @@ class _FanOut:
     """
 
     def __init__(
-        self, runtime: Runtime, message_id: str, result: FanOutResult, queue: str | None
+        self,
+        runtime: Runtime,
+        message_id: str,
+        result: FanOutResult,
+        queue: str | None,
+        others: list[str] | None = None,
     ) -> None:
         self.runtime = runtime
         self.message_id = message_id
         self.result = result
         self.queue = queue
+        self.others = others  # messages to send alongside, given rather than found in the queue
         self.concurrency = max(1, runtime.settings.send_concurrency)
         self.limiter = SendRateLimiter(runtime.redis, runtime.settings.send_rate_per_sender)
         self.in_flight: set[Future[SendOutcome]] = set()
@@ -183,6 +213,10 @@ class _FanOut:
         room = self._room()
         claimed = self._claim_from(pool, self.message_id, room)
         self.claimed_own += claimed
+        if self.others:
+            given, self.others = self.others, []
+            self._claim_from(pool, given, self._room())
+            return
         if claimed == room or self.queue is None:
             return
         for other in self._queued():
@@ -191,7 +225,7 @@ class _FanOut:
             # Once: what is left of it (later parts, held-back SMS) its own job sends.
             self._claim_from(pool, other, self._room())
 
-    def _claim_from(self, pool: ThreadPoolExecutor, message_id: str, limit: int) -> int:
+    def _claim_from(self, pool: ThreadPoolExecutor, message_id: str | list[str], limit: int) -> int:
         with transaction(self.runtime.sessions) as session:
             claimed = claim_deliveries(session, message_id, limit)
         self.in_flight.update(

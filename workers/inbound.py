@@ -1,8 +1,8 @@
 """Inbound SMS after the webhook's answer: deferred matching, and webhooks kept during an outage.
 
-`process(inbound_id)` matches, stores and relays an SMS the webhook stored `received`
-(`bridge.inbound.process_received`); `redrive_received` (every sweep) does the same for those whose
-job Redis lost.
+`process()` matches, stores and relays the SMS the webhook stored `received`, oldest first, a batch
+per transaction (`bridge.inbound.process_received`); at most one such job waits in the queue.
+`redrive_received` (every sweep) does the same for those whose job Redis lost.
 
 Twilio webhooks kept in Redis while the database was down, and the drain that processes them:
 
@@ -17,63 +17,127 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis
 
-from bridge.db import DATABASE_DOWN, transaction
+from bridge.db import DATABASE_DOWN, transaction, utcnow
 from bridge.deliveries import record_status_callback
 from bridge.errors import ValidationError
-from bridge.inbound import process_received, received_before, record_inbound_sms
+from bridge.inbound import InboundOutcome, process_received, record_inbound_sms, waiting_sms
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
+from bridge.publishing import PublishResult
 from bridge.runtime import Runtime
 from bridge.twilio_webhooks import form_params, is_valid_signature
-from workers import context
-from workers.enqueue import KEPT, SMS, STATUS, enqueue_on_commit
+from workers import context, queues
+from workers.enqueue import (
+    KEPT,
+    SMS,
+    STATUS,
+    enqueue_fan_out,
+    enqueue_on_commit,
+    enqueue_published,
+    start_inbound,
+)
+from workers.fanout import fan_out_together
 
 log = logging.getLogger(__name__)
 
 DEAD = "bridge:inbound:dead"  # payloads that can never be processed, kept for a person to look at
 
 
-# A deferred SMS whose job has not run after this long is taken as lost (its job usually runs in
-# milliseconds; a retry after a failure within 36 s).
+# A deferred SMS still waiting after this long is taken as lost: its job (which usually runs within
+# milliseconds, and retries a failure within 36 s) went with Redis.
 RECEIVED_GRACE = timedelta(seconds=60)
+BATCH = 100  # SMS processed in one transaction
+# Another job holds the lock of a sender whose SMS this one reached: it commits within moments.
+_LOCKED_PAUSE = 0.01
 
 
-def process(inbound_id: str) -> int:
-    """The job: match, store and relay a deferred SMS (and any earlier one of its sender)."""
-    return process_inbound(context.runtime(), inbound_id)
+def process() -> int:
+    """The job: process every SMS the webhook stored and left waiting; how many."""
+    runtime = context.runtime()
+    start_inbound(runtime.redis)
+    return process_waiting(runtime)
 
 
-def process_inbound(runtime: Runtime, inbound_id: str) -> int:
-    """Process one deferred SMS with `runtime`; how many SMS it processed."""
+def process_waiting(runtime: Runtime, before: datetime | None = None) -> int:
+    """Match, store and relay the waiting SMS (stored before `before`), oldest first; how many.
+
+    A batch of them in one transaction; should the batch fail, each SMS in one of its own, so one
+    that cannot be processed (logged, left for the sweeper) does not hold back the others.
+    """
+    done = 0
+    failed: list[str] = []
+    while True:
+        with runtime.sessions() as session:
+            batch = waiting_sms(session, BATCH, failed, before)
+        if not batch:
+            return done
+        try:
+            processed, held = _process_batch(runtime, batch)
+        except DATABASE_DOWN:
+            raise  # the job's retry (or the sweeper) comes back to all of them
+        except Exception:
+            log.warning("inbound batch failed; processing its SMS one by one")
+            processed, held = 0, 0
+            for inbound_id in batch:
+                try:
+                    processed += _process_batch(runtime, [inbound_id])[0]
+                except DATABASE_DOWN:
+                    raise
+                except Exception:
+                    log.exception(
+                        "inbound sms could not be processed", extra={"inbound_id": inbound_id}
+                    )
+                    failed.append(inbound_id)
+        done += processed
+        if held and not processed:
+            time.sleep(_LOCKED_PAUSE)
+        elif not processed:
+            failed += batch  # none could be processed nor is held: never loop on them
+
+
+def _process_batch(runtime: Runtime, batch: list[str]) -> tuple[int, int]:
+    # (SMS processed, SMS held by another job's sender lock)
+    outcomes: list[InboundOutcome] = []
+    held = 0
     with transaction(runtime.sessions) as session:
-        outcomes = process_received(session, runtime.settings, inbound_id)
-        for outcome in outcomes:
-            for posted in outcome.posted:
-                enqueue_on_commit(session, runtime.redis, posted)
+        for inbound_id in batch:
+            found = process_received(session, runtime.settings, inbound_id, wait=False)
+            if found is None:
+                held += 1
+            else:
+                outcomes += found
     for outcome in outcomes:
         INBOUND_SMS.labels(outcome.outcome).inc()
-    return len(outcomes)
+    _relay(runtime, [p.published for o in outcomes for p in o.posted if p.published is not None])
+    return len(outcomes), held
+
+
+def _relay(runtime: Runtime, published: list[PublishResult]) -> None:
+    """Send the relays of the SMS just processed, together, in this job; queue what must wait."""
+    text = [r.message_id for r in published if r.pending and r.queue == queues.TEXT]
+    try:
+        left = fan_out_together(runtime, text)
+    except Exception:
+        # Their deliveries are in the database: the fan-out jobs (or the sweeper) send them.
+        log.exception("relaying in the inbound job failed; queueing the fan-outs")
+        left = {message_id: utcnow() for message_id in text}
+    now = utcnow()
+    for message_id, when in left.items():
+        enqueue_fan_out(runtime.redis, message_id, queues.TEXT, at=None if when <= now else when)
+    for result in published:
+        if result.queue != queues.TEXT:
+            enqueue_published(runtime.redis, result)
 
 
 def redrive_received(runtime: Runtime, now: datetime) -> int:
-    """Process, here, the deferred SMS whose job was lost; how many."""
-    with runtime.sessions() as session:
-        lost = received_before(session, now - RECEIVED_GRACE)
-    done = 0
-    for inbound_id in lost:
-        try:
-            done += process_inbound(runtime, inbound_id)
-        except DATABASE_DOWN:
-            raise  # the next sweep tries them all again
-        except Exception:
-            # One SMS that cannot be processed must not keep the sweep from the rest.
-            log.exception("inbound sms could not be processed", extra={"inbound_id": inbound_id})
-    return done
+    """Process, here, the deferred SMS whose job was lost (waiting past the grace); how many."""
+    return process_waiting(runtime, before=now - RECEIVED_GRACE)
 
 
 def kept_count(connection: redis.Redis) -> int:

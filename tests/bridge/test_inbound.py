@@ -16,8 +16,8 @@ from bridge.inbound import (
     detect_keyword,
     list_inbound,
     process_received,
-    received_before,
     record_inbound_sms,
+    waiting_sms,
 )
 from bridge.messages import post_message
 from bridge.models import (
@@ -653,4 +653,4 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
         .order_by(Message.seq)
     ).all()
     assert texts == ["one", "two", "three"]
-    assert received_before(session, utcnow() + timedelta(seconds=1)) == []
+    assert waiting_sms(session, 10) == []

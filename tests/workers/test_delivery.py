@@ -256,14 +256,16 @@ def test_a_notification_published_in_quiet_hours_waits_for_them(
         assert row.not_before is None
 
 
-def test_scheduled_publishing_waits_on_the_first_priority_queue(runtime: Runtime) -> None:
+def test_scheduled_publishing_waits_on_the_text_queue_ahead_of_bulk(runtime: Runtime) -> None:
     org = factories.committed_organization(runtime)
     with runtime.sessions() as session, session.begin():
         channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
     message_id = factories.post_to_channel(
         runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 60
     )
-    registry = Queue(queues.ALL[0], connection=runtime.redis).scheduled_job_registry
+    # Only inbound SMS (a contact waiting for their reply to show) go before conversation.
+    assert queues.ALL[:2] == (queues.INBOUND, queues.TEXT)
+    registry = Queue(queues.TEXT, connection=runtime.redis).scheduled_job_registry
     [job_id] = registry.get_job_ids()
     job = Job.fetch(job_id, connection=runtime.redis)
     assert (job.func_name, job.args) == ("workers.jobs.publish_scheduled", (message_id,))

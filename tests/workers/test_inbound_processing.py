@@ -1,0 +1,79 @@
+"""Deferred inbound SMS in the worker: one job for many, each once, each contact's in order."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+from rq import Queue
+from sqlalchemy import select
+
+from bridge.inbound import record_inbound_sms
+from bridge.models import InboundSms, Message
+from bridge.organizations import sender_numbers
+from bridge.runtime import Runtime
+from tests import factories
+from tests.fixtures.twilio import payloads
+from workers import queues
+from workers.enqueue import enqueue_inbound
+from workers.inbound import process_waiting
+
+
+def store(runtime: Runtime, phone: str, to: str, text: str) -> str:
+    with runtime.sessions() as session, session.begin():
+        payload = payloads.inbound(phone, to, text)
+        return record_inbound_sms(session, runtime.settings, payload, defer=True).inbound.id
+
+
+def test_one_job_waits_for_many_sms_and_takes_them_all(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    org = factories.committed_organization(runtime)
+    with runtime.sessions() as session, session.begin():
+        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(2))
+        to = sender_numbers(session, org.id)[0]
+    for n in range(5):
+        store(runtime, contacts[0].phone, to, f"note {n}")
+        assert enqueue_inbound(redis_client)
+
+    assert Queue(queues.INBOUND, connection=redis_client).count == 1
+    assert factories.run_inbound_jobs(runtime) == 1
+    with runtime.sessions() as session:
+        statuses = session.scalars(select(InboundSms.status)).all()
+    assert statuses == ["matched"] * 5
+    store(runtime, contacts[0].phone, to, "one more")
+    assert enqueue_inbound(redis_client), "the job cleared its mark: the next SMS queues one"
+    assert Queue(queues.INBOUND, connection=redis_client).count == 1
+
+
+def test_two_jobs_at_once_store_each_sms_once_and_each_contacts_in_order(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    org = factories.committed_organization(runtime)
+    with runtime.sessions() as session, session.begin():
+        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(4))
+        to = sender_numbers(session, org.id)[0]
+    for n in range(60):
+        store(runtime, contacts[n % 4].phone, to, f"{n % 4}:{n:03d}")
+    counts: list[int] = []
+    start = threading.Barrier(2)
+
+    def work() -> None:
+        start.wait(5)
+        counts.append(process_waiting(runtime))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sum(counts) == 60
+    with runtime.sessions() as session:
+        texts = session.scalars(
+            select(Message.text).where(Message.author_type == "contact").order_by(Message.seq)
+        ).all()
+    assert sorted(texts) == sorted(f"{n % 4}:{n:03d}" for n in range(60)), "each once"
+    for contact in range(4):
+        mine = [t for t in texts if t.startswith(f"{contact}:")]
+        assert mine == sorted(mine), f"contact {contact}'s SMS out of order"
