@@ -368,6 +368,8 @@ def install_enqueue_on_commit(rt: Runtime) -> None:
     _installed.add(sessions)
 
     def after_commit(session: Session) -> None:
+        if session.get_nested_transaction() is not None:
+            return  # a savepoint released, not the transaction committed
         organizations = recorded_organizations(session)
         event_ids = take_recorded(session)
         # An organization with no endpoint has nobody to send to: its events are left to the
