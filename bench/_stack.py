@@ -162,7 +162,8 @@ def workers(
             for process in started:
                 if process.poll() is not None:
                     raise RuntimeError(f"a worker exited with {process.returncode}; see {logs}")
-            return len(Worker.all(connection=connection)) >= before + count
+            # Each process registers two RQ workers: its main one and its events one.
+            return len(Worker.all(connection=connection)) >= before + 2 * count
 
         wait_until(registered, 60, "the workers")
         yield started

@@ -1,76 +1,38 @@
 """The worker process (`worker: python -m workers` in the Procfile).
 
-An RQ worker on every queue in priority order (`workers.queues.ALL`) that runs jobs in its own
-process, not in a forked work horse (`Worker`), with RQ's scheduler (scheduled publishing, retries
-and deferred fan-outs), plus the sweeper in a process of its own.
+An RQ worker on every queue but `events`, in priority order (`workers.queues.MAIN`), that runs jobs
+in its own process, not in a forked work horse (`workers.worker.Worker`), with RQ's scheduler
+(scheduled publishing, retries and deferred fan-outs); beside it, each in a process of its own, the
+events worker (`events` alone, with its own scheduler: a POST to an endpoint that hangs never holds
+back an SMS) and the sweeper. Both end with it, even when it is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
 
-import rq.scheduler
-from rq import Queue, SimpleWorker
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.db import connection_limit
 from bridge.errors import ConfigurationError
 from bridge.logs import configure_logging
-from bridge.runtime import Runtime, connect_redis
+from bridge.runtime import Runtime
 from bridge.settings import SettingsRefused, load_settings
-from workers import context, queues
+from workers import queues
 from workers.context import install
 from workers.enqueue import install_enqueue_on_commit
 from workers.sweeper import start_sweeper_process
+from workers.worker import (
+    build_worker,
+    start_events_process,
+    stop_processes,
+    use_own_scheduler_process,
+)
 
 log = logging.getLogger("workers")
-
-
-class Worker(SimpleWorker):
-    """RQ's worker without a fork per job: jobs run one after another in this process.
-
-    A work horse forked for each job started from nothing: new database, Redis and Twilio
-    connections, lazily imported modules, 0.4-0.8 s before a relayed SMS left on this machine. Here
-    the runtime's pools serve job after job. Exactly once does not rest on the process: claims are
-    in the database, and a worker killed mid-job leaves `sending` rows for the sweeper.
-
-    On SIGTERM (a platform stopping the dyno) a running fan-out stops claiming, records what it
-    sent and queues the rest; RQ then stops after the job. A second signal stops at once.
-    """
-
-    def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        context.request_stop()
-        super().request_stop(signum, frame)
-
-
-def build_worker(runtime: Runtime, names: Sequence[str] = queues.ALL) -> Worker:
-    """A worker listening on `names` in order, on a Redis connection of its own."""
-    # RQ raises the socket timeout of the connection it is given (blocking pops); keep the
-    # runtime's short-timeout connection for everything else.
-    connection = connect_redis(runtime.settings.redis_url)
-    return Worker(
-        [Queue(name, connection=connection) for name in names],
-        connection=connection,
-    )
-
-
-def _run_scheduler(scheduler: Any, run: Any = rq.scheduler.run) -> None:
-    """RQ's scheduler process, ending without a raw traceback when it fails (Redis went away).
-
-    RQ logs the failure itself (one JSON line through our handler), then re-raises, and
-    multiprocessing prints the traceback again, raw, to stderr: lines that are not JSON. The
-    worker starts a new scheduler once the old one is dead, so ending quietly loses nothing.
-    """
-    try:
-        run(scheduler)
-    except Exception:
-        os._exit(1)
 
 
 def check_capacity(runtime: Runtime) -> None:
@@ -124,18 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worker: {exc}", file=sys.stderr)
         return 1
     install_enqueue_on_commit(runtime)  # events recorded by jobs go out after their commit
-    # RQScheduler.start() forks a process running rq.scheduler.run, which it looks up each time.
-    rq.scheduler.run = _run_scheduler
+    use_own_scheduler_process()
     preload(runtime)
-    sweeper = None if args.no_sweeper else start_sweeper_process()
-    worker = build_worker(runtime)
-    log.info("worker starting", extra={"queues": list(queues.ALL)})
+    started = [] if args.no_sweeper else [start_sweeper_process()]
+    # In burst mode one worker takes every queue, events last, and quits when all are empty.
+    if not args.burst:
+        started.append(start_events_process())
+    names = queues.ALL if args.burst else queues.MAIN
+    worker = build_worker(runtime, names)
+    log.info("worker starting", extra={"queues": list(names)})
     try:
         worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     finally:
-        if sweeper is not None:
-            sweeper.terminate()
-            sweeper.join(10)
+        # An events drain ends after the POST in progress, at most WEBHOOK_TIMEOUT.
+        stop_processes(started, settings.webhook_timeout + 10)
         runtime.close()
     return 0
 

@@ -45,10 +45,11 @@ def installed() -> Runtime | None:
 
 
 def uninstall() -> None:
-    """Forget the installed runtime (tests)."""
+    """Forget the installed runtime and any request to stop (tests)."""
     global _current
     with _lock:
         _current = None
+        _stop.clear()
 
 
 def request_stop() -> None:

@@ -6,8 +6,9 @@
   them, records each attempt, and schedules itself for the next retry. At most
   `MAX_IN_FLIGHT_PER_ENDPOINT` drains of one endpoint run at once (a Redis semaphore whose
   entries expire, so a killed worker frees its place), so one slow endpoint ties up at most that
-  many workers and every other endpoint's drain, and every SMS queue ahead of `events`, goes on.
-  A drain also hands its worker back as soon as SMS work waits on a queue ahead of `events`.
+  many events workers and every other endpoint's drain goes on. The `events` queue has a worker
+  of its own in each worker process (`workers.worker`): no SMS ever waits behind a POST. A drain
+  asked to stop (SIGTERM) stops after the POST in progress and queues its sequel.
 - `redrive_events(runtime, now)` (called by every sweep) dispatches events whose job Redis lost and
   re-queues drains of endpoints with overdue deliveries.
 """
@@ -21,7 +22,6 @@ import time
 from datetime import datetime, timedelta
 
 import redis
-from rq import Queue
 
 from bridge.db import transaction, utcnow
 from bridge.event_sending import (
@@ -36,7 +36,7 @@ from bridge.event_sending import (
 )
 from bridge.events_sender import EventSender, HttpEventSender
 from bridge.runtime import Runtime
-from workers import queues
+from workers import context
 from workers.context import runtime
 from workers.enqueue import enqueue_event_drain, start_event_drain
 
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT_PER_ENDPOINT = 2
 SLICE_SECONDS = 30.0  # a drain hands its worker back after this long, and queues its sequel
-# How often a drain looks whether SMS wait on the queues ahead of `events`; when they do it hands
-# its worker back at once (after the POST in progress, at most WEBHOOK_TIMEOUT).
-SMS_CHECK_SECONDS = 0.2
 # The sweeper leaves a delivery this long past due before it decides its drain was lost.
 OVERDUE_GRACE = timedelta(seconds=30)
 
@@ -87,7 +84,6 @@ def deliver_events(
     sender = sender or HttpEventSender(rt.settings.webhook_timeout, rt.settings.is_production)
     counts = {"succeeded": 0, "failed": 0}
     started = time.monotonic()
-    sms_check = _Every(SMS_CHECK_SECONDS)
     try:
         while time.monotonic() - started < SLICE_SECONDS:
             batch = claim_due(rt.sessions, rt.settings, endpoint_id)
@@ -95,15 +91,15 @@ def deliver_events(
                 break
             _acquire(rt, endpoint_id, place)  # extend the lease
             outcomes = []
-            yielding = False
+            stopping = False
             for claimed in batch:
                 attempted_at = utcnow()
                 result = sender.post(claimed.outgoing(attempted_at))
                 outcomes.append(Outcome(claimed, result, attempted_at))
                 if not result.ok:
                     break  # a failing endpoint is not sent the rest of the batch
-                if sms_check.due() and sms_waiting(rt.redis):
-                    yielding = True  # SMS come first: this drain is queued again behind them
+                if context.stopping():
+                    stopping = True  # the process is shutting down: the sequel is queued
                     break
             recorded = record_attempts(rt.sessions, outcomes)
             counts["succeeded"] += sum(1 for o in outcomes if o.result.ok)
@@ -112,9 +108,9 @@ def deliver_events(
             if not outcomes[-1].result.ok:
                 release(rt.sessions, unsent, recorded[-1].next_attempt_at)
                 break
-            if yielding:
+            if stopping:
                 release(rt.sessions, unsent, None)
-                counts["yielded"] = 1
+                counts["stopped"] = 1
                 break
     finally:
         _release(rt, endpoint_id, place)
@@ -122,31 +118,6 @@ def deliver_events(
             sender.close()
     _queue_next(rt, endpoint_id)
     return counts
-
-
-def sms_waiting(connection: redis.Redis) -> bool:
-    """Whether a queue ahead of `events` (SMS, maintenance) has jobs waiting."""
-    try:
-        return any(
-            Queue(name, connection=connection).count for name in queues.ALL if name != queues.EVENTS
-        )
-    except redis.RedisError:
-        return False
-
-
-class _Every:
-    """True at most once every `seconds` (the first call included)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.last = float("-inf")
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.seconds:
-            return False
-        self.last = now
-        return True
 
 
 def _queue_next(rt: Runtime, endpoint_id: str) -> None:

@@ -25,7 +25,7 @@ from bridge.runtime import Runtime
 from bridge.webhook_endpoints import create_endpoint, get_endpoint, rotate_secret
 from tests import factories
 from tests.standin.receiver import Receiver
-from workers import queues
+from workers import context, queues
 from workers.enqueue import install_enqueue_on_commit
 from workers.events import (
     IN_FLIGHT_KEY,
@@ -346,7 +346,7 @@ def test_a_claim_left_by_a_killed_worker_is_sent_again_after_the_lease(
     assert receiver.event_ids() == [event_id, event_id]  # at least once: never lost
 
 
-def test_a_drain_hands_its_worker_back_when_sms_wait(
+def test_a_drain_asked_to_stop_ends_after_the_post_in_progress_and_queues_its_sequel(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
@@ -355,11 +355,15 @@ def test_a_drain_hands_its_worker_back_when_sms_wait(
     ids = record(rt, org, 30)
     rt.redis.delete(f"rq:queue:{queues.EVENTS}")  # the dispatch is done by hand below
     dispatch(ids)
-    sms = Queue(queues.TEXT, connection=rt.redis).enqueue("os.getpid")  # an SMS job waits
+    context.request_stop()  # SIGTERM, as `Worker.request_stop` passes it on
     counts = deliver_events(endpoint.id)
-    assert counts == {"succeeded": 1, "failed": 0, "yielded": 1}
+    assert counts == {"succeeded": 1, "failed": 0, "stopped": 1}
     waiting = Queue(queues.EVENTS, connection=rt.redis).get_jobs()
     assert [j.func_name for j in waiting] == ["workers.events.deliver_events"]  # queued again
-    sms.delete()
+    with rt.sessions() as session:
+        statuses = list(session.execute(select(EventDelivery.status)).scalars())
+    assert sorted(statuses) == ["pending"] * 29 + ["succeeded"]  # none left claimed
+    context.uninstall()  # as a worker started anew
+    context.install(rt)
     work_events(rt.redis)
     assert sorted(receiver.event_ids()) == sorted(ids)

@@ -127,6 +127,11 @@ def kill_tree(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
+def main_workers(connection: redis.Redis) -> list[Worker]:
+    """The registered RQ workers on the SMS queues: one per `python -m workers` process."""
+    return [w for w in Worker.all(connection=connection) if queues.TEXT in w.queue_names()]
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -226,7 +231,7 @@ def test_rate_limit_and_per_contact_order_hold_across_two_worker_processes(
         )
     start_worker(SEND_RATE_PER_SENDER=rate)
     start_worker(SEND_RATE_PER_SENDER=rate)
-    wait_until(lambda: len(Worker.all(connection=pg_runtime.redis)) >= 2, 20, "two workers")
+    wait_until(lambda: len(main_workers(pg_runtime.redis)) >= 2, 20, "two workers")
     texts = [f"update {i}" for i in range(5)]
     for text in texts:
         factories.post_to_channel(pg_runtime, org, channel_id, text)
@@ -251,7 +256,7 @@ def test_scheduled_message_is_sent_on_time_and_a_canceled_one_never(
             session, pg_runtime.settings, org, factories.phones(1)
         )
     start_worker(SWEEP_INTERVAL=30)  # the scheduler, not the sweeper, must publish it
-    wait_until(lambda: len(Worker.all(connection=pg_runtime.redis)) >= 1, 20, "the worker")
+    wait_until(lambda: bool(main_workers(pg_runtime.redis)), 20, "the worker")
     due = time.time() + 3
     due_monotonic = time.monotonic() + (due - time.time())
     factories.post_to_channel(pg_runtime, org, channel_id, "On time", publish_to_channel_at=due)
@@ -277,10 +282,15 @@ def test_procfile_worker_listens_to_every_queue(
     )
     command = lines["worker"].split()
     assert command[:3] == ["python", "-m", "workers"]
-    start_worker(*command[3:])
-    wait_until(lambda: bool(Worker.all(connection=redis_client)), 20, "the worker")
-    [worker] = Worker.all(connection=redis_client)
-    assert worker.queue_names() == list(queues.ALL)
+    process = start_worker(*command[3:])
+    wait_until(lambda: len(Worker.all(connection=redis_client)) >= 2, 20, "its two RQ workers")
+    workers = {w.queue_names()[0]: w for w in Worker.all(connection=redis_client)}
+    assert sorted(q for w in workers.values() for q in w.queue_names()) == sorted(queues.ALL)
+    main, events = workers[queues.MAIN[0]], workers[queues.EVENTS]
+    assert main.queue_names() == list(queues.MAIN)  # in priority order
+    assert events.queue_names() == [queues.EVENTS]
+    assert main.pid == process.pid
+    assert events.pid in children(process.pid)  # a process of its own
 
 
 @pytest.fixture
