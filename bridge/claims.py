@@ -1,10 +1,11 @@
 """Claiming deliveries: which worker sends what, and in which order (DESIGN 5.4).
 
 A claim is `pending -> sending` by a conditional UPDATE, so one worker alone owns a delivery; a
-worker renews it (`still_owned`) after waiting for a rate slot, and the sweeper may take back one
-left too long. SMS to one phone leave in the order of (publish_seq, part): a delivery is claimed
-only when no earlier one to the same phone is still on its way (pending and due, retrying, sending
-or unknown). A notification held by quiet hours does not hold back later conversational text.
+worker renews it (`still_owned`) right before taking the rate slot it waited for, and the sweeper
+may take back one left too long. SMS to one phone leave in the order of (publish_seq, part): a
+delivery is claimed only when no earlier one to the same phone is still on its way (pending and
+due, retrying, sending or unknown). A notification held by quiet hours does not hold back later
+conversational text.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def stale_pending_messages(
 
 
 def still_owned(db: Engine | Connection, delivery: Delivery) -> bool:
-    """Renew the claim after waiting for a rate slot; False if the sweeper took it back meanwhile.
+    """Renew the claim before taking a rate slot; False if the sweeper took it back meanwhile.
 
     A send can wait on the rate limit longer than SEND_STALE_AFTER; by then `resolve_stale` may
     have put the delivery back to `pending` for another worker. Only the claim it still matches

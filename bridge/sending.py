@@ -65,12 +65,13 @@ NO_SENDER = (
 
 MAX_RETRY_DELAY = 600.0  # DESIGN 5.4: retries at most ten minutes apart
 
-# Waits until a send of `segments` segments from `sender_key` is within the rate limit.
-Pace = Callable[[str, int], object]
+# Waits for the rate-limit slot of a send of `segments` segments from `sender_key` and takes it,
+# calling `ready()` right before (False: the send may not go, the slot is left; returns False).
+Pace = Callable[[str, int, Callable[[], bool]], bool]
 
 
-def _no_pace(sender_key: str, segments: int) -> None:
-    return None
+def _no_pace(sender_key: str, segments: int, ready: Callable[[], bool]) -> bool:
+    return ready()
 
 
 def retry_delay(settings: Settings, attempts: int, rng: random.Random | None = None) -> float:
@@ -315,21 +316,36 @@ def send_unrecorded(
 
     The caller must save an accepted send's `result` at once with `record_sent` or `record_sends`
     (until then the delivery stays `sending`, which the sweeper settles through Twilio should the
-    worker die). `db` renews the claim (see `bridge.claims.still_owned`).
+    worker die). `pace` holds the send to its sender's rate; the request leaves the moment its slot
+    is taken. Just before, `db` renews the claim (see `bridge.claims.still_owned`); once renewed,
+    it stays this worker's for half of SEND_STALE_AFTER without asking again.
     """
-    pace(sender_key(delivery), max(1, delivery.segments))
-    if not still_owned(db, delivery):
+    try:
+        request = _request(settings, delivery)
+    except SendError as error:
+        return _failed(sessions, settings, delivery, error)
+    owned_until: float | None = None
+
+    def owned() -> bool:
+        nonlocal owned_until
+        if owned_until is not None and time.monotonic() < owned_until:
+            return True
+        if not still_owned(db, delivery):
+            return False
+        owned_until = time.monotonic() + settings.send_stale_after / 2
+        return True
+
+    if not pace(sender_key(delivery), max(1, delivery.segments), owned):
         log.info(
             "claim taken back while waiting for a rate slot", extra={"delivery_id": delivery.id}
         )
         return SendOutcome(delivery.id, status=RELEASED)
     started = time.perf_counter()
     try:
-        result = sender.send(_request(settings, delivery))
+        result = sender.send(request)
     except SendError as error:
         SEND_LATENCY.observe(time.perf_counter() - started)
-        SENDS.labels(result="transient" if error.retryable else "permanent").inc()
-        return SendOutcome(delivery.id, status=_record_error(sessions, settings, delivery, error))
+        return _failed(sessions, settings, delivery, error)
     SEND_LATENCY.observe(time.perf_counter() - started)
     SENDS.labels(result="sent").inc()
     return SendOutcome(delivery.id, result=result)
@@ -343,6 +359,13 @@ def _request(settings: Settings, delivery: Delivery) -> OutgoingSms:
         return outgoing_sms(settings, delivery)
     except ValueError as exc:
         raise PermanentSendError(f"cannot send: {exc}") from exc
+
+
+def _failed(
+    sessions: sessionmaker[Session], settings: Settings, delivery: Delivery, error: SendError
+) -> SendOutcome:
+    SENDS.labels(result="transient" if error.retryable else "permanent").inc()
+    return SendOutcome(delivery.id, status=_record_error(sessions, settings, delivery, error))
 
 
 def _record_error(

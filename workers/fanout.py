@@ -78,7 +78,7 @@ def _send(runtime: Runtime, limiter: SendRateLimiter, delivery: Delivery) -> Sen
     # across the request to Twilio: send threads holding connections while the fan-out loop
     # waited for one to record SIDs is how a pool smaller than the concurrency livelocked.
     return send_unrecorded(
-        runtime.engine, runtime.sessions, runtime.settings, runtime.sender, delivery, limiter.wait
+        runtime.engine, runtime.sessions, runtime.settings, runtime.sender, delivery, limiter.take
     )
 
 

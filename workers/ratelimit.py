@@ -1,66 +1,92 @@
 """The per-sender send rate, in SMS segments per second, shared by every worker through Redis.
 
-A GCRA-style meter: each sender has a "theoretical arrival time" (TAT) in Redis; a send of n
-segments is given the slot at max(TAT, now) and pushes the TAT n/rate seconds on. The Lua script
-reads Redis's clock, so every worker on every machine agrees on time. A send over the limit waits
-for its slot; it never fails. Slots are reserved at most `max_ahead` seconds ahead, so a worker
-never holds a claimed delivery long before sending it.
+Each sender has a "theoretical arrival time" (TAT) in Redis: the moment its next send may go. A
+send of n segments takes its slot only once the TAT has passed, and pushes it n/rate seconds past
+that moment; before then it is told how long to wait. The Lua script reads Redis's clock, so every
+worker on every machine agrees on time. A send over the limit waits; it never fails.
+
+The slot is taken right before the request, never reserved ahead: a send that was held up after
+its slot (a database round trip, a busy interpreter) would otherwise go out late and bunch with
+the next one, on time. Taken at the last moment, slots are at least `n / rate` seconds apart
+however late each is, so over any window of `w` seconds a sender sends at most `rate * w + 1`
+segments. The rate kept is a little below the configured one (by how late each waiting send wakes),
+never above; there is no burst allowance.
+
+In one process, one thread at a time waits on Redis for a given sender; the others wait on it in
+turn, so a sender's queue of sends costs about one Redis call per send, not one per thread.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import redis
 
 KEY_PREFIX = "bridge:rate:"
 
-_RESERVE = """
+_TAKE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local cost = tonumber(ARGV[1])
-local max_ahead = tonumber(ARGV[2])
-local start = math.max(tat, now)
-local wait = start - now
-if wait > max_ahead then
-  return {0, string.format('%.6f', wait - max_ahead)}
+if tat > now then
+  return {0, string.format('%.6f', tat - now)}
 end
-local new_tat = start + cost
-local ttl_ms = math.ceil((new_tat - now) * 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', ttl_ms)
-return {1, string.format('%.6f', wait)}
+local cost = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%.6f', now + cost), 'PX', math.ceil(cost * 1000) + 1000)
+return {1, '0'}
 """
 
 
-class SendRateLimiter:
-    """Waits until a send from one sender fits `rate` segments per second (0 or less: no limit)."""
+def _always() -> bool:
+    return True
 
-    def __init__(self, connection: redis.Redis, rate: float, max_ahead: float = 5.0) -> None:
+
+class SendRateLimiter:
+    """Holds each send to `rate` segments a second for its sender (0 or less: no limit)."""
+
+    def __init__(self, connection: redis.Redis, rate: float) -> None:
         self.connection = connection
         self.rate = rate
-        self.max_ahead = max_ahead
-        self._script = connection.register_script(_RESERVE)
+        self._script = connection.register_script(_TAKE)
+        self._turns: dict[str, threading.Lock] = {}
+        self._turns_lock = threading.Lock()
 
-    def reserve(self, sender_key: str, segments: int = 1) -> tuple[bool, float]:
-        """Take a slot: (True, seconds until it) or (False, seconds before trying again)."""
+    def try_take(self, sender_key: str, segments: int = 1) -> tuple[bool, float]:
+        """Take a slot if one is due now: (True, 0.0), or (False, seconds until one is)."""
         cost = max(1, segments) / self.rate
-        granted, seconds = self._script(
-            keys=[KEY_PREFIX + sender_key], args=[f"{cost:.6f}", f"{self.max_ahead:.6f}"]
-        )
+        granted, seconds = self._script(keys=[KEY_PREFIX + sender_key], args=[f"{cost:.6f}"])
         return bool(granted), float(seconds)
 
-    def wait(self, sender_key: str, segments: int = 1) -> float:
-        """Block until this send may go; returns the seconds waited."""
+    def take(self, sender_key: str, segments: int = 1, ready: Callable[[], bool] = _always) -> bool:
+        """Wait for this send's slot and take it; False if `ready()` said the send may not go.
+
+        `ready` runs right before each try (a send that waited long renews its claim there), so
+        nothing but the caller's request itself comes between the slot and Twilio.
+        """
+        if not ready():
+            return False
         if self.rate <= 0:
-            return 0.0
-        waited = 0.0
-        while True:
-            granted, seconds = self.reserve(sender_key, segments)
-            if granted:
-                if seconds > 0:
-                    time.sleep(seconds)
-                return waited + seconds
-            pause = min(seconds, 1.0)
-            time.sleep(pause)
-            waited += pause
+            return True
+        granted, seconds = self.try_take(sender_key, segments)
+        if granted:
+            return True
+        with self._turn(sender_key):
+            while True:
+                time.sleep(seconds)
+                if not ready():
+                    return False
+                granted, seconds = self.try_take(sender_key, segments)
+                if granted:
+                    return True
+
+    def wait(self, sender_key: str, segments: int = 1) -> float:
+        """Block until this send may go, and take its slot; returns the seconds waited."""
+        started = time.monotonic()
+        self.take(sender_key, segments)
+        return time.monotonic() - started
+
+    def _turn(self, sender_key: str) -> threading.Lock:
+        with self._turns_lock:
+            return self._turns.setdefault(sender_key, threading.Lock())
