@@ -311,20 +311,25 @@ def send_unrecorded(
     sender: Sender,
     delivery: Delivery,
     pace: Pace = _no_pace,
+    claimed: float | None = None,
 ) -> SendOutcome:
     """Send one claimed delivery; a failure is recorded here, an accepted send is not.
 
     The caller must save an accepted send's `result` at once with `record_sent` or `record_sends`
     (until then the delivery stays `sending`, which the sweeper settles through Twilio should the
     worker die). `pace` holds the send to its sender's rate; the request leaves the moment its slot
-    is taken. Just before, `db` renews the claim (see `bridge.claims.still_owned`); once renewed,
-    it stays this worker's for half of SEND_STALE_AFTER without asking again.
+    is taken. Just before, `db` renews the claim (see `bridge.claims.still_owned`) unless it is
+    surely still this worker's: for half of SEND_STALE_AFTER after it was made (`claimed`, a
+    `time.monotonic()` taken before the claim) or last renewed.
     """
     try:
         request = _request(settings, delivery)
     except SendError as error:
         return _failed(sessions, settings, delivery, error)
-    owned_until: float | None = None
+    # The sweeper takes a claim back only once SEND_STALE_AFTER has passed since its `claimed_at`;
+    # the half left over covers clocks that disagree. A fan-out sends most of its claims within
+    # a second or two: renewing each (an UPDATE per SMS) bought nothing.
+    owned_until = None if claimed is None else claimed + settings.send_stale_after / 2
 
     def owned() -> bool:
         nonlocal owned_until
