@@ -172,6 +172,25 @@ def test_rate_limiter_gives_a_slot_only_when_due_and_saves_none_up(
     assert not granted and 0.4 < retry_in <= 0.5
 
 
+def _script_calls(connection: redis.Redis) -> int:
+    return int(connection.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_rate_limiter_takes_slots_in_batches_only_above_a_thousand_a_second(
+    redis_client: redis.Redis,
+) -> None:
+    unlimited = SendRateLimiter(redis_client, rate=1_000_000)
+    before = _script_calls(redis_client)
+    for _ in range(64):
+        assert unlimited.take("+16280000002", 1)
+    assert _script_calls(redis_client) - before <= 4  # 32 slots a call
+    limited = SendRateLimiter(redis_client, rate=1_000)
+    before = _script_calls(redis_client)
+    for _ in range(10):
+        assert limited.take("+16280000003", 1)
+    assert _script_calls(redis_client) - before >= 10  # one slot a call, taken when due
+
+
 def test_a_queued_sms_without_date_sent_is_found_not_sent_again(
     runtime: Runtime,
     twilio: TwilioStandIn,
