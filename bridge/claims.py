@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -69,21 +70,37 @@ _RENEW = (
 )
 
 
-def _blocked_by_earlier(now: datetime) -> Any:
+def _blocked_by_earlier(now: datetime, of: Any = Delivery) -> Any:
     """An earlier delivery to the same phone is still on its way (the per-contact order rule)."""
     earlier = aliased(Delivery)
     return exists().where(
-        earlier.to_phone == Delivery.to_phone,
+        earlier.to_phone == of.to_phone,
         # Another organization's SMS come from other numbers: they do not order this one's.
-        earlier.organization_id == Delivery.organization_id,
+        earlier.organization_id == of.organization_id,
         or_(
-            earlier.publish_seq < Delivery.publish_seq,
-            and_(earlier.publish_seq == Delivery.publish_seq, earlier.part < Delivery.part),
+            earlier.publish_seq < of.publish_seq,
+            and_(earlier.publish_seq == of.publish_seq, earlier.part < of.part),
         ),
         status_in(earlier.status, PENDING, SENDING, UNKNOWN),
         # A first attempt held by quiet hours does not block; a retrying one does.
         or_(earlier.attempts > 0, earlier.not_before.is_(None), earlier.not_before <= now),
     )
+
+
+# Whether a delivery's contact has opted out (since publishing), read with the claim's RETURNING.
+_OPTED_OUT = (
+    select(OptOut.phone_hash)
+    .join(
+        Contact,
+        and_(
+            OptOut.organization_id == Contact.organization_id,
+            OptOut.phone_hash == Contact.phone_hash,
+        ),
+    )
+    .where(Contact.id == Delivery.subscriber_id)
+    .exists()
+    .label("opted_out")
+)
 
 
 def claim_deliveries(
@@ -94,44 +111,55 @@ def claim_deliveries(
     Deliveries whose contact opted out since publishing are marked `skipped` instead.
     """
     now = now or utcnow()
+    candidate = aliased(Delivery, name="candidate")
     candidates = (
-        select(Delivery.id)
+        select(candidate.id)
         .where(
-            Delivery.message_id == message_id,
-            status_in(Delivery.status, PENDING),
-            or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
-            ~_blocked_by_earlier(now),
+            candidate.message_id == message_id,
+            status_in(candidate.status, PENDING),
+            or_(candidate.not_before.is_(None), candidate.not_before <= now),
+            ~_blocked_by_earlier(now, candidate),
         )
-        .order_by(Delivery.subscriber_id, Delivery.part)
+        .order_by(candidate.subscriber_id, candidate.part)
         .limit(limit)
     )
-    ids = list(session.execute(candidates).scalars())
-    if not ids:
-        return []
-    # The status condition makes the claim exclusive: a row another worker took is not returned.
-    claimed = list(
-        session.scalars(
-            update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.status == PENDING)
-            .values(
-                status=SENDING,
-                claimed_at=now,
-                attempts=Delivery.attempts + 1,
-                updated_at=now,
-            )
-            .returning(Delivery),
-            execution_options={"synchronize_session": False},
+    # One statement picks, claims and returns them (on PostgreSQL with whether each contact opted
+    # out): a list of ids sent back in an IN (...) cost the worker a compiled parameter per
+    # delivery. The status condition makes the claim exclusive: a row another worker took is not
+    # returned.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    claimed = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), Delivery.status == PENDING)
+        .values(
+            status=SENDING,
+            claimed_at=now,
+            attempts=Delivery.attempts + 1,
+            updated_at=now,
         )
+        .returning(Delivery, _OPTED_OUT if postgres else literal(False)),
+        execution_options={"synchronize_session": False},
+    ).all()
+    if not claimed:
+        return []
+    rows = sorted(
+        ((delivery, bool(opted_out)) for delivery, opted_out in claimed),
+        key=lambda row: (row[0].subscriber_id, row[0].part),
     )
-    sending = _skip_opted_out(session, claimed, now)
+    if not postgres:
+        # SQLite's RETURNING names columns without their table, so it cannot say it.
+        opted = _opted_out(session, [delivery for delivery, _ in rows])
+        rows = [(delivery, delivery.subscriber_id in opted) for delivery, _ in rows]
+    skipped = [delivery for delivery, opted_out in rows if opted_out]
+    if skipped:
+        _skip(session, skipped, now)
+    sending = [delivery for delivery, opted_out in rows if not opted_out]
     record_deliveries(session, sending)
     return sending
 
 
-def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) -> list[Delivery]:
-    if not claimed:
-        return claimed
-    opted = set(
+def _opted_out(session: Session, claimed: list[Delivery]) -> set[str]:
+    return set(
         session.execute(
             select(Contact.id)
             .join(
@@ -144,21 +172,20 @@ def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) ->
             .where(Contact.id.in_({d.subscriber_id for d in claimed}))
         ).scalars()
     )
-    if not opted:
-        return claimed
-    skip = [d.id for d in claimed if d.subscriber_id in opted]
+
+
+def _skip(session: Session, deliveries: list[Delivery], now: datetime) -> None:
     changes = {"status": SKIPPED.value, "error_message": OPTED_OUT, "updated_at": epoch(now)}
-    record_deliveries(session, (d for d in claimed if d.id in skip), changes)
+    record_deliveries(session, deliveries, changes)
     session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(skip))
+        .where(Delivery.id.in_([d.id for d in deliveries]))
         .values(
             status=SKIPPED,
             error_message=OPTED_OUT,
             updated_at=now,
         )
     )
-    return [d for d in claimed if d.subscriber_id not in opted]
 
 
 def next_attempt_at(

@@ -258,11 +258,13 @@ def test_next_attempt_at_is_one_query(runtime: Runtime) -> None:
 
 
 def plans(runtime: Runtime, message_id: str) -> list[str]:
-    """The query plan of every SELECT that claiming runs, seq scans discouraged (PostgreSQL)."""
+    """The query plan of every SELECT or UPDATE of deliveries that claiming runs, seq scans
+    discouraged (PostgreSQL)."""
     captured: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "deliveries" in statement:
+        verb = statement.lstrip().upper()
+        if verb.startswith(("SELECT", "UPDATE")) and "deliveries" in statement:
             captured.append((statement, parameters))
 
     event.listen(runtime.engine, "before_cursor_execute", capture)
