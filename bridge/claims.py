@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     Table,
     and_,
     bindparam,
@@ -70,7 +72,7 @@ _RENEW = (
 )
 
 
-def _blocked_by_earlier(now: datetime, of: Any = Delivery) -> Any:
+def _blocked_by_earlier(now: datetime | BindParameter[Any], of: Any = Delivery) -> Any:
     """An earlier delivery to the same phone is still on its way (the per-contact order rule)."""
     earlier = aliased(Delivery)
     return exists().where(
@@ -103,6 +105,34 @@ _OPTED_OUT = (
 )
 
 
+# The claim, built once: `c_message_id`, `c_now` and `c_limit` are bound at each execution. Built
+# anew each time, its aliases, columns and cache key cost the fan-out's loop more than running it.
+_NOW = bindparam("c_now", type_=_TIME)
+_candidate = aliased(Delivery, name="candidate")
+_CANDIDATES = (
+    select(_candidate.id)
+    .where(
+        _candidate.message_id == bindparam("c_message_id"),
+        status_in(_candidate.status, PENDING),
+        or_(_candidate.not_before.is_(None), _candidate.not_before <= _NOW),
+        ~_blocked_by_earlier(_NOW, _candidate),
+    )
+    .order_by(_candidate.subscriber_id, _candidate.part)
+    .limit(bindparam("c_limit", type_=Integer))
+)
+# One statement picks, claims and returns them (on PostgreSQL with whether each contact opted
+# out): a list of ids sent back in an IN (...) cost the worker a compiled parameter per delivery.
+# The status condition makes the claim exclusive: a row another worker took is not returned.
+_CLAIM = (
+    update(Delivery)
+    .where(Delivery.id.in_(_CANDIDATES), Delivery.status == PENDING)
+    .values(status=SENDING, claimed_at=_NOW, attempts=Delivery.attempts + 1, updated_at=_NOW)
+)
+# SQLite's RETURNING names columns without their table, so it cannot say who opted out.
+_CLAIM_POSTGRES = _CLAIM.returning(Delivery, _OPTED_OUT)
+_CLAIM_SQLITE = _CLAIM.returning(Delivery, literal(False))
+
+
 def claim_deliveries(
     session: Session, message_id: str, limit: int, now: datetime | None = None
 ) -> list[Delivery]:
@@ -111,33 +141,10 @@ def claim_deliveries(
     Deliveries whose contact opted out since publishing are marked `skipped` instead.
     """
     now = now or utcnow()
-    candidate = aliased(Delivery, name="candidate")
-    candidates = (
-        select(candidate.id)
-        .where(
-            candidate.message_id == message_id,
-            status_in(candidate.status, PENDING),
-            or_(candidate.not_before.is_(None), candidate.not_before <= now),
-            ~_blocked_by_earlier(now, candidate),
-        )
-        .order_by(candidate.subscriber_id, candidate.part)
-        .limit(limit)
-    )
-    # One statement picks, claims and returns them (on PostgreSQL with whether each contact opted
-    # out): a list of ids sent back in an IN (...) cost the worker a compiled parameter per
-    # delivery. The status condition makes the claim exclusive: a row another worker took is not
-    # returned.
     postgres = session.get_bind().dialect.name == "postgresql"
     claimed = session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(candidates), Delivery.status == PENDING)
-        .values(
-            status=SENDING,
-            claimed_at=now,
-            attempts=Delivery.attempts + 1,
-            updated_at=now,
-        )
-        .returning(Delivery, _OPTED_OUT if postgres else literal(False)),
+        _CLAIM_POSTGRES if postgres else _CLAIM_SQLITE,
+        {"c_message_id": message_id, "c_now": now, "c_limit": limit},
         execution_options={"synchronize_session": False},
     ).all()
     if not claimed:
@@ -147,7 +154,6 @@ def claim_deliveries(
         key=lambda row: (row[0].subscriber_id, row[0].part),
     )
     if not postgres:
-        # SQLite's RETURNING names columns without their table, so it cannot say it.
         opted = _opted_out(session, [delivery for delivery, _ in rows])
         rows = [(delivery, delivery.subscriber_id in opted) for delivery, _ in rows]
     skipped = [delivery for delivery, opted_out in rows if opted_out]

@@ -153,6 +153,10 @@ _RECORD_BATCH = (
 )
 
 
+# Built once: a statement built at each call had its cache key worked out again each time.
+_RECORD_BATCH_RETURNING = _RECORD_BATCH.returning(Delivery)
+
+
 def _record_params(delivery_id: str, result: SendResult, now: datetime) -> dict[str, object]:
     return {
         "d_id": delivery_id,
@@ -196,7 +200,7 @@ def record_sends(
         return
     # One statement whose RETURNING gives the rows as written for the events, no SELECT after.
     saved = session.scalars(
-        _RECORD_BATCH.returning(Delivery),
+        _RECORD_BATCH_RETURNING,
         {
             "d_ids": [d for d, _ in sent],
             "d_sids": [result.sid for _, result in sent],
