@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -62,7 +62,7 @@ class SendRateLimiter:
         self._turns_lock = threading.Lock()
         self._bank_size = min(BANK_MOST, int(rate * BANK_SECONDS)) if rate > 0 else 0
         # Per sender: segments taken in Redis and not handed out yet, and until when they may be.
-        self._banks: dict[str, tuple[int, float]] = {}
+        self._banks: dict[str, tuple[Iterator[int], float]] = {}
 
     def try_take(self, sender_key: str, segments: int = 1) -> tuple[bool, float]:
         """Take a slot if one is due now: (True, 0.0), or (False, seconds until one is)."""
@@ -102,17 +102,29 @@ class SendRateLimiter:
     def _from_bank(self, sender_key: str, segments: int) -> tuple[bool, float]:
         """`try_take` for a rate so high that slots are taken `_bank_size` at a time."""
         segments = max(1, segments)
+        if self._draw(sender_key, segments):
+            return True, 0.0
         with self._turn(sender_key):
-            left, until = self._banks.get(sender_key, (0, 0.0))
-            if left >= segments and time.monotonic() < until:
-                self._banks[sender_key] = (left - segments, until)
+            if self._draw(sender_key, segments):  # another thread filled it meanwhile
                 return True, 0.0
             size = max(segments, self._bank_size)
             granted, seconds = self.try_take(sender_key, size)
             if granted:
-                self._banks[sender_key] = (size - segments, time.monotonic() + BANK_KEEP)
+                left = iter(range(size - segments))
+                self._banks[sender_key] = (left, time.monotonic() + BANK_KEEP)
             return granted, seconds
 
+    def _draw(self, sender_key: str, segments: int) -> bool:
+        # No lock: each next() on the bank's iterator hands out one segment to one thread alone.
+        # A send that finds fewer than it needs leaves them unused (under the rate, never over).
+        bank = self._banks.get(sender_key)
+        if bank is None or time.monotonic() >= bank[1]:
+            return False
+        return all(next(bank[0], None) is not None for _ in range(segments))
+
     def _turn(self, sender_key: str) -> threading.RLock:
-        with self._turns_lock:
-            return self._turns.setdefault(sender_key, threading.RLock())
+        turn = self._turns.get(sender_key)
+        if turn is None:
+            with self._turns_lock:
+                turn = self._turns.setdefault(sender_key, threading.RLock())
+        return turn
