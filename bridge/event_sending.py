@@ -75,13 +75,21 @@ def dispatch_events(session: Session, event_ids: Sequence[str], now: datetime) -
     An event goes to the endpoints enabled now that subscribe to its type and existed when it
     happened.
     """
-    # The four columns dispatching reads, not the events' JSON, and one UPDATE for them all: a
-    # fan-out records two events per SMS, and loading and flushing each as an object cost the
-    # worker more than the rest of their dispatch.
-    query = select(Event.id, Event.organization_id, Event.type, Event.created_at).where(
-        Event.id.in_(event_ids), Event.dispatched_at.is_(None)
+    # One UPDATE marks them and returns the four columns dispatching reads, not the events' JSON:
+    # a fan-out records two events per SMS, and loading and flushing each as an object cost the
+    # worker more than the rest of their dispatch. Rows another dispatch holds are skipped.
+    waiting = (
+        select(Event.id)
+        .where(Event.id.in_(event_ids), Event.dispatched_at.is_(None))
+        .with_for_update(skip_locked=True)
     )
-    events = session.execute(query.with_for_update(skip_locked=True)).all()
+    events = session.execute(
+        update(Event)
+        .where(Event.id.in_(waiting))
+        .values(dispatched_at=now)
+        .returning(Event.id, Event.organization_id, Event.type, Event.created_at),
+        execution_options={"synchronize_session": False},
+    ).all()
     if not events:
         return []
     organizations = {e.organization_id for e in events}
@@ -102,10 +110,6 @@ def dispatch_events(session: Session, event_ids: Sequence[str], now: datetime) -
             ):
                 session.add(_delivery(event.id, event.organization_id, endpoint, now))
                 touched.add(endpoint.id)
-    session.execute(
-        update(Event).where(Event.id.in_([e.id for e in events])).values(dispatched_at=now),
-        execution_options={"synchronize_session": False},
-    )
     session.flush()
     return sorted(touched)
 
