@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from requests.adapters import HTTPAdapter
 from rq import Queue, Worker
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -130,6 +130,17 @@ class Bench:
         assert posted.published is not None
         return posted.published
 
+    def analyze(self) -> None:
+        """Give PostgreSQL's planner the statistics of the rows just made, as autovacuum would.
+
+        A scratch database's tables were empty when last analyzed: until autovacuum comes by (a
+        minute or more), the planner chose for a fresh message's claim a plan that scanned all
+        its deliveries once per candidate, 250 ms where 5 ms do with statistics.
+        """
+        if self.runtime.engine.dialect.name == "postgresql":
+            with self.runtime.engine.begin() as connection:
+                connection.execute(text("ANALYZE deliveries, contacts, opt_outs"))
+
     def sent(self, message_ids: Sequence[str]) -> int:
         with self.runtime.sessions() as session:
             return int(
@@ -144,6 +155,7 @@ class Bench:
         """Publish a message to each channel, enqueue them, and time until all are `sent`."""
         published = [self.publish(c) for c in channel_ids]
         ids = [p.message_id for p in published]
+        self.analyze()
         connection = self.runtime.redis
         started = time.perf_counter()
         for p in published:
