@@ -9,7 +9,8 @@ Every figure is measured in one run, with the Twilio stand-in in a process of it
 - the same at zero latency, as SMS per second of one worker process;
 - one RQ job per recipient on a stock forking RQ worker (the design most teams write first);
 - 10 messages to 500 recipients each with two worker processes against one;
-- the per-sender rate over a 60 s burst against the configured rate;
+- the per-sender rate over a 60 s burst against the configured rate (requests after the first
+  over the time from the first to the last);
 - the memory of a process after 100,000 deliveries against after 1,000 (outbox sender, no network).
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 import redis
 from requests.adapters import HTTPAdapter
 from rq import Queue, Worker
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -47,6 +48,7 @@ from bridge.runtime import Runtime
 from bridge.sending import record_sent, send_unrecorded
 from bridge.settings import load_settings
 from tests.services import RedisServer
+from tests.standin.twilio import most_within
 from workers import context, queues
 from workers.enqueue import enqueue_published
 from workers.fanout import fan_out_message
@@ -128,6 +130,17 @@ class Bench:
         assert posted.published is not None
         return posted.published
 
+    def analyze(self) -> None:
+        """Give PostgreSQL's planner the statistics of the rows just made, as autovacuum would.
+
+        A scratch database's tables were empty when last analyzed: until autovacuum comes by (a
+        minute or more), the planner chose for a fresh message's claim a plan that scanned all
+        its deliveries once per candidate, 250 ms where 5 ms do with statistics.
+        """
+        if self.runtime.engine.dialect.name == "postgresql":
+            with self.runtime.engine.begin() as connection:
+                connection.execute(text("ANALYZE deliveries, contacts, opt_outs"))
+
     def sent(self, message_ids: Sequence[str]) -> int:
         with self.runtime.sessions() as session:
             return int(
@@ -142,6 +155,7 @@ class Bench:
         """Publish a message to each channel, enqueue them, and time until all are `sent`."""
         published = [self.publish(c) for c in channel_ids]
         ids = [p.message_id for p in published]
+        self.analyze()
         connection = self.runtime.redis
         started = time.perf_counter()
         for p in published:
@@ -224,7 +238,12 @@ def memory_ratio(bench: Bench, small: int, large: int) -> tuple[float, float]:
 def rate_figure(
     bench: Bench, standin: _stack.StandIn, env: dict[str, str], seconds: float
 ) -> Figure:
-    """SMS of one sender reaching the stand-in in the first `seconds` of a longer burst."""
+    """The rate of one sender's SMS at the stand-in over the first `seconds` of a longer burst.
+
+    The requests after the first, over the time from the first to the last (at the stand-in's
+    clock); the note gives the most requests within any second, which the limiter holds to
+    `rate + 1`.
+    """
     rate = 10.0
     warm = bench.channel(1)
     burst = bench.channel(int(rate * seconds) + 20)
@@ -238,7 +257,10 @@ def rate_figure(
             lambda: bench.sent([result.message_id]) >= rate * seconds + 10, seconds * 3, "the burst"
         )
     times = sorted(r["received_at"] for r in standin.requests())
-    measured = len([t for t in times if t < times[0] + seconds]) / seconds
+    burst_times = [t for t in times if t <= times[0] + seconds]
+    # n requests are n - 1 intervals: counting n over the window's length credited the sender
+    # one request too many (601 in 60 s read as 10.0167/s at an exact 10/s).
+    measured = (len(burst_times) - 1) / (burst_times[-1] - burst_times[0])
     return figure(
         f"per-sender rate over a {seconds:.0f} s burst",
         f"configured SEND_RATE_PER_SENDER {rate:.0f}/s",
@@ -246,6 +268,7 @@ def rate_figure(
         "SMS/s",
         measured / rate,
         "0.95..1.0",
+        note=f"most in any 1 s: {most_within(times, 1.0)} (at most {rate + 1:.0f})",
     )
 
 

@@ -1,10 +1,11 @@
 """Claiming deliveries: which worker sends what, and in which order (DESIGN 5.4).
 
 A claim is `pending -> sending` by a conditional UPDATE, so one worker alone owns a delivery; a
-worker renews it (`still_owned`) after waiting for a rate slot, and the sweeper may take back one
-left too long. SMS to one phone leave in the order of (publish_seq, part): a delivery is claimed
-only when no earlier one to the same phone is still on its way (pending and due, retrying, sending
-or unknown). A notification held by quiet hours does not hold back later conversational text.
+worker renews it (`still_owned`) right before taking the rate slot it waited for, and the sweeper
+may take back one left too long. SMS to one phone leave in the order of (publish_seq, part): a
+delivery is claimed only when no earlier one to the same phone is still on its way (pending and
+due, retrying, sending or unknown). A notification held by quiet hours does not hold back later
+conversational text.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     Table,
     and_,
     bindparam,
     case,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -69,21 +73,65 @@ _RENEW = (
 )
 
 
-def _blocked_by_earlier(now: datetime) -> Any:
+def _blocked_by_earlier(now: datetime | BindParameter[Any], of: Any = Delivery) -> Any:
     """An earlier delivery to the same phone is still on its way (the per-contact order rule)."""
     earlier = aliased(Delivery)
     return exists().where(
-        earlier.to_phone == Delivery.to_phone,
+        earlier.to_phone == of.to_phone,
         # Another organization's SMS come from other numbers: they do not order this one's.
-        earlier.organization_id == Delivery.organization_id,
+        earlier.organization_id == of.organization_id,
         or_(
-            earlier.publish_seq < Delivery.publish_seq,
-            and_(earlier.publish_seq == Delivery.publish_seq, earlier.part < Delivery.part),
+            earlier.publish_seq < of.publish_seq,
+            and_(earlier.publish_seq == of.publish_seq, earlier.part < of.part),
         ),
         status_in(earlier.status, PENDING, SENDING, UNKNOWN),
         # A first attempt held by quiet hours does not block; a retrying one does.
         or_(earlier.attempts > 0, earlier.not_before.is_(None), earlier.not_before <= now),
     )
+
+
+# Whether a delivery's contact has opted out (since publishing), read with the claim's RETURNING.
+_OPTED_OUT = (
+    select(OptOut.phone_hash)
+    .join(
+        Contact,
+        and_(
+            OptOut.organization_id == Contact.organization_id,
+            OptOut.phone_hash == Contact.phone_hash,
+        ),
+    )
+    .where(Contact.id == Delivery.subscriber_id)
+    .exists()
+    .label("opted_out")
+)
+
+
+# The claim, built once: `c_message_ids`, `c_now` and `c_limit` are bound at each execution. Built
+# anew each time, its aliases, columns and cache key cost the fan-out's loop more than running it.
+_NOW = bindparam("c_now", type_=_TIME)
+_candidate = aliased(Delivery, name="candidate")
+_CANDIDATES = (
+    select(_candidate.id)
+    .where(
+        _candidate.message_id.in_(bindparam("c_message_ids", expanding=True)),
+        status_in(_candidate.status, PENDING),
+        or_(_candidate.not_before.is_(None), _candidate.not_before <= _NOW),
+        ~_blocked_by_earlier(_NOW, _candidate),
+    )
+    .order_by(_candidate.publish_seq, _candidate.subscriber_id, _candidate.part)
+    .limit(bindparam("c_limit", type_=Integer))
+)
+# One statement picks, claims and returns them (on PostgreSQL with whether each contact opted
+# out): a list of ids sent back in an IN (...) cost the worker a compiled parameter per delivery.
+# The status condition makes the claim exclusive: a row another worker took is not returned.
+_CLAIM = (
+    update(Delivery)
+    .where(Delivery.id.in_(_CANDIDATES), Delivery.status == PENDING)
+    .values(status=SENDING, claimed_at=_NOW, attempts=Delivery.attempts + 1, updated_at=_NOW)
+)
+# SQLite's RETURNING names columns without their table, so it cannot say who opted out.
+_CLAIM_POSTGRES = _CLAIM.returning(Delivery, _OPTED_OUT)
+_CLAIM_SQLITE = _CLAIM.returning(Delivery, literal(False))
 
 
 def claim_deliveries(
@@ -96,44 +144,31 @@ def claim_deliveries(
     """
     now = now or utcnow()
     messages = [message_id] if isinstance(message_id, str) else list(message_id)
-    candidates = (
-        select(Delivery.id)
-        .where(
-            Delivery.message_id.in_(messages),
-            status_in(Delivery.status, PENDING),
-            or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
-            ~_blocked_by_earlier(now),
-        )
-        .order_by(Delivery.publish_seq, Delivery.subscriber_id, Delivery.part)
-        .limit(limit)
-    )
-    ids = list(session.execute(candidates).scalars())
-    if not ids:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    claimed = session.execute(
+        _CLAIM_POSTGRES if postgres else _CLAIM_SQLITE,
+        {"c_message_ids": messages, "c_now": now, "c_limit": limit},
+        execution_options={"synchronize_session": False},
+    ).all()
+    if not claimed:
         return []
-    # The status condition makes the claim exclusive: a row another worker took is not returned.
-    claimed = list(
-        session.scalars(
-            update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.status == PENDING)
-            .values(
-                status=SENDING,
-                claimed_at=now,
-                attempts=Delivery.attempts + 1,
-                updated_at=now,
-            )
-            .returning(Delivery),
-            execution_options={"synchronize_session": False},
-        )
+    rows = sorted(
+        ((delivery, bool(opted_out)) for delivery, opted_out in claimed),
+        key=lambda row: (row[0].publish_seq, row[0].subscriber_id, row[0].part),
     )
-    sending = _skip_opted_out(session, claimed, now)
+    if not postgres:
+        opted = _opted_out(session, [delivery for delivery, _ in rows])
+        rows = [(delivery, delivery.subscriber_id in opted) for delivery, _ in rows]
+    skipped = [delivery for delivery, opted_out in rows if opted_out]
+    if skipped:
+        _skip(session, skipped, now)
+    sending = [delivery for delivery, opted_out in rows if not opted_out]
     record_deliveries(session, sending)
     return sending
 
 
-def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) -> list[Delivery]:
-    if not claimed:
-        return claimed
-    opted = set(
+def _opted_out(session: Session, claimed: list[Delivery]) -> set[str]:
+    return set(
         session.execute(
             select(Contact.id)
             .join(
@@ -146,21 +181,20 @@ def _skip_opted_out(session: Session, claimed: list[Delivery], now: datetime) ->
             .where(Contact.id.in_({d.subscriber_id for d in claimed}))
         ).scalars()
     )
-    if not opted:
-        return claimed
-    skip = [d.id for d in claimed if d.subscriber_id in opted]
+
+
+def _skip(session: Session, deliveries: list[Delivery], now: datetime) -> None:
     changes = {"status": SKIPPED.value, "error_message": OPTED_OUT, "updated_at": epoch(now)}
-    record_deliveries(session, (d for d in claimed if d.id in skip), changes)
+    record_deliveries(session, deliveries, changes)
     session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(skip))
+        .where(Delivery.id.in_([d.id for d in deliveries]))
         .values(
             status=SKIPPED,
             error_message=OPTED_OUT,
             updated_at=now,
         )
     )
-    return [d for d in claimed if d.subscriber_id not in opted]
 
 
 def next_attempt_at(
@@ -207,7 +241,7 @@ def stale_pending_messages(
 
 
 def still_owned(db: Engine | Connection, delivery: Delivery) -> bool:
-    """Renew the claim after waiting for a rate slot; False if the sweeper took it back meanwhile.
+    """Renew the claim before taking a rate slot; False if the sweeper took it back meanwhile.
 
     A send can wait on the rate limit longer than SEND_STALE_AFTER; by then `resolve_stale` may
     have put the delivery back to `pending` for another worker. Only the claim it still matches

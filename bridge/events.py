@@ -25,16 +25,17 @@ Who records what (the domain functions that make the change, never the views):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
-from bridge.db import utcnow
+from bridge.db import UTCDateTime, utcnow
 from bridge.errors import NotFound, ValidationError
-from bridge.ids import new_id
+from bridge.ids import new_id, new_ids
 from bridge.models import Event
 from bridge.pages import page
 
@@ -85,11 +86,20 @@ def record_events(
     if not items:
         return []
     now = utcnow()
-    ids = [new_id("evt") for _ in items]
-    rows = []
-    for event_id, (type, object_json) in zip(ids, items, strict=True):
+    ids = new_ids("evt", len(items))
+    for type, object_json in items:
         _check(type, object_json)
-        rows.append(
+    if session.get_bind().dialect.name == "postgresql":
+        batch = [
+            {"id": event_id, "type": type, "data": {"object": object_json}}
+            for event_id, (type, object_json) in zip(ids, items, strict=True)
+        ]
+        session.execute(
+            _INSERT_BATCH,
+            {"e_organization_id": organization_id, "e_now": now, "e_batch": json.dumps(batch)},
+        )
+    else:
+        rows = [
             {
                 "id": event_id,
                 "organization_id": organization_id,
@@ -97,11 +107,23 @@ def record_events(
                 "data": {"object": object_json},
                 "created_at": now,
             }
-        )
-    session.execute(insert(Event), rows)
+            for event_id, (type, object_json) in zip(ids, items, strict=True)
+        ]
+        session.execute(insert(Event), rows)
     session.info.setdefault(RECORDED_KEY, []).extend(ids)
     session.info.setdefault(RECORDED_ORGANIZATIONS_KEY, set()).add(organization_id)
     return ids
+
+
+# A batch of events in one statement on PostgreSQL: the batch goes as one JSON array whose
+# elements become the rows of one INSERT. Inserted as a list of rows, each event was a statement of
+# its own in psycopg's pipeline, the larger part of what a fan-out paid per SMS to report it.
+_INSERT_BATCH = text(
+    "INSERT INTO events (id, organization_id, type, data, created_at)"
+    " SELECT e->>'id', :e_organization_id, e->>'type', e->'data', :e_now"
+    " FROM json_array_elements(CAST(:e_batch AS json)) WITH ORDINALITY AS batch(e, n)"
+    " ORDER BY n"  # their seq in the batch's order
+).bindparams(bindparam("e_now", type_=UTCDateTime))
 
 
 def _check(type: str, object_json: dict[str, Any]) -> None:

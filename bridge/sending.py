@@ -65,12 +65,13 @@ NO_SENDER = (
 
 MAX_RETRY_DELAY = 600.0  # DESIGN 5.4: retries at most ten minutes apart
 
-# Waits until a send of `segments` segments from `sender_key` is within the rate limit.
-Pace = Callable[[str, int], object]
+# Waits for the rate-limit slot of a send of `segments` segments from `sender_key` and takes it,
+# calling `ready()` right before (False: the send may not go, the slot is left; returns False).
+Pace = Callable[[str, int, Callable[[], bool]], bool]
 
 
-def _no_pace(sender_key: str, segments: int) -> None:
-    return None
+def _no_pace(sender_key: str, segments: int, ready: Callable[[], bool]) -> bool:
+    return ready()
 
 
 def retry_delay(settings: Settings, attempts: int, rng: random.Random | None = None) -> float:
@@ -152,6 +153,10 @@ _RECORD_BATCH = (
 )
 
 
+# Built once: a statement built at each call had its cache key worked out again each time.
+_RECORD_BATCH_RETURNING = _RECORD_BATCH.returning(Delivery)
+
+
 def _record_params(delivery_id: str, result: SendResult, now: datetime) -> dict[str, object]:
     return {
         "d_id": delivery_id,
@@ -195,7 +200,7 @@ def record_sends(
         return
     # One statement whose RETURNING gives the rows as written for the events, no SELECT after.
     saved = session.scalars(
-        _RECORD_BATCH.returning(Delivery),
+        _RECORD_BATCH_RETURNING,
         {
             "d_ids": [d for d, _ in sent],
             "d_sids": [result.sid for _, result in sent],
@@ -310,26 +315,46 @@ def send_unrecorded(
     sender: Sender,
     delivery: Delivery,
     pace: Pace = _no_pace,
+    claimed: float | None = None,
 ) -> SendOutcome:
     """Send one claimed delivery; a failure is recorded here, an accepted send is not.
 
     The caller must save an accepted send's `result` at once with `record_sent` or `record_sends`
     (until then the delivery stays `sending`, which the sweeper settles through Twilio should the
-    worker die). `db` renews the claim (see `bridge.claims.still_owned`).
+    worker die). `pace` holds the send to its sender's rate; the request leaves the moment its slot
+    is taken. Just before, `db` renews the claim (see `bridge.claims.still_owned`) unless it is
+    surely still this worker's: for half of SEND_STALE_AFTER after it was made (`claimed`, a
+    `time.monotonic()` taken before the claim) or last renewed.
     """
-    pace(sender_key(delivery), max(1, delivery.segments))
-    if not still_owned(db, delivery):
+    try:
+        request = _request(settings, delivery)
+    except SendError as error:
+        return _failed(sessions, settings, delivery, error)
+    # The sweeper takes a claim back only once SEND_STALE_AFTER has passed since its `claimed_at`;
+    # the half left over covers clocks that disagree. A fan-out sends most of its claims within
+    # a second or two: renewing each (an UPDATE per SMS) bought nothing.
+    owned_until = None if claimed is None else claimed + settings.send_stale_after / 2
+
+    def owned() -> bool:
+        nonlocal owned_until
+        if owned_until is not None and time.monotonic() < owned_until:
+            return True
+        if not still_owned(db, delivery):
+            return False
+        owned_until = time.monotonic() + settings.send_stale_after / 2
+        return True
+
+    if not pace(sender_key(delivery), max(1, delivery.segments), owned):
         log.info(
             "claim taken back while waiting for a rate slot", extra={"delivery_id": delivery.id}
         )
         return SendOutcome(delivery.id, status=RELEASED)
     started = time.perf_counter()
     try:
-        result = sender.send(_request(settings, delivery))
+        result = sender.send(request)
     except SendError as error:
         SEND_LATENCY.observe(time.perf_counter() - started)
-        SENDS.labels(result="transient" if error.retryable else "permanent").inc()
-        return SendOutcome(delivery.id, status=_record_error(sessions, settings, delivery, error))
+        return _failed(sessions, settings, delivery, error)
     SEND_LATENCY.observe(time.perf_counter() - started)
     SENDS.labels(result="sent").inc()
     return SendOutcome(delivery.id, result=result)
@@ -343,6 +368,13 @@ def _request(settings: Settings, delivery: Delivery) -> OutgoingSms:
         return outgoing_sms(settings, delivery)
     except ValueError as exc:
         raise PermanentSendError(f"cannot send: {exc}") from exc
+
+
+def _failed(
+    sessions: sessionmaker[Session], settings: Settings, delivery: Delivery, error: SendError
+) -> SendOutcome:
+    SENDS.labels(result="transient" if error.retryable else "permanent").inc()
+    return SendOutcome(delivery.id, status=_record_error(sessions, settings, delivery, error))
 
 
 def _record_error(

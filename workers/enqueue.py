@@ -62,6 +62,12 @@ STATUS = "status"
 # The database may take minutes to come back; the sweeper drains too, so this only speeds it up.
 _RETRY_INTERVALS = [5, 10, 30, 60, 120, 300]
 
+# Committed events waiting for their dispatch: ids pushed on the right after each commit, and at
+# most one dispatch job queued for them all, roughly (this key is set while one is).
+EVENTS_WAITING = "bridge:events:waiting"
+DISPATCH_QUEUED = "bridge:events:dispatch-queued"
+DISPATCH_QUEUED_TTL = 300  # a lost job keeps others out this long; the sweeper's redrive covers it
+
 # At most one drain of an endpoint's events waits in RQ: this key holds "<when>:<token>" of it,
 # as FAN_OUT_KEY does for a message's fan-out, and with the same two scripts.
 EVENT_DRAIN_KEY = "bridge:events:drain:"
@@ -329,17 +335,42 @@ def sweep_now(runtime: Runtime) -> dict[str, int]:
 
 
 def enqueue_dispatch(connection: redis.Redis, event_ids: Sequence[str]) -> bool:
-    """Queue the dispatch of freshly committed events; False if Redis could not take it."""
+    """Queue the dispatch of freshly committed events; False if Redis could not take it.
+
+    The ids join the list of waiting events, and a dispatch job is queued only if none is yet: a
+    fan-out commits every few milliseconds, and a job per commit cost the worker more than the
+    dispatching itself. The job takes every id waiting when it starts.
+    """
     if not event_ids:
         return True
     try:
-        Queue(queues.EVENTS, connection=connection).enqueue(
-            DISPATCH_EVENTS, args=(list(event_ids),), **EVENT_JOB_OPTIONS
-        )
+        pipe = connection.pipeline(transaction=False)
+        pipe.rpush(EVENTS_WAITING, *event_ids)
+        pipe.set(DISPATCH_QUEUED, "1", nx=True, ex=DISPATCH_QUEUED_TTL)
+        _, first = pipe.execute()
+        if first:
+            try:
+                Queue(queues.EVENTS, connection=connection).enqueue(
+                    DISPATCH_EVENTS, **EVENT_JOB_OPTIONS
+                )
+            except redis.RedisError:
+                connection.delete(DISPATCH_QUEUED)
+                raise
     except redis.RedisError:
         log.warning("event dispatch not enqueued; the sweeper will pick it up")
         return False
     return True
+
+
+def take_waiting_events(connection: redis.Redis) -> list[str]:
+    """Take the ids of the events waiting for dispatch (for the dispatch job, as it starts)."""
+    # Cleared first: an id pushed from here on either is taken below or queues a job of its own.
+    connection.delete(DISPATCH_QUEUED)
+    pipe = connection.pipeline(transaction=True)
+    pipe.lrange(EVENTS_WAITING, 0, -1)
+    pipe.delete(EVENTS_WAITING)
+    ids, _ = pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
 _installed: weakref.WeakSet[sessionmaker[Session]] = weakref.WeakSet()

@@ -1,7 +1,8 @@
 """Events out on the `events` queue: dispatch, per-endpoint drains, and the sweeper's redrive.
 
-- `dispatch(event_ids)` makes each event's per-endpoint deliveries and queues a drain per endpoint;
-  it is enqueued after the commit that recorded the events (`enqueue.install_enqueue_on_commit`).
+- `dispatch()` makes each waiting event's per-endpoint deliveries and queues a drain per endpoint;
+  it is enqueued after the commit that recorded the events (`enqueue.install_enqueue_on_commit`),
+  unless one is queued already: one job takes the events of every commit before it started.
 - `deliver_events(endpoint_id)` drains one endpoint: claims its due deliveries in batches, POSTs
   them, records each attempt, and schedules itself for the next retry. At most
   `MAX_IN_FLIGHT_PER_ENDPOINT` drains of one endpoint run at once (a Redis semaphore whose
@@ -25,6 +26,7 @@ import redis
 
 from bridge.db import transaction, utcnow
 from bridge.event_sending import (
+    DISPATCH_BATCH,
     Outcome,
     claim_due,
     dispatch_events,
@@ -38,7 +40,7 @@ from bridge.events_sender import EventSender, HttpEventSender
 from bridge.runtime import Runtime
 from workers import context
 from workers.context import runtime
-from workers.enqueue import enqueue_event_drain, start_event_drain
+from workers.enqueue import enqueue_event_drain, start_event_drain, take_waiting_events
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +61,21 @@ return 1
 """
 
 
-def dispatch(event_ids: list[str]) -> int:
-    """Make the events' per-endpoint deliveries and queue a drain of each endpoint touched."""
+def dispatch(event_ids: list[str] | None = None) -> int:
+    """Make the events' per-endpoint deliveries and queue a drain of each endpoint touched.
+
+    Without ids, the events waiting for dispatch (`enqueue.enqueue_dispatch`). A worker killed
+    after taking them leaves them undispatched in the database, where the sweeper finds them.
+    """
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        endpoints = dispatch_events(session, event_ids, utcnow())
-    for endpoint_id in endpoints:
+    ids = take_waiting_events(rt.redis) if event_ids is None else event_ids
+    touched: set[str] = set()
+    for start in range(0, len(ids), DISPATCH_BATCH):
+        with transaction(rt.sessions) as session:
+            touched.update(dispatch_events(session, ids[start : start + DISPATCH_BATCH], utcnow()))
+    for endpoint_id in sorted(touched):
         enqueue_event_drain(rt.redis, endpoint_id)
-    return len(endpoints)
+    return len(touched)
 
 
 def deliver_events(

@@ -78,7 +78,10 @@ def test_a_transaction_rolled_back_writes_no_event(runtime: Runtime) -> None:
 
 def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
     org = make_org(runtime)
-    items = [("delivery.updated", {"object": "delivery", "id": f"dlv_{i}"}) for i in range(3)]
+    items = [
+        ("delivery.updated", {"object": "delivery", "id": f"dlv_{i}", "to": 'Zoë "Z" 🚚'})
+        for i in range(3)
+    ]
     with pytest.raises(RuntimeError), transaction(runtime.sessions) as session:
         record_events(session, org.id, items)
         raise RuntimeError("rolled back")
@@ -89,8 +92,9 @@ def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
             record_events(session, org.id, [("delivery.updated", {"object": "message"})])
     with runtime.sessions() as session:
         rows, _ = list_events(session, org.id, "delivery.updated", 50, None)
-    assert sorted(r.id for r in rows) == sorted(ids)
-    assert {r.data["object"]["id"] for r in rows} == {"dlv_0", "dlv_1", "dlv_2"}
+    # Newest first: the batch's events in its order, each with its own object as given.
+    assert [r.id for r in rows] == ids[::-1]
+    assert [r.data for r in rows] == [{"object": o} for _, o in items[::-1]]
 
 
 def test_an_event_must_carry_the_object_of_its_type(runtime: Runtime) -> None:

@@ -131,8 +131,8 @@ def test_many_channels_published_at_once_each_sms_once_rate_kept(
     assert record.counted["stored"] == total
     assert len(by_sender) == channels
     # The limiter spaces slots at Redis's clock; between a slot and the request reaching Twilio
-    # come the claim's renewal (an UPDATE) and the HTTP client, so on a loaded machine an SMS may
-    # arrive up to DEPARTURE_JITTER late and bunch with the next. Late, never early: a limiter
+    # comes the HTTP client, so on a loaded machine an SMS may arrive up to DEPARTURE_JITTER late
+    # and bunch with the next. Late, never early: a limiter
     # that did not hold across workers would show about twice the rate, which this catches.
     for window in (1.0, 2.0):
         most = most_in_window(by_sender.values(), window)

@@ -122,6 +122,20 @@ def count_segments(body: str) -> int:
     return 1 if units <= single else math.ceil(units / multi)
 
 
+def most_within(times: Iterable[float], seconds: float) -> int:
+    """The most of `times` (request timestamps) that fall within any `seconds` (ends included).
+
+    A sender held to `rate` per second has at most `rate * seconds + 1` requests in any window.
+    """
+    ordered = sorted(times)
+    most = start = 0
+    for end, at in enumerate(ordered):
+        while ordered[start] < at - seconds:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
 def rfc2822(moment: datetime) -> str:
     """Format a UTC datetime the way Twilio's JSON does: `Thu, 24 Aug 2023 05:01:45 +0000`."""
     return format_datetime(moment.astimezone(UTC))

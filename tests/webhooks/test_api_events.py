@@ -14,6 +14,7 @@ from bridge.events_sender import AttemptResult
 from bridge.runtime import Runtime
 from tests.webhooks.conftest import ApiOrg
 from workers import queues
+from workers.enqueue import take_waiting_events
 
 URL = "http://127.0.0.1:9/hooks"
 
@@ -128,12 +129,13 @@ def test_events_attempts_and_resend(api: ApiOrg, runtime: Runtime) -> None:
     resent = api.post(f"/v1/events/{event_id}/resend")
     assert resent.status_code == 202 and resent.json["id"] == event_id
     jobs = Queue(queues.EVENTS, connection=runtime.redis).get_jobs()
-    # The app queues the dispatch of events its runtime's commits record, then the resend's drain.
+    # The app queues the dispatch of events its runtime's commits record (one job for both
+    # commits' events, which wait in order for it), then the resend's drain.
     assert [(j.func_name, j.args) for j in jobs] == [
-        ("workers.events.dispatch", ([event_id],)),
-        ("workers.events.dispatch", ([opted_in],)),
+        ("workers.events.dispatch", ()),
         ("workers.events.deliver_events", (made["id"],)),
     ]
+    assert take_waiting_events(runtime.redis) == [event_id, opted_in]
 
 
 def test_another_organizations_endpoints_and_events_are_404(

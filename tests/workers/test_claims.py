@@ -4,6 +4,7 @@ parts, quiet hours on retries, ambiguous sends, and the hot path's partial index
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +26,10 @@ from tests.standin.twilio import TwilioStandIn
 
 
 def send_claimed(
-    runtime: Runtime, sender: Sender, delivery: Delivery, pace: Pace = lambda key, n: None
+    runtime: Runtime,
+    sender: Sender,
+    delivery: Delivery,
+    pace: Pace = lambda key, n, ready: ready(),
 ) -> str:
     """Send one claimed delivery as a fan-out does and record it at once; its new status."""
     outcome = send_unrecorded(
@@ -56,10 +60,11 @@ def test_a_claim_the_sweeper_took_back_during_pacing_is_not_sent(
     claimed = claim_one(runtime, message_id)
     taken_back = []
 
-    def slow_rate_slot(sender_key: str, segments: int) -> None:
+    def slow_rate_slot(sender_key: str, segments: int, ready: Callable[[], bool]) -> bool:
         # The rate limiter holds this send past SEND_STALE_AFTER; the sweeper runs meanwhile.
         time.sleep(0.4)
         taken_back.append(resolve_stale(runtime.sessions, runtime.settings, runtime.sender).resend)
+        return ready()
 
     status = send_claimed(runtime, runtime.sender, claimed, slow_rate_slot)
     assert taken_back == [1] and status == RELEASED
@@ -253,11 +258,13 @@ def test_next_attempt_at_is_one_query(runtime: Runtime) -> None:
 
 
 def plans(runtime: Runtime, message_id: str) -> list[str]:
-    """The query plan of every SELECT that claiming runs, seq scans discouraged (PostgreSQL)."""
+    """The query plan of every SELECT or UPDATE of deliveries that claiming runs, seq scans
+    discouraged (PostgreSQL)."""
     captured: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "deliveries" in statement:
+        verb = statement.lstrip().upper()
+        if verb.startswith(("SELECT", "UPDATE")) and "deliveries" in statement:
             captured.append((statement, parameters))
 
     event.listen(runtime.engine, "before_cursor_execute", capture)

@@ -21,8 +21,9 @@ from bridge.organizations import is_opted_out, opt_out
 from bridge.runtime import Runtime
 from bridge.sending import outgoing_sms
 from tests import factories
-from tests.standin.twilio import TwilioStandIn
+from tests.standin.twilio import TwilioStandIn, most_within
 from workers import queues
+from workers.__main__ import preload
 from workers.enqueue import enqueue_posted
 
 
@@ -184,6 +185,26 @@ def test_five_messages_to_one_contact_arrive_in_order(
     work()
     bodies = [m["body"] for m in twilio.sent_to(contact.phone)]
     assert bodies == texts
+
+
+def test_a_fan_out_keeps_its_sender_to_the_rate_in_every_second_at_twilio(
+    runtime: Runtime, twilio: TwilioStandIn, work: factories.Work
+) -> None:
+    rate = 10
+    runtime.settings = runtime.settings.model_copy(update={"send_rate_per_sender": rate})
+    org = factories.committed_organization(runtime)
+    with runtime.sessions() as session, session.begin():
+        channel_id, contacts = factories.channel_of(
+            session, runtime.settings, org, factories.phones(2 * rate + 1)
+        )
+    preload(runtime)  # as the worker process does: no send waits on a first import
+    factories.post_to_channel(runtime, org, channel_id, "Your parcel is on its way")
+    work()
+    times = [r.received_at for r in twilio.requests]
+    assert len(times) == len(contacts)
+    # At the stand-in's clock, from one sender number: no window of one second holds more than
+    # `rate` SMS, plus the one at its start (8 send threads would send all 21 within it).
+    assert most_within(times, 1.0) <= rate + 1
 
 
 def test_a_later_message_is_not_claimed_while_an_earlier_one_is_on_its_way(

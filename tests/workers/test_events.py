@@ -26,7 +26,7 @@ from bridge.webhook_endpoints import create_endpoint, get_endpoint, rotate_secre
 from tests import factories
 from tests.standin.receiver import Receiver
 from workers import context, queues
-from workers.enqueue import install_enqueue_on_commit
+from workers.enqueue import DISPATCH_EVENTS, install_enqueue_on_commit
 from workers.events import (
     IN_FLIGHT_KEY,
     MAX_IN_FLIGHT_PER_ENDPOINT,
@@ -219,6 +219,23 @@ def test_rotation_signs_with_both_secrets_for_24_hours_then_the_new_one(
     assert Webhook(new).verify(third.body, third.headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(old).verify(third.body, third.headers)
+
+
+def test_one_dispatch_job_takes_the_events_of_every_commit_before_it(
+    events_runtime: Runtime, receiver: Receiver
+) -> None:
+    rt = events_runtime
+    org = make_org(rt)
+    endpoint_for(rt, org, receiver.url)
+    queue = Queue(queues.EVENTS, connection=rt.redis)
+    first = record(rt, org, 2) + record(rt, org, 1)  # two commits
+    assert [j.func_name for j in queue.get_jobs()] == [DISPATCH_EVENTS]
+    work_events(rt.redis)
+    assert sorted(receiver.event_ids()) == sorted(first)
+    later = record(rt, org, 1)  # after that job took its events: a job of its own
+    assert [j.func_name for j in queue.get_jobs()] == [DISPATCH_EVENTS]
+    work_events(rt.redis)
+    assert sorted(receiver.event_ids()) == sorted(first + later)
 
 
 def test_redis_flushed_undelivered_events_are_redriven_by_the_sweeper(

@@ -161,11 +161,37 @@ def test_rate_limiter_spaces_sends_by_segments(redis_client: redis.Redis) -> Non
     assert time.monotonic() - other < 0.05
 
 
-def test_rate_limiter_never_reserves_far_ahead(redis_client: redis.Redis) -> None:
-    limiter = SendRateLimiter(redis_client, rate=1.0, max_ahead=0.5)
-    assert limiter.reserve("+16280000001", 1) == (True, 0.0)
-    granted, retry_in = limiter.reserve("+16280000001", 1)
+def test_rate_limiter_gives_a_slot_only_when_due_and_saves_none_up(
+    redis_client: redis.Redis,
+) -> None:
+    limiter = SendRateLimiter(redis_client, rate=2.0)
+    assert limiter.try_take("+16280000001", 1) == (True, 0.0)
+    granted, retry_in = limiter.try_take("+16280000001", 1)
     assert not granted and 0.4 < retry_in <= 0.5
+    # Taken late (an idle sender, or a send held up), a slot still keeps the next 1/rate away.
+    time.sleep(0.8)
+    assert limiter.try_take("+16280000001", 1) == (True, 0.0)
+    granted, retry_in = limiter.try_take("+16280000001", 1)
+    assert not granted and 0.4 < retry_in <= 0.5
+
+
+def _script_calls(connection: redis.Redis) -> int:
+    return int(connection.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_rate_limiter_takes_slots_in_batches_only_above_a_thousand_a_second(
+    redis_client: redis.Redis,
+) -> None:
+    unlimited = SendRateLimiter(redis_client, rate=1_000_000)
+    before = _script_calls(redis_client)
+    for _ in range(64):
+        assert unlimited.take("+16280000002", 1)
+    assert _script_calls(redis_client) - before <= 4  # 32 slots a call
+    limited = SendRateLimiter(redis_client, rate=1_000)
+    before = _script_calls(redis_client)
+    for _ in range(10):
+        assert limited.take("+16280000003", 1)
+    assert _script_calls(redis_client) - before >= 10  # one slot a call, taken when due
 
 
 def test_a_queued_sms_without_date_sent_is_found_not_sent_again(
