@@ -141,7 +141,9 @@ def fan_out_message(
     return result
 
 
-def fan_out_together(runtime: Runtime, message_ids: list[str]) -> dict[str, datetime]:
+def fan_out_together(
+    runtime: Runtime, message_ids: list[str], slice_seconds: float = SLICE_SECONDS
+) -> dict[str, datetime]:
     """Send the due deliveries of several freshly published text messages in one slice, here.
 
     For the relays of the inbound SMS a job just processed (a recipient or two each): one pool
@@ -153,7 +155,7 @@ def fan_out_together(runtime: Runtime, message_ids: list[str]) -> dict[str, date
     first, others = message_ids[0], list(message_ids[1:])
     result = FanOutResult()
     run = _FanOut(runtime, first, result, None, others)
-    run.run(time.monotonic() + SLICE_SECONDS)
+    run.run(time.monotonic() + slice_seconds)
     if result.errors:
         raise result.errors[0]
     left = {}

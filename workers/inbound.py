@@ -53,6 +53,8 @@ DEAD = "bridge:inbound:dead"  # payloads that can never be processed, kept for a
 # milliseconds, and retries a failure within 36 s) went with Redis.
 RECEIVED_GRACE = timedelta(seconds=60)
 BATCH = 100  # SMS processed in one transaction
+# How long the job sends relays before it leaves what remains to fan-out jobs.
+RELAY_SECONDS = 2.0
 # Another job holds the lock of a sender whose SMS this one reached: it commits within moments.
 _LOCKED_PAUSE = 0.01
 
@@ -121,8 +123,14 @@ def _process_batch(runtime: Runtime, batch: list[str]) -> tuple[int, int]:
 def _relay(runtime: Runtime, published: list[PublishResult]) -> None:
     """Send the relays of the SMS just processed, together, in this job; queue what must wait."""
     text = [r.message_id for r in published if r.pending and r.queue == queues.TEXT]
+    if len(text) > runtime.settings.send_rate_per_sender:
+        # More than a second of a sender's sends: paced by fan-out jobs, not by this one, which
+        # must be free for the next SMS that arrive.
+        for message_id in text:
+            enqueue_fan_out(runtime.redis, message_id, queues.TEXT)
+        text = []
     try:
-        left = fan_out_together(runtime, text)
+        left = fan_out_together(runtime, text, RELAY_SECONDS)
     except Exception:
         # Their deliveries are in the database: the fan-out jobs (or the sweeper) send them.
         log.exception("relaying in the inbound job failed; queueing the fan-outs")

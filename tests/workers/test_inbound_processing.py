@@ -9,7 +9,7 @@ from rq import Queue
 from sqlalchemy import select
 
 from bridge.inbound import record_inbound_sms
-from bridge.models import InboundSms, Message
+from bridge.models import Delivery, InboundSms, Message
 from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
 from tests import factories
@@ -77,3 +77,26 @@ def test_two_jobs_at_once_store_each_sms_once_and_each_contacts_in_order(
     for contact in range(4):
         mine = [t for t in texts if t.startswith(f"{contact}:")]
         assert mine == sorted(mine), f"contact {contact}'s SMS out of order"
+
+
+def test_relays_beyond_a_second_of_the_senders_rate_go_to_fan_out_jobs(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    """The job that matches SMS must stay free for the next ones: it does not wait out the rate."""
+    runtime.settings = runtime.settings.model_copy(update={"send_rate_per_sender": 1.0})
+    org = factories.committed_organization(runtime)
+    with runtime.sessions() as session, session.begin():
+        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(2))
+        to = sender_numbers(session, org.id)[0]
+    for n in range(3):
+        store(runtime, contacts[0].phone, to, f"note {n}")
+
+    assert process_waiting(runtime) == 3
+
+    jobs = Queue(queues.TEXT, connection=redis_client).jobs
+    assert sorted(j.func_name for j in jobs) == ["workers.jobs.fan_out"] * 3
+    with runtime.sessions() as session:
+        statuses = session.scalars(
+            select(Delivery.status).where(Delivery.body.like("%note%"))
+        ).all()
+    assert sorted(statuses) == ["pending"] * 3, "left to the fan-out jobs, none sent here"
