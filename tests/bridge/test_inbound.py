@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from bridge.db import utcnow
 from bridge.errors import ValidationError
 from bridge.inbound import (
+    INLINE_AFTER,
     detect_keyword,
     list_inbound,
     process_received,
@@ -654,3 +655,32 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
     ).all()
     assert texts == ["one", "two", "three"]
     assert waiting_sms(session, 10) == []
+
+
+def test_deferred_while_the_workers_are_behind_the_webhook_matches_its_sms_itself(
+    session: Session, settings: Settings
+) -> None:
+    """An SMS waiting past INLINE_AFTER means the workers are behind: the wait stays bounded."""
+    org, _ = factories.organization(session, settings)
+    jane = factories.contact(session, settings, org, "Jane Doe")
+    omar = factories.contact(session, settings, org, "Omar Other")
+    channel_of(session, settings, org, [jane, omar], "order-1")
+    session.commit()
+    to = sender_numbers(session, org.id)[0]
+    first = record_inbound_sms(session, settings, payloads.inbound(jane.phone, to, "1"), defer=True)
+    session.commit()
+    assert first.pending
+    first.inbound.received_at = utcnow() - INLINE_AFTER - timedelta(seconds=0.1)
+    session.commit()
+
+    second = record_inbound_sms(
+        session, settings, payloads.inbound(jane.phone, to, "2"), defer=True
+    )
+    session.commit()
+
+    assert not second.pending and second.outcome == "matched"
+    assert len(second.posted) == 2, "the earlier SMS of the sender first, both relayed"
+    texts = session.scalars(
+        select(Message.text).where(Message.author_type == "contact").order_by(Message.seq)
+    ).all()
+    assert texts == ["1", "2"]
