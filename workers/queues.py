@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from bridge.models import Lane
 
-# Inbound SMS the webhook stored, to match, store and relay (DESIGN 5.5): first, since each
-# should be in its channel within a second.
-INBOUND = "inbound"
 # Conversation (fan-out of `text` messages, relayed replies) and scheduled publishing, which must
 # not wait behind bulk notifications.
 TEXT = Lane.TEXT.value
+# Inbound SMS the webhook stored, to match, store and relay (DESIGN 5.5). Behind `text`: first, a
+# steady stream of SMS kept the relays of those the webhook matched itself waiting for good (its
+# fan-out jobs absorb one another, so `text` empties fast); the webhook matches its SMS itself
+# once one has waited half a second, so the wait for a channel stays bounded either way.
+INBOUND = "inbound"
 NOTIFICATIONS = Lane.NOTIFICATIONS.value  # bulk: tracking updates and pickup reminders
 MAINTENANCE = "maintenance"  # inbound drains after a database outage
 # Events out (DESIGN 5.8), to the organizations' webhook endpoints: a worker of their own.
 EVENTS = "events"
 
 # The main worker's queues, in priority order: it takes from the first queue that has work.
-MAIN = (INBOUND, TEXT, NOTIFICATIONS, MAINTENANCE)
+MAIN = (TEXT, INBOUND, NOTIFICATIONS, MAINTENANCE)
 # Every queue (a worker run in one process, `--burst` and the tests, takes events last).
 ALL = (*MAIN, EVENTS)

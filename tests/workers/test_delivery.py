@@ -284,8 +284,7 @@ def test_scheduled_publishing_waits_on_the_text_queue_ahead_of_bulk(runtime: Run
     message_id = factories.post_to_channel(
         runtime, org, channel_id, "Later", publish_to_channel_at=time.time() + 60
     )
-    # Only inbound SMS (a contact waiting for their reply to show) go before conversation.
-    assert queues.ALL[:2] == (queues.INBOUND, queues.TEXT)
+    assert queues.ALL[0] == queues.TEXT
     registry = Queue(queues.TEXT, connection=runtime.redis).scheduled_job_registry
     [job_id] = registry.get_job_ids()
     job = Job.fetch(job_id, connection=runtime.redis)
