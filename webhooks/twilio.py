@@ -109,7 +109,8 @@ def inbound_sms() -> Response:
         posted += _process_here(outcome.inbound.id)
     for each in posted:
         enqueue_posted(rt.redis, each)
-    INBOUND_SMS.labels(outcome.outcome).inc()
+    if not outcome.pending:  # a deferred SMS is counted by whoever decides what it is
+        INBOUND_SMS.labels(outcome.outcome).inc()
     return _xml(outcome.twiml)
 
 
@@ -121,6 +122,8 @@ def _process_here(inbound_id: str) -> list[Posted]:
     except DATABASE_DOWN:
         log.warning("inbound sms left for the sweeper", extra={"inbound_id": inbound_id})
         return []
+    for outcome in outcomes:
+        INBOUND_SMS.labels(outcome.outcome).inc()
     return [posted for outcome in outcomes for posted in outcome.posted]
 
 
