@@ -20,6 +20,7 @@ from bridge.deliveries import record_status_callback
 from bridge.inbound import process_received, record_inbound_sms
 from bridge.messages import Posted
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
+from bridge.models import InboundStatus
 from bridge.twilio_webhooks import (
     form_params,
     is_valid_signature,
@@ -27,7 +28,14 @@ from bridge.twilio_webhooks import (
 )
 from webhooks.context import runtime
 from webhooks.errors import ApiError
-from workers.enqueue import SMS, STATUS, enqueue_inbound, enqueue_posted, keep_payload
+from workers.enqueue import (
+    SMS,
+    STATUS,
+    enqueue_inbound,
+    enqueue_posted,
+    enqueue_relays,
+    keep_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +110,17 @@ def inbound_sms() -> Response:
             )
     except DATABASE_DOWN:
         return _keep(SMS, pairs, INBOUND_SMS)
-    posted = list(outcome.posted)
     if outcome.pending and not enqueue_inbound(rt.redis):
         # No worker will hear of it while Redis is down: match it here rather than leave it to
         # the sweeper's next look. Stored already, so a failure here still answers 200.
-        posted += _process_here(outcome.inbound.id)
-    for each in posted:
-        enqueue_posted(rt.redis, each)
+        for each in _process_here(outcome.inbound.id):
+            enqueue_posted(rt.redis, each)
+    elif outcome.status == InboundStatus.MATCHED:
+        # Matched here because the workers are behind: the inbound job sends its relays.
+        enqueue_relays(rt.redis, outcome.posted)
+    else:
+        for each in outcome.posted:
+            enqueue_posted(rt.redis, each)
     if not outcome.pending:  # a deferred SMS is counted by whoever decides what it is
         INBOUND_SMS.labels(outcome.outcome).inc()
     return _xml(outcome.twiml)

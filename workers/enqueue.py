@@ -41,6 +41,9 @@ PROCESS_INBOUND = "workers.inbound.process"
 INBOUND_QUEUED = "bridge:inbound:process-queued"  # a processing job waits in the inbound queue
 # Should the mark outlive its job (lost with a crash), new SMS queue a job again after this.
 INBOUND_QUEUED_TTL = 10
+# Messages relaying SMS the web process matched itself, for the inbound job to send together (a
+# fan-out job each cost the worker more than the sends). Lost with Redis, the sweeper sends them.
+RELAYS_WAITING = "bridge:inbound:relays"
 # A lost job is the sweeper's (workers.inbound.redrive_received); a failed one retries soon.
 _PROCESS_RETRY = [1, 5, 30]
 DISPATCH_EVENTS = "workers.events.dispatch"
@@ -286,6 +289,35 @@ def enqueue_inbound(connection: redis.Redis) -> bool:
         log.warning("inbound sms processing not enqueued; the sweeper will process it")
         return False
     return True
+
+
+def enqueue_relays(connection: redis.Redis, posted: Sequence[Posted]) -> bool:
+    """Hand the relays of SMS the web process matched itself to the inbound job, which sends them
+    together with its own; anything else posted is enqueued as usual. False if Redis failed."""
+
+    def relay(p: Posted) -> bool:
+        return bool(p.published and p.published.pending and p.published.queue == queues.TEXT)
+
+    relays = [p for p in posted if relay(p)]
+    others = [p for p in posted if not relay(p)]
+    done = [enqueue_posted(connection, p) for p in others]
+    if relays:
+        try:
+            connection.rpush(RELAYS_WAITING, *(p.message.id for p in relays))
+        except redis.RedisError:
+            done += [enqueue_posted(connection, p) for p in relays]  # each its own fan-out
+        else:
+            done.append(enqueue_inbound(connection))
+    return all(done)
+
+
+def take_waiting_relays(connection: redis.Redis) -> list[str]:
+    """Take the message ids of the relays waiting for the inbound job (as it ends its work)."""
+    pipe = connection.pipeline(transaction=True)
+    pipe.lrange(RELAYS_WAITING, 0, -1)
+    pipe.delete(RELAYS_WAITING)
+    ids, _ = pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
 def start_inbound(connection: redis.Redis) -> None:

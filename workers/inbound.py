@@ -41,6 +41,7 @@ from workers.enqueue import (
     enqueue_on_commit,
     enqueue_published,
     start_inbound,
+    take_waiting_relays,
 )
 from workers.fanout import fan_out_together
 
@@ -60,10 +61,13 @@ _LOCKED_PAUSE = 0.01
 
 
 def process() -> int:
-    """The job: process every SMS the webhook stored and left waiting; how many."""
+    """The job: process every SMS the webhook stored and left waiting, and send the relays of
+    those it matched itself; how many SMS it processed."""
     runtime = context.runtime()
     start_inbound(runtime.redis)
-    return process_waiting(runtime)
+    done = process_waiting(runtime)
+    _relay(runtime, take_waiting_relays(runtime.redis))
+    return done
 
 
 def process_waiting(runtime: Runtime, before: datetime | None = None) -> int:
@@ -120,9 +124,16 @@ def _process_batch(runtime: Runtime, batch: list[str]) -> tuple[int, int]:
     return len(outcomes), held
 
 
-def _relay(runtime: Runtime, published: list[PublishResult]) -> None:
-    """Send the relays of the SMS just processed, together, in this job; queue what must wait."""
-    text = [r.message_id for r in published if r.pending and r.queue == queues.TEXT]
+def _relay(runtime: Runtime, published: list[PublishResult] | list[str]) -> None:
+    """Send the relays of the SMS just processed (or their message ids), together, in this job;
+    queue what must wait."""
+    text = [
+        r if isinstance(r, str) else r.message_id
+        for r in published
+        if isinstance(r, str) or (r.pending and r.queue == queues.TEXT)
+    ]
+    if not text:
+        return
     if len(text) > runtime.settings.send_rate_per_sender:
         # More than a second of a sender's sends: paced by fan-out jobs, not by this one, which
         # must be free for the next SMS that arrive.
@@ -139,7 +150,7 @@ def _relay(runtime: Runtime, published: list[PublishResult]) -> None:
     for message_id, when in left.items():
         enqueue_fan_out(runtime.redis, message_id, queues.TEXT, at=None if when <= now else when)
     for result in published:
-        if result.queue != queues.TEXT:
+        if not isinstance(result, str) and result.queue != queues.TEXT:
             enqueue_published(runtime.redis, result)
 
 

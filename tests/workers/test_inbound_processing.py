@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
+import pytest
 import redis
 from rq import Queue
 from sqlalchemy import select
 
+from bridge import inbound
 from bridge.inbound import record_inbound_sms
 from bridge.models import Delivery, InboundSms, Message
 from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
 from tests import factories
 from tests.fixtures.twilio import payloads
+from tests.standin.twilio import TwilioStandIn
 from workers import queues
-from workers.enqueue import enqueue_inbound
+from workers.enqueue import enqueue_inbound, enqueue_relays
 from workers.inbound import process_waiting
+
+
+@pytest.fixture(autouse=True)
+def patient_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SMS stored here waits for the jobs under test, however slowly the machine stores them
+    (the webhook matching its SMS itself when the workers lag is tested in tests/bridge)."""
+    monkeypatch.setattr(inbound, "INLINE_AFTER", timedelta(hours=1))
 
 
 def store(runtime: Runtime, phone: str, to: str, text: str) -> str:
@@ -100,3 +111,24 @@ def test_relays_beyond_a_second_of_the_senders_rate_go_to_fan_out_jobs(
             select(Delivery.status).where(Delivery.body.like("%note%"))
         ).all()
     assert sorted(statuses) == ["pending"] * 3, "left to the fan-out jobs, none sent here"
+
+
+def test_relays_of_sms_the_web_matched_itself_are_sent_by_the_inbound_job(
+    runtime: Runtime, redis_client: redis.Redis, twilio: TwilioStandIn
+) -> None:
+    org = factories.committed_organization(runtime)
+    with runtime.sessions() as session, session.begin():
+        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(2))
+        to = sender_numbers(session, org.id)[0]
+    with runtime.sessions() as session, session.begin():
+        outcome = record_inbound_sms(  # not deferred: matched at once, as when workers lag
+            session, runtime.settings, payloads.inbound(contacts[0].phone, to, "At the gate")
+        )
+    assert outcome.outcome == "matched"
+
+    assert enqueue_relays(redis_client, outcome.posted)
+    assert Queue(queues.TEXT, connection=redis_client).count == 0, "no fan-out job of its own"
+    assert factories.run_inbound_jobs(runtime) == 1
+
+    [relay] = twilio.sent_to(contacts[1].phone)
+    assert relay["body"].endswith("At the gate")
