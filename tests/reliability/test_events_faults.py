@@ -109,8 +109,8 @@ def test_events_receiver_down_then_slow_then_up(
     system: System, record: Record, receiver: Receiver
 ) -> None:
     recipients = size(50, 1000)
-    down = size(8, 60)
-    slow = size(3, 10)
+    down = size(5, 60)
+    slow = size(2, 10)
     org = system.organization()
     channel_id, phones = system.channel(org, recipients)
     pairs = [system.channel(org, 2)[1] for _ in range(3)]  # a writer and the partner it reaches
