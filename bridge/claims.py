@@ -90,16 +90,14 @@ def _blocked_by_earlier(now: datetime | BindParameter[Any], of: Any = Delivery) 
     )
 
 
+# A contact's opt-out: its organization's, for its phone hash.
+_CONTACT_OPT_OUT = and_(
+    OptOut.organization_id == Contact.organization_id, OptOut.phone_hash == Contact.phone_hash
+)
 # Whether a delivery's contact has opted out (since publishing), read with the claim's RETURNING.
 _OPTED_OUT = (
     select(OptOut.phone_hash)
-    .join(
-        Contact,
-        and_(
-            OptOut.organization_id == Contact.organization_id,
-            OptOut.phone_hash == Contact.phone_hash,
-        ),
-    )
+    .join(Contact, _CONTACT_OPT_OUT)
     .where(Contact.id == Delivery.subscriber_id)
     .exists()
     .label("opted_out")
@@ -171,13 +169,7 @@ def _opted_out(session: Session, claimed: list[Delivery]) -> set[str]:
     return set(
         session.execute(
             select(Contact.id)
-            .join(
-                OptOut,
-                and_(
-                    OptOut.organization_id == Contact.organization_id,
-                    OptOut.phone_hash == Contact.phone_hash,
-                ),
-            )
+            .join(OptOut, _CONTACT_OPT_OUT)
             .where(Contact.id.in_({d.subscriber_id for d in claimed}))
         ).scalars()
     )

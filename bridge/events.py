@@ -54,7 +54,6 @@ EVENT_OBJECTS: dict[str, str] = {
 EVENT_TYPES = tuple(EVENT_OBJECTS)
 
 RECORDED_KEY = "bridge.events.recorded"
-RECORDED_ORGANIZATIONS_KEY = "bridge.events.recorded_organizations"
 
 
 def record_event(
@@ -71,7 +70,6 @@ def record_event(
     )
     session.add(event)
     session.info.setdefault(RECORDED_KEY, []).append(event.id)
-    session.info.setdefault(RECORDED_ORGANIZATIONS_KEY, set()).add(organization_id)
     return event
 
 
@@ -111,7 +109,6 @@ def record_events(
         ]
         session.execute(insert(Event), rows)
     session.info.setdefault(RECORDED_KEY, []).extend(ids)
-    session.info.setdefault(RECORDED_ORGANIZATIONS_KEY, set()).add(organization_id)
     return ids
 
 
@@ -136,15 +133,8 @@ def _check(type: str, object_json: dict[str, Any]) -> None:
 
 def take_recorded(session: Session) -> list[str]:
     """The ids of the events this session recorded since the last call (after its commit)."""
-    session.info.pop(RECORDED_ORGANIZATIONS_KEY, None)
     ids: list[str] = session.info.pop(RECORDED_KEY, [])
     return ids
-
-
-def recorded_organizations(session: Session) -> set[str]:
-    """The organizations of the events this session recorded and has not handed on yet."""
-    organizations: set[str] = session.info.get(RECORDED_ORGANIZATIONS_KEY, set())
-    return organizations
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
-from sqlalchemy import event, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from bridge.events import recorded_organizations, take_recorded
+from bridge.events import take_recorded
 from bridge.messages import Posted
-from bridge.models import WebhookEndpoint
 from bridge.publishing import PublishResult
 from workers import queues
 
@@ -313,9 +311,14 @@ def enqueue_relays(connection: redis.Redis, posted: Sequence[Posted]) -> bool:
 
 def take_waiting_relays(connection: redis.Redis) -> list[str]:
     """Take the message ids of the relays waiting for the inbound job (as it ends its work)."""
+    return _take_all(connection, RELAYS_WAITING)
+
+
+def _take_all(connection: redis.Redis, key: str) -> list[str]:
+    # Read and emptied in one transaction: an id pushed meanwhile is either taken or left whole.
     pipe = connection.pipeline(transaction=True)
-    pipe.lrange(RELAYS_WAITING, 0, -1)
-    pipe.delete(RELAYS_WAITING)
+    pipe.lrange(key, 0, -1)
+    pipe.delete(key)
     ids, _ = pipe.execute()
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
@@ -398,29 +401,10 @@ def take_waiting_events(connection: redis.Redis) -> list[str]:
     """Take the ids of the events waiting for dispatch (for the dispatch job, as it starts)."""
     # Cleared first: an id pushed from here on either is taken below or queues a job of its own.
     connection.delete(DISPATCH_QUEUED)
-    pipe = connection.pipeline(transaction=True)
-    pipe.lrange(EVENTS_WAITING, 0, -1)
-    pipe.delete(EVENTS_WAITING)
-    ids, _ = pipe.execute()
-    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    return _take_all(connection, EVENTS_WAITING)
 
 
 _installed: weakref.WeakSet[sessionmaker[Session]] = weakref.WeakSet()
-
-
-def _subscribed(rt: Runtime, organizations: set[str]) -> bool:
-    """Whether any of these organizations has an enabled webhook endpoint (one indexed SELECT).
-
-    Unreadable (the database went away since the commit), every organization counts.
-    """
-    try:
-        with rt.engine.connect() as connection:
-            query = select(WebhookEndpoint.id).where(
-                WebhookEndpoint.organization_id.in_(organizations), WebhookEndpoint.enabled
-            )
-            return connection.execute(query.limit(1)).first() is not None
-    except SQLAlchemyError:
-        return True
 
 
 def install_enqueue_on_commit(rt: Runtime) -> None:
@@ -433,12 +417,7 @@ def install_enqueue_on_commit(rt: Runtime) -> None:
     def after_commit(session: Session) -> None:
         if session.get_nested_transaction() is not None:
             return  # a savepoint released, not the transaction committed
-        organizations = recorded_organizations(session)
-        event_ids = take_recorded(session)
-        # An organization with no endpoint has nobody to send to: its events are left to the
-        # sweeper's batch look (which marks them dispatched), not one job per commit.
-        if event_ids and _subscribed(rt, organizations):
-            enqueue_dispatch(rt.redis, event_ids)
+        enqueue_dispatch(rt.redis, take_recorded(session))
 
     def after_rollback(session: Session) -> None:
         take_recorded(session)  # rolled back: those events do not exist

@@ -29,7 +29,6 @@ from bridge.deliveries import record_status_callback
 from bridge.errors import ValidationError
 from bridge.inbound import InboundOutcome, process_received, record_inbound_sms, waiting_sms
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
-from bridge.publishing import PublishResult
 from bridge.runtime import Runtime
 from bridge.twilio_webhooks import form_params, is_valid_signature
 from workers import context, queues
@@ -120,18 +119,18 @@ def _process_batch(runtime: Runtime, batch: list[str]) -> tuple[int, int]:
                 outcomes += found
     for outcome in outcomes:
         INBOUND_SMS.labels(outcome.outcome).inc()
-    _relay(runtime, [p.published for o in outcomes for p in o.posted if p.published is not None])
+    relays = []
+    for result in (p.published for o in outcomes for p in o.posted if p.published is not None):
+        if result.queue != queues.TEXT:
+            enqueue_published(runtime.redis, result)
+        elif result.pending:
+            relays.append(result.message_id)
+    _relay(runtime, relays)
     return len(outcomes), held
 
 
-def _relay(runtime: Runtime, published: list[PublishResult] | list[str]) -> None:
-    """Send the relays of the SMS just processed (or their message ids), together, in this job;
-    queue what must wait."""
-    text = [
-        r if isinstance(r, str) else r.message_id
-        for r in published
-        if isinstance(r, str) or (r.pending and r.queue == queues.TEXT)
-    ]
+def _relay(runtime: Runtime, text: list[str]) -> None:
+    """Send these text messages' relays together, in this job; queue what must wait."""
     if not text:
         return
     if len(text) > runtime.settings.send_rate_per_sender:
@@ -149,9 +148,6 @@ def _relay(runtime: Runtime, published: list[PublishResult] | list[str]) -> None
     now = utcnow()
     for message_id, when in left.items():
         enqueue_fan_out(runtime.redis, message_id, queues.TEXT, at=None if when <= now else when)
-    for result in published:
-        if not isinstance(result, str) and result.queue != queues.TEXT:
-            enqueue_published(runtime.redis, result)
 
 
 def redrive_received(runtime: Runtime, now: datetime) -> int:
