@@ -20,7 +20,7 @@ from bridge.events import record_deliveries
 from bridge.models import Delivery, DeliveryStatus
 from bridge.sending import fail_later_parts, record_sent, resume_at
 from bridge.settings import Settings
-from bridge.twilio_client import Sender, SendResult
+from bridge.twilio_client import Sender, SendResult, SentQuery
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,12 @@ def _find_at_twilio(
             if sid is not None
         }
     return sender.find_sent(
-        delivery.to_phone,
-        delivery.from_phone,
-        since,
-        delivery.body or None,
-        messaging_service_sid=None if delivery.from_phone else delivery.messaging_service_sid,
-        exclude_sids=known,
+        SentQuery(
+            delivery.to_phone,
+            delivery.from_phone,
+            since,
+            delivery.body or None,
+            messaging_service_sid=None if delivery.from_phone else delivery.messaging_service_sid,
+            exclude_sids=known,
+        )
     )

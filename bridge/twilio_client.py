@@ -198,6 +198,34 @@ class SendResult:
     num_segments: int | None
 
 
+@dataclass(frozen=True)
+class SentQuery:
+    """What tells whether an SMS went: To, From or the Messaging Service, since when, the body.
+
+    A body of None matches any body; `exclude_sids` skips SMS already recorded for other
+    deliveries.
+    """
+
+    to: str
+    from_: str | None
+    since: datetime
+    body: str | None = None
+    messaging_service_sid: str | None = None
+    exclude_sids: Collection[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+
+    def is_service(self, messaging_service_sid: str | None) -> bool:
+        """Whether an SMS sent through `messaging_service_sid` fits the query."""
+        return self.messaging_service_sid in (None, messaging_service_sid)
+
+    def is_body(self, body: str | None) -> bool:
+        """Whether an SMS with `body` fits; a trial account prefixes "Sent from your Twilio..."."""
+        return self.body is None or (body or "").endswith(self.body)
+
+
 class Sender(Protocol):
     """What the delivery code needs from a sender: send, and find out whether an SMS went."""
 
@@ -205,17 +233,8 @@ class Sender(Protocol):
         """Send one SMS, or raise a `SendError`."""
         ...
 
-    def find_sent(
-        self,
-        to: str,
-        from_: str | None,
-        since: datetime,
-        body: str | None = None,
-        *,
-        messaging_service_sid: str | None = None,
-        exclude_sids: Collection[str] = (),
-    ) -> str | None:
-        """The sid of an SMS that went to `to` since `since`, or None."""
+    def find_sent(self, query: SentQuery) -> str | None:
+        """The sid of an SMS that went as `query` describes, or None."""
         ...
 
     def close(self) -> None:
@@ -265,32 +284,17 @@ class TwilioSender:
             num_segments=int(segments) if segments not in (None, "") else None,
         )
 
-    def find_sent(
-        self,
-        to: str,
-        from_: str | None,
-        since: datetime,
-        body: str | None = None,
-        *,
-        messaging_service_sid: str | None = None,
-        exclude_sids: Collection[str] = (),
-    ) -> str | None:
-        """Ask Twilio's Messages list whether an SMS went to `to` since `since`; return its sid.
-
-        Matches on To, From (or the Messaging Service), the creation time and, when given, the body;
-        `exclude_sids` skips SMS already recorded for other deliveries. The oldest match wins.
-        """
-        if since.tzinfo is None:
-            raise ValueError("since must be timezone-aware")
+    def find_sent(self, query: SentQuery) -> str | None:
+        """Ask Twilio's Messages list whether the SMS went; return its sid (the oldest match)."""
         # Twilio's dates have whole seconds.
-        since = since.astimezone(UTC).replace(microsecond=0)
+        since = query.since.astimezone(UTC).replace(microsecond=0)
         try:
             # No DateSent filter: a message Twilio still holds queued has no date_sent yet, and
             # would read as never sent (and be sent twice). Twilio lists newest first, so one
             # bounded page covers the recent past; the creation date is checked below.
             found = self.client.messages.list(
-                to=to,
-                from_=from_ or values.unset,
+                to=query.to,
+                from_=query.from_ or values.unset,
                 limit=_FIND_LIMIT,
                 page_size=_FIND_LIMIT,
             )
@@ -299,13 +303,12 @@ class TwilioSender:
         matches = [
             m
             for m in found
-            if m.sid not in exclude_sids
+            if m.sid not in query.exclude_sids
             and str(m.direction or "").startswith("outbound")
             and m.date_created is not None
             and m.date_created >= since
-            and (messaging_service_sid is None or m.messaging_service_sid == messaging_service_sid)
-            # A trial account prefixes the body with "Sent from your Twilio trial account - ".
-            and (body is None or (m.body or "").endswith(body))
+            and query.is_service(m.messaging_service_sid)
+            and query.is_body(m.body)
         ]
         if not matches:
             return None
@@ -348,34 +351,20 @@ class OutboxSender:
         logger.info("sms written to the outbox, not sent", extra={"twilio_sid": sid})
         return SendResult(sid=sid, status="queued", num_segments=None)
 
-    def find_sent(
-        self,
-        to: str,
-        from_: str | None,
-        since: datetime,
-        body: str | None = None,
-        *,
-        messaging_service_sid: str | None = None,
-        exclude_sids: Collection[str] = (),
-    ) -> str | None:
+    def find_sent(self, query: SentQuery) -> str | None:
         """Look for the SMS in the outbox log, as `TwilioSender.find_sent` does at Twilio."""
-        if since.tzinfo is None:
-            raise ValueError("since must be timezone-aware")
         if not self.path.exists():
             return None
         with self._lock, self.path.open(encoding="utf-8") as outbox:
             lines = [json.loads(raw) for raw in outbox if raw.strip()]
         for line in lines:
             if (
-                line["to"] == to
-                and (from_ is None or line["from"] == from_)
-                and (
-                    messaging_service_sid is None
-                    or line["messaging_service_sid"] == messaging_service_sid
-                )
-                and (body is None or line["body"] == body)
-                and datetime.fromisoformat(line["at"]) >= since
-                and line["sid"] not in exclude_sids
+                line["to"] == query.to
+                and (query.from_ is None or line["from"] == query.from_)
+                and query.is_service(line["messaging_service_sid"])
+                and query.is_body(line["body"])
+                and datetime.fromisoformat(line["at"]) >= query.since
+                and line["sid"] not in query.exclude_sids
             ):
                 return str(line["sid"])
         return None

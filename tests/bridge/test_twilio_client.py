@@ -22,6 +22,7 @@ from bridge.twilio_client import (
     OUTBOX_NOTE,
     OutboxSender,
     OutgoingSms,
+    SentQuery,
     TwilioSender,
     build_sender,
     classify_error,
@@ -243,7 +244,7 @@ def test_wrong_credentials_are_permanent(standin: TwilioStandIn) -> None:
         with pytest.raises(PermanentSendError) as caught:
             sender.send(make_sms())
         with pytest.raises(PermanentSendError) as listing:
-            sender.find_sent(CONTACT, SENDER, datetime.now(UTC))
+            sender.find_sent(SentQuery(CONTACT, SENDER, datetime.now(UTC)))
     finally:
         sender.close()
 
@@ -274,7 +275,7 @@ def test_connection_refused_is_transient() -> None:
         with pytest.raises(TransientSendError) as caught:
             sender.send(make_sms())
         with pytest.raises(TransientSendError):
-            sender.find_sent(CONTACT, SENDER, datetime.now(UTC))
+            sender.find_sent(SentQuery(CONTACT, SENDER, datetime.now(UTC)))
     finally:
         sender.close()
 
@@ -359,14 +360,20 @@ def test_find_sent_finds_the_sms_that_went(sender: TwilioSender, standin: Twilio
     sender.send(make_sms(body="second"))
     sender.send(make_sms(to="+15552340002", body="first"))
 
-    assert sender.find_sent(CONTACT, SENDER, since) == sent  # the oldest match
-    assert sender.find_sent(CONTACT, SENDER, since, body="second") != sent
-    assert sender.find_sent(CONTACT, SENDER, since, body="first") == sent
-    assert sender.find_sent(CONTACT, SENDER, since, body="first", exclude_sids={sent}) is None
-    assert sender.find_sent(CONTACT, SENDER, since, body="third") is None
-    assert sender.find_sent("+15552349999", SENDER, since) is None
-    assert sender.find_sent(CONTACT, "+15005550010", since) is None
-    assert sender.find_sent(CONTACT, SENDER, datetime.now(UTC) + timedelta(minutes=1)) is None
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, since)) == sent  # the oldest match
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, since, body="second")) != sent
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, since, body="first")) == sent
+    assert (
+        sender.find_sent(SentQuery(CONTACT, SENDER, since, body="first", exclude_sids={sent}))
+        is None
+    )
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, since, body="third")) is None
+    assert sender.find_sent(SentQuery("+15552349999", SENDER, since)) is None
+    assert sender.find_sent(SentQuery(CONTACT, "+15005550010", since)) is None
+    assert (
+        sender.find_sent(SentQuery(CONTACT, SENDER, datetime.now(UTC) + timedelta(minutes=1)))
+        is None
+    )
 
     listing = standin.requests  # only creates are recorded: find_sent did not create anything
     assert len(listing) == 3
@@ -377,17 +384,22 @@ def test_find_sent_reads_times_in_any_timezone(sender: TwilioSender) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)
     in_new_york = since.astimezone(ZoneInfo("America/New_York"))
 
-    assert sender.find_sent(CONTACT, SENDER, in_new_york) == sent
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, in_new_york)) == sent
     with pytest.raises(ValueError, match="timezone-aware"):
-        sender.find_sent(CONTACT, SENDER, datetime.now())
+        sender.find_sent(SentQuery(CONTACT, SENDER, datetime.now()))
 
 
 def test_find_sent_for_a_messaging_service(sender: TwilioSender) -> None:
     since = datetime.now(UTC) - timedelta(seconds=1)
     sent = sender.send(make_sms(from_=None, messaging_service_sid=SERVICE_SID)).sid
 
-    assert sender.find_sent(CONTACT, None, since, messaging_service_sid=SERVICE_SID) == sent
-    assert sender.find_sent(CONTACT, None, since, messaging_service_sid="MG" + "b" * 32) is None
+    assert (
+        sender.find_sent(SentQuery(CONTACT, None, since, messaging_service_sid=SERVICE_SID)) == sent
+    )
+    assert (
+        sender.find_sent(SentQuery(CONTACT, None, since, messaging_service_sid="MG" + "b" * 32))
+        is None
+    )
 
 
 def test_find_sent_during_an_outage_is_transient(
@@ -396,7 +408,7 @@ def test_find_sent_during_an_outage_is_transient(
     standin.fail_for(5, status=503)
 
     with pytest.raises(TransientSendError) as caught:
-        sender.find_sent(CONTACT, SENDER, datetime.now(UTC))
+        sender.find_sent(SentQuery(CONTACT, SENDER, datetime.now(UTC)))
 
     assert (caught.value.status, caught.value.code) == (503, 20503)
 
@@ -494,10 +506,15 @@ def test_without_twilio_sms_go_to_a_labelled_outbox(tmp_path: Path) -> None:
         "validity_period": 14400,
     }
     assert lines[1]["media_urls"] == list(MEDIA)
-    assert sender.find_sent(CONTACT, SENDER, since) == first.sid
-    assert sender.find_sent(CONTACT, None, since, messaging_service_sid=SERVICE_SID) == second.sid
-    assert sender.find_sent(CONTACT, SENDER, since, exclude_sids={first.sid}) is None
-    assert OutboxSender(tmp_path / "missing.log").find_sent(CONTACT, SENDER, since) is None
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, since)) == first.sid
+    assert (
+        sender.find_sent(SentQuery(CONTACT, None, since, messaging_service_sid=SERVICE_SID))
+        == second.sid
+    )
+    assert sender.find_sent(SentQuery(CONTACT, SENDER, since, exclude_sids={first.sid})) is None
+    assert (
+        OutboxSender(tmp_path / "missing.log").find_sent(SentQuery(CONTACT, SENDER, since)) is None
+    )
     sender.close()
 
 
@@ -513,7 +530,7 @@ def test_credentials_phone_numbers_and_text_never_reach_the_logs(
 
     sender = build_sender(make_settings(twilio_api_base_url=standin.base_url))
     sender.send(make_sms(body=body, status_callback=CALLBACK))
-    sender.find_sent(CONTACT, SENDER, since, body=body)
+    sender.find_sent(SentQuery(CONTACT, SENDER, since, body=body))
     with pytest.raises(PermanentSendError):
         sender.send(make_sms(to="+15005550001", body=body))
     standin.fail_next(1, status=503)
