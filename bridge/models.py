@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
+def partial_index(name: str, *columns: str, where: str) -> Index:
+    """An index of only the rows `where` holds, on PostgreSQL and SQLite alike."""
+    return Index(name, *columns, postgresql_where=text(where), sqlite_where=text(where))
+
+
 def stored_as_text(kind: type[enum.StrEnum], length: int) -> Enum:
     """A column of `kind` stored as the enum's values in a VARCHAR(`length`), as it always was.
 
@@ -48,6 +53,20 @@ def stored_as_text(kind: type[enum.StrEnum], length: int) -> Enum:
         length=length,
         values_callable=lambda members: [m.value for m in members],
     )
+
+
+class Sequenced:
+    """A row with a database-wide order (`seq`, the primary key) and a public id."""
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+
+
+class Timestamped:
+    """A row that keeps when it was created and last changed."""
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MessageType(enum.StrEnum):
@@ -96,15 +115,13 @@ class InboundStatus(enum.StrEnum):
     KEYWORD = "keyword"
 
 
-class Organization(Base):
+class Organization(Timestamped, Base):
     __tablename__ = "organizations"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     help_text: Mapped[str | None] = mapped_column(Text)
     messaging_service_sid: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ApiKey(Base):
@@ -169,7 +186,7 @@ class OptOut(Base):
     source: Mapped[str] = mapped_column(String(32), default="keyword")
 
 
-class Thread(Base):
+class Thread(Timestamped, Base):
     """The conversation about one resource: `thrd_<resource_id>`, unique within its organization."""
 
     __tablename__ = "threads"
@@ -180,8 +197,6 @@ class Thread(Base):
     resource_id: Mapped[str] = mapped_column(String(128))
     location_id: Mapped[str | None] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # A thread is named by its organization and its id together: every reference carries both.
@@ -202,15 +217,13 @@ class ThreadSubscriber(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class Channel(Base):
+class Channel(Timestamped, Base):
     __tablename__ = "channels"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     subscriber_hash: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ChannelSubscriber(Base):
@@ -251,7 +264,7 @@ class ChannelPublisher(Base):
     last_seq: Mapped[int] = mapped_column(BigId, default=0)
 
 
-class Message(Base):
+class Message(Sequenced, Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_thread_seq", "organization_id", "thread_id", "seq"),
@@ -260,8 +273,6 @@ class Message(Base):
         Index("ix_messages_due", "published_at", "canceled_at", "publish_to_channel_at"),
     )
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     thread_id: Mapped[str | None] = mapped_column(String(140))
     channel_id: Mapped[str | None] = mapped_column(ForeignKey("channels.id"))
@@ -314,7 +325,7 @@ class Message(Base):
         )
 
 
-class Delivery(Base):
+class Delivery(Timestamped, Base):
     """One SMS (one part of one message) to one recipient, and what became of it."""
 
     __tablename__ = "deliveries"
@@ -325,21 +336,19 @@ class Delivery(Base):
         # The hot path's two lookups, each over the few rows still in play rather than every
         # delivery ever made: an earlier SMS to the same phone still on its way (the per-contact
         # order rule), and a message's deliveries left to claim.
-        Index(
+        partial_index(
             "ix_deliveries_open_to_order",
             "to_phone",
             "publish_seq",
             "part",
-            postgresql_where=text(OPEN_STATUSES_SQL),
-            sqlite_where=text(OPEN_STATUSES_SQL),
+            where=OPEN_STATUSES_SQL,
         ),
-        Index(
+        partial_index(
             "ix_deliveries_pending",
             "message_id",
             "subscriber_id",
             "part",
-            postgresql_where=text("status = 'pending'"),
-            sqlite_where=text("status = 'pending'"),
+            where="status = 'pending'",
         ),
     )
 
@@ -368,27 +377,18 @@ class Delivery(Base):
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class InboundSms(Base):
+class InboundSms(Sequenced, Base):
     """Every inbound SMS Twilio posted, matched or not: nothing is dropped."""
 
     __tablename__ = "inbound_sms"
     __table_args__ = (
         Index("ix_inbound_sms_org_status", "organization_id", "status", "seq"),
         # The SMS stored by the webhook and not processed yet: few, and what the sweeper looks at.
-        Index(
-            "ix_inbound_sms_received",
-            "received_at",
-            postgresql_where=text("status = 'received'"),
-            sqlite_where=text("status = 'received'"),
-        ),
+        partial_index("ix_inbound_sms_received", "received_at", where="status = 'received'"),
     )
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True)
     message_sid: Mapped[str] = mapped_column(String(64), unique=True)
     idempotency_token: Mapped[str | None] = mapped_column(String(200), unique=True)
     organization_id: Mapped[str | None] = mapped_column(String(40))
@@ -417,14 +417,12 @@ class EventDeliveryStatus(enum.StrEnum):
     CANCELED = "canceled"  # the endpoint was disabled or deleted first
 
 
-class WebhookEndpoint(Base):
+class WebhookEndpoint(Sequenced, Timestamped, Base):
     """A URL of the organization's own application that events are POSTed to."""
 
     __tablename__ = "webhook_endpoints"
     __table_args__ = (Index("ix_webhook_endpoints_org_seq", "organization_id", "seq"),)
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[Any]] = mapped_column(default=list)
@@ -437,11 +435,9 @@ class WebhookEndpoint(Base):
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The first failed attempt since the last success: 5 days of failures disable the endpoint.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Event(Base):
+class Event(Sequenced, Base):
     """Something that happened, written in the transaction of the change it reports (an outbox)."""
 
     __tablename__ = "events"
@@ -449,16 +445,9 @@ class Event(Base):
         Index("ix_events_org_seq", "organization_id", "seq"),
         Index("ix_events_org_type_seq", "organization_id", "type", "seq"),
         # What the sweeper looks for: events whose endpoints have not been resolved yet.
-        Index(
-            "ix_events_undispatched",
-            "created_at",
-            postgresql_where=text("dispatched_at IS NULL"),
-            sqlite_where=text("dispatched_at IS NULL"),
-        ),
+        partial_index("ix_events_undispatched", "created_at", where="dispatched_at IS NULL"),
     )
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True)
     organization_id: Mapped[str] = mapped_column(String(40))
     type: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -467,7 +456,7 @@ class Event(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class EventDelivery(Base):
+class EventDelivery(Timestamped, Base):
     """One event to one endpoint, and where its attempts stand."""
 
     __tablename__ = "event_deliveries"
@@ -485,18 +474,14 @@ class EventDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class WebhookAttempt(Base):
+class WebhookAttempt(Sequenced, Base):
     """One POST of an event to an endpoint: when, what came back, how long it took, what next."""
 
     __tablename__ = "webhook_attempts"
     __table_args__ = (Index("ix_webhook_attempts_endpoint_seq", "endpoint_id", "seq"),)
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True)
     delivery_id: Mapped[str] = mapped_column(String(40), index=True)
     event_id: Mapped[str] = mapped_column(String(40))
     endpoint_id: Mapped[str] = mapped_column(String(40))

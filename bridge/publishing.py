@@ -109,20 +109,16 @@ def _record_publisher(session: Session, channel_id: str, message: Message, now: 
     row = session.get(ChannelPublisher, (channel_id, thread.resource_id))
     seq = message.publish_seq or 0
     if row is None:
-        session.add(
-            ChannelPublisher(
-                channel_id=channel_id,
-                resource_id=thread.resource_id,
-                thread_id=thread.id,
-                first_published_at=now,
-                last_published_at=now,
-                first_seq=seq,
-                last_seq=seq,
-            )
+        row = ChannelPublisher(
+            channel_id=channel_id,
+            resource_id=thread.resource_id,
+            thread_id=thread.id,
+            first_published_at=now,
+            first_seq=seq,
         )
-    else:
-        row.last_published_at = now
-        row.last_seq = seq
+        session.add(row)
+    row.last_published_at = now
+    row.last_seq = seq
 
 
 def _join_author(session: Session, channel: Channel, user_id: str, now: datetime) -> None:
