@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge.db import get_owned, insert_or_get, utcnow
+from bridge.db import get_owned, insert_or_get
 from bridge.errors import NotFound
 from bridge.ids import new_id
 from bridge.models import (
@@ -60,13 +60,10 @@ def get_or_create_channel(
     if len(contacts) != len(set(contact_ids)):
         raise NotFound("no such contact", "subscribers")
     contacts.sort(key=lambda c: c.id)
-    now = utcnow()
     channel = Channel(
         id=new_id("chnl"),
         organization_id=organization_id,
         subscriber_hash=digest,
-        created_at=now,
-        updated_at=now,
     )
     channel, created = insert_or_get(
         session,

@@ -63,10 +63,15 @@ class Sequenced:
 
 
 class Timestamped:
-    """A row that keeps when it was created and last changed."""
+    """A row that keeps when it was created and last changed: the same moment for a new row."""
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __init__(self, **values: Any) -> None:
+        values.setdefault("created_at", utcnow())
+        values.setdefault("updated_at", values["created_at"])
+        super().__init__(**values)
 
 
 class MessageType(enum.StrEnum):

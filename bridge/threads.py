@@ -78,15 +78,12 @@ def create_thread(
         resolve_subscriber(session, settings, actor.organization_id, spec, f"subscribers[{i}]")
         for i, spec in enumerate(subscribers)
     ]
-    now = utcnow()
     thread = Thread(
         id=thread_id_for(resource_id),
         resource_id=resource_id,
         organization_id=actor.organization_id,
         name=name,
         location_id=location_id,
-        created_at=now,
-        updated_at=now,
     )
     thread, created = insert_or_get(session, thread, lambda: session.get(Thread, key))
     if not created:

@@ -100,7 +100,6 @@ def create_endpoint(
     ).scalar_one()
     if count >= MAX_ENDPOINTS:
         raise Conflict(f"an organization has at most {MAX_ENDPOINTS} webhook endpoints")
-    now = utcnow()
     endpoint = WebhookEndpoint(
         id=new_id("we"),
         organization_id=organization_id,
@@ -109,8 +108,6 @@ def create_endpoint(
         description=description,
         enabled=enabled,
         secret=new_secret(),
-        created_at=now,
-        updated_at=now,
     )
     session.add(endpoint)
     session.flush()
