@@ -10,10 +10,13 @@ does Twilio get a 503.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, abort, request
 from prometheus_client import Counter
+from sqlalchemy.orm import Session
 
 from bridge.db import DATABASE_DOWN, transaction
 from bridge.deliveries import record_status_callback
@@ -40,6 +43,8 @@ from workers.enqueue import (
 log = logging.getLogger(__name__)
 
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
+
+_Outcome = TypeVar("_Outcome")
 
 SIGNATURE = "X-Twilio-Signature"
 SIGNATURE_SETTINGS = "X-Twilio-Webhooks-Signature-Settings"
@@ -73,6 +78,22 @@ def _verified(counter: Counter) -> list[tuple[str, str]]:
     return pairs
 
 
+def _recorded(
+    kind: str, counter: Counter, record: Callable[[Session, dict[str, str | list[str]]], _Outcome]
+) -> _Outcome:
+    """Verify the request, then `record` its parameters in one transaction.
+
+    With the database down the verified request is kept in Redis and answered at once (the
+    `abort` carries that answer), so the caller only goes on with what was recorded.
+    """
+    pairs = _verified(counter)
+    try:
+        with transaction(runtime().sessions) as session:
+            return record(session, form_params(pairs))
+    except DATABASE_DOWN:
+        abort(_keep(kind, pairs, counter))
+
+
 def _xml(body: str) -> Response:
     return Response(body, status=200, mimetype="text/xml")
 
@@ -100,16 +121,13 @@ def _keep(kind: str, pairs: list[tuple[str, str]], counter: Counter) -> Response
 @bp.post("/sms")
 def inbound_sms() -> Response:
     """An SMS (or MMS) a contact sent to one of the organizations' numbers."""
-    pairs = _verified(INBOUND_SMS)
-    params = form_params(pairs)
     rt = runtime()
-    try:
-        with transaction(rt.sessions) as session:
-            outcome = record_inbound_sms(
-                session, rt.settings, params, request.headers.get(IDEMPOTENCY_TOKEN), defer=True
-            )
-    except DATABASE_DOWN:
-        return _keep(SMS, pairs, INBOUND_SMS)
+    token = request.headers.get(IDEMPOTENCY_TOKEN)
+    outcome = _recorded(
+        SMS,
+        INBOUND_SMS,
+        lambda session, params: record_inbound_sms(session, rt.settings, params, token, defer=True),
+    )
     if outcome.pending and not enqueue_inbound(rt.redis):
         # No worker will hear of it while Redis is down: match it here rather than leave it to
         # the sweeper's next look. Stored already, so a failure here still answers 200.
@@ -142,14 +160,12 @@ def _process_here(inbound_id: str) -> list[Posted]:
 @bp.post("/status")
 def status_callback() -> Response:
     """Twilio's report of what became of an SMS we sent (found by `?d=` or MessageSid)."""
-    pairs = _verified(STATUS_CALLBACKS)
-    params = form_params(pairs)
-    rt = runtime()
-    try:
-        with transaction(rt.sessions) as session:
-            outcome = record_status_callback(session, request.args.get("d"), params)
-    except DATABASE_DOWN:
-        return _keep(STATUS, pairs, STATUS_CALLBACKS)
+    delivery_id = request.args.get("d")
+    outcome = _recorded(
+        STATUS,
+        STATUS_CALLBACKS,
+        lambda session, params: record_status_callback(session, delivery_id, params),
+    )
     STATUS_CALLBACKS.labels(outcome).inc()
     # 200 even for an unknown delivery: Twilio would only retry what we cannot find.
     return _xml(twiml())
