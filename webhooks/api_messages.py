@@ -26,35 +26,26 @@ from workers.enqueue import enqueue_posted
 bp = Blueprint("messages", __name__)
 
 _NEW = {201: Message}
+_LIST = {200: MessageList}
+_THREAD = "/threads/<id:thread_id>"
+_CHANNEL = "/channels/<id:channel_id>"
 
 
-@operation(
-    bp,
-    "GET /threads/<id:thread_id>/messages",
-    query=PageQuery,
-    responses={200: MessageList},
-    errors=(404,),
-)
+@operation(bp, f"GET {_THREAD}/messages", query=PageQuery, responses=_LIST, errors=(404,))
 def list_messages(session: Session, thread_id: str, query: PageQuery) -> MessageList:
     """Page through a thread's messages, newest first."""
     thread_id = threads.get_thread(session, acting_org(), thread_id).id
     return _page(session, query, thread_id=thread_id)
 
 
-@operation(
-    bp, "POST /threads/<id:thread_id>/messages", body=MessageCreate, responses=_NEW, errors=(404,)
-)
+@operation(bp, f"POST {_THREAD}/messages", body=MessageCreate, responses=_NEW, errors=(404,))
 def post_message(session: Session, thread_id: str, body: MessageCreate) -> Message:
     """Post a message; it goes to the channel of the thread's contacts now or when due."""
     return _post(session, messages.post_message, thread_id, body)
 
 
 @operation(
-    bp,
-    "GET /channels/<id:channel_id>/messages",
-    query=ChannelMessagesQuery,
-    responses={200: MessageList},
-    errors=(404,),
+    bp, f"GET {_CHANNEL}/messages", query=ChannelMessagesQuery, responses=_LIST, errors=(404,)
 )
 def list_channel_messages(
     session: Session, channel_id: str, query: ChannelMessagesQuery
@@ -64,9 +55,7 @@ def list_channel_messages(
     return _page(session, query, channel_id=channel_id, pending=query.pending)
 
 
-@operation(
-    bp, "POST /channels/<id:channel_id>/messages", body=MessageCreate, responses=_NEW, errors=(404,)
-)
+@operation(bp, f"POST {_CHANNEL}/messages", body=MessageCreate, responses=_NEW, errors=(404,))
 def post_channel_message(session: Session, channel_id: str, body: MessageCreate) -> Message:
     """Post a message straight to a channel, now or at publish_to_channel_at."""
     return _post(session, messages.post_channel_message, channel_id, body)
