@@ -38,7 +38,7 @@ from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import make_engine, transaction, utcnow
 from bridge.ids import new_id
-from bridge.messages import post_channel_message
+from bridge.messages import Draft, post_channel_message
 from bridge.migrate import upgrade
 from bridge.models import Contact, Delivery
 from bridge.organizations import create_organization
@@ -125,7 +125,11 @@ class Bench:
         """Post to the channel and commit, without enqueueing the fan-out."""
         with transaction(self.runtime.sessions) as session:
             posted = post_channel_message(
-                session, self.runtime.settings, Actor.organization(self.org_id), channel_id, text
+                session,
+                self.runtime.settings,
+                Actor.organization(self.org_id),
+                channel_id,
+                Draft.of(text),
             )
         assert posted.published is not None
         return posted.published

@@ -44,7 +44,7 @@ from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import make_engine, transaction, utcnow
 from bridge.inbound import match_sms
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.migrate import upgrade
 from bridge.models import Channel, ChannelPhoneHash, Contact
 from bridge.organizations import create_organization, find_or_create_contact
@@ -148,7 +148,7 @@ def seed_targets(runtime: Runtime, organization_id: str) -> list[Contact]:
                 (f"pair-{i}", [contact.id, partner.id]),
             ]:
                 thread, _ = create_thread(session, settings, actor, resource, subscribers=members)
-                post_message(session, settings, actor, thread.id, "Your order shipped")
+                post_message(session, settings, actor, thread.id, Draft.of("Your order shipped"))
             contacts.append(contact)
     return contacts
 

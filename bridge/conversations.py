@@ -24,10 +24,8 @@ from bridge.inbox import (
     PAGE_SIZE,
     display_name,
     explain_error,
-    keyset,
+    keyset_page,
     last_publisher_threads,
-    make_cursor,
-    read_cursor,
 )
 from bridge.models import (
     Channel,
@@ -160,18 +158,17 @@ def failed_deliveries(
     session: Session, organization_id: str, after: str | None = None, limit: int = PAGE_SIZE
 ) -> tuple[list[FailedDelivery], str | None]:
     """The organization's failed and undelivered SMS, latest first, with the reason in words."""
-    cursor = read_cursor(after)
-    found = session.execute(
+    query = (
         select(Delivery, Contact.name, Contact.phone)
         .outerjoin(Contact, Contact.id == Delivery.subscriber_id)
         .where(
             Delivery.status.in_(FAILED_STATUSES),
             Delivery.organization_id == organization_id,
-            keyset(Delivery.updated_at, Delivery.id, cursor),
         )
-        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
-        .limit(limit + 1)
-    ).all()
+    )
+    found, next_cursor = keyset_page(
+        session, query, (Delivery.updated_at, Delivery.id), after, limit
+    )
     rows = [
         FailedDelivery(
             d.id,
@@ -183,10 +180,9 @@ def failed_deliveries(
             explain_error(d.error_code, d.error_message),
             d.updated_at,
         )
-        for d, name, phone in found[:limit]
+        for d, name, phone in found
     ]
-    more = len(found) > limit
-    return rows, make_cursor(rows[-1].updated_at, rows[-1].delivery_id) if more else None
+    return rows, next_cursor
 
 
 @dataclass(frozen=True)
@@ -202,23 +198,12 @@ def contacts_page(
     session: Session, organization_id: str, after: str | None = None, limit: int = PAGE_SIZE
 ) -> tuple[list[ContactRow], str | None]:
     """The organization's contacts, newest first, each with whether it has opted out of SMS."""
-    cursor = read_cursor(after)
-    found = list(
-        session.execute(
-            select(Contact)
-            .where(
-                Contact.organization_id == organization_id,
-                keyset(Contact.created_at, Contact.id, cursor),
-            )
-            .order_by(Contact.created_at.desc(), Contact.id.desc())
-            .limit(limit + 1)
-        ).scalars()
-    )
-    page = found[:limit]
+    query = select(Contact).where(Contact.organization_id == organization_id)
+    found, next_cursor = keyset_page(session, query, (Contact.created_at, Contact.id), after, limit)
+    page: list[Contact] = [contact for (contact,) in found]
     opted = opted_out_hashes(session, organization_id, [c.phone_hash for c in page])
     rows = [ContactRow(c.id, c.name, c.phone, c.phone_hash in opted, c.created_at) for c in page]
-    more = len(found) > limit
-    return rows, make_cursor(page[-1].created_at, page[-1].id) if more else None
+    return rows, next_cursor
 
 
 def list_users(session: Session, organization_id: str, limit: int = MAX_USERS) -> list[User]:

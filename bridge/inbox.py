@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 # Every import from the domain's existing modules is here, in one place (see the module docstring).
+from bridge.actors import Actor
 from bridge.errors import ValidationError
 from bridge.models import (
     Channel,
@@ -102,6 +103,29 @@ def keyset(
     return or_(column_time < moment, and_(column_time == moment, column_id < row_id))
 
 
+def keyset_page(
+    session: Session,
+    query: Select[*tuple[Any, ...]],
+    order: tuple[Any, Any],
+    after: str | None,
+    limit: int,
+) -> tuple[list[Any], str | None]:
+    """A page of `query` in (time desc, id desc) `order` after the cursor `after`.
+
+    Returns the rows as `query` selects them, and the next page's cursor when there is more.
+    """
+    column_time, column_id = order
+    found = session.execute(
+        query.add_columns(column_time, column_id)
+        .where(keyset(column_time, column_id, read_cursor(after)))
+        .order_by(column_time.desc(), column_id.desc())
+        .limit(limit + 1)
+    ).all()
+    rows = found[:limit]
+    more = len(found) > limit
+    return [row[:-2] for row in rows], make_cursor(*rows[-1][-2:]) if more else None
+
+
 def display_name(profile: Profile | None) -> str:
     """A subscriber's name as the console shows it: a contact without one by the phone's end."""
     if profile is None:
@@ -136,41 +160,31 @@ class InboxPage:
 def inbox_page(
     session: Session,
     settings: Settings,
-    organization_id: str,
-    viewer_id: str,
-    viewer_type: str,
+    viewer: Actor,
     search: str | None = None,
     after: str | None = None,
     limit: int = PAGE_SIZE,
 ) -> InboxPage:
-    """The organization's channels by latest activity, with contacts, last message and unread.
+    """The viewer's organization's channels by latest activity: contacts, last message, unread.
 
     `search` is a contact's name (any part, any case) or a phone number in any format the
     organization's region reads; a number is matched by its phone hash.
     """
-    cursor = read_cursor(after)
+    organization_id = viewer.organization_id
     query = select(Channel).where(Channel.organization_id == organization_id)
     search = (search or "").strip()
     if len(search) > MAX_SEARCH:
         raise ValidationError(f"search at most {MAX_SEARCH} characters", "q")
     if search:
         query = query.where(Channel.id.in_(_search_channel_ids(settings, organization_id, search)))
-    query = query.where(keyset(Channel.updated_at, Channel.id, cursor))
-    found = list(
-        session.execute(
-            query.order_by(Channel.updated_at.desc(), Channel.id.desc()).limit(limit + 1)
-        ).scalars()
-    )
-    channels = found[:limit]
-    next_cursor = (
-        make_cursor(channels[-1].updated_at, channels[-1].id) if len(found) > limit else None
-    )
+    found, next_cursor = keyset_page(session, query, (Channel.updated_at, Channel.id), after, limit)
+    channels: list[Channel] = [channel for (channel,) in found]
     ids = [c.id for c in channels]
     if not ids:
         return InboxPage([], None)
     last = _last_messages(session, ids)
     contacts = _contact_names(session, ids)
-    unread = _unread(session, organization_id, ids, last, viewer_id, viewer_type)
+    unread = _unread(session, viewer, ids, last)
     authors = load_profiles(session, {m.subscriber_id for m in last.values()})
     rows = [
         InboxRow(
@@ -251,12 +265,7 @@ def _contact_names(session: Session, channel_ids: Sequence[str]) -> dict[str, li
 
 
 def _unread(
-    session: Session,
-    organization_id: str,
-    channel_ids: Sequence[str],
-    last: dict[str, Message],
-    viewer_id: str,
-    viewer_type: str,
+    session: Session, viewer: Actor, channel_ids: Sequence[str], last: dict[str, Message]
 ) -> set[str]:
     """Channels with something the viewer has not seen.
 
@@ -274,16 +283,16 @@ def _unread(
             r.thread_id: r
             for r in session.execute(
                 select(ThreadSubscriber).where(
-                    ThreadSubscriber.organization_id == organization_id,
+                    ThreadSubscriber.organization_id == viewer.organization_id,
                     ThreadSubscriber.thread_id.in_(thread_ids),
-                    ThreadSubscriber.subscriber_id == viewer_id,
+                    ThreadSubscriber.subscriber_id == viewer.subscriber_id,
                 )
             ).scalars()
         }
         for thread_id, author, at in session.execute(
             select(Message.thread_id, Message.subscriber_id, func.max(Message.created_at))
             .where(
-                Message.organization_id == organization_id,
+                Message.organization_id == viewer.organization_id,
                 Message.thread_id.in_(thread_ids),
                 Message.canceled_at.is_(None),
             )
@@ -301,10 +310,10 @@ def _unread(
             continue
         # Not subscribed yet: a viewer who has never looked, as the domain's rule reads it.
         row = rows.get(thread_id) or ThreadSubscriber(
-            organization_id=organization_id,
+            organization_id=viewer.organization_id,
             thread_id=thread_id,
-            subscriber_id=viewer_id,
-            type=viewer_type,
+            subscriber_id=viewer.subscriber_id,
+            type=viewer.type,
             is_archived=False,
         )
         if unread_by([row], latest[thread_id]):

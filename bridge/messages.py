@@ -94,34 +94,54 @@ def validate_publish_at(value: object) -> datetime | None:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _validated(
-    text: object, type: object, media_urls: object, publish_to_channel_at: object
-) -> tuple[str, MessageType, list[str], datetime | None]:
-    """A new message's text, type, media and publish time, each checked."""
-    kind = validate_type(type)
-    media = validate_media_urls(media_urls)
-    return (
-        validate_text(text, bool(media)),
-        kind,
-        media,
-        validate_publish_at(publish_to_channel_at),
-    )
+@dataclass(frozen=True)
+class Draft:
+    """A new message's content, each part checked: text, type, media, and when it publishes."""
+
+    text: str
+    type: MessageType
+    media_urls: list[str]
+    publish_at: datetime | None
+
+    @classmethod
+    def of(
+        cls,
+        text: object,
+        type: object = None,
+        media_urls: object = None,
+        publish_to_channel_at: object = None,
+    ) -> Draft:
+        """Check what a client sent (ValidationError names the field) and keep it."""
+        kind = validate_type(type)
+        media = validate_media_urls(media_urls)
+        body = validate_text(text, bool(media))
+        return cls(body, kind, media, validate_publish_at(publish_to_channel_at))
+
+    def message(
+        self, actor: Actor, now: datetime, thread_id: str | None, channel_id: str | None
+    ) -> Message:
+        """The message `actor` posts with this content, in a thread and/or a channel."""
+        return Message.new(
+            actor,
+            self.text,
+            now,
+            thread_id=thread_id,
+            channel_id=channel_id,
+            type=self.type,
+            media_urls=self.media_urls,
+            publish_to_channel_at=self.publish_at,
+        )
+
+    def is_due(self, now: datetime) -> bool:
+        """Whether it publishes now rather than later."""
+        return self.publish_at is None or self.publish_at <= now
 
 
 def post_message(
-    session: Session,
-    settings: Settings,
-    actor: Actor,
-    thread_id: str,
-    text: object,
-    type: object = None,
-    media_urls: object = None,
-    publish_to_channel_at: object = None,
+    session: Session, settings: Settings, actor: Actor, thread_id: str, draft: Draft
 ) -> Posted:
     """Post a message to a thread; publish it to the channel of its contacts now or when due."""
-    now = utcnow()
     thread = get_thread(session, actor.organization_id, thread_id)
-    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at)
     ensure_subscribed(session, thread, actor)
     channel_id = None
     # The channel is the thread's whole contact set; publishing leaves the author out.
@@ -129,48 +149,23 @@ def post_message(
     if contacts:
         channel, _ = get_or_create_channel(session, actor.organization_id, contacts)
         channel_id = channel.id
-    message = Message.new(
-        actor,
-        body,
-        now,
-        thread_id=thread.id,
-        channel_id=channel_id,
-        type=kind,
-        media_urls=media,
-        publish_to_channel_at=when,
-    )
+    now = utcnow()
+    message = draft.message(actor, now, thread.id, channel_id)
     thread.updated_at = now
-    due = channel_id is not None and (when is None or when <= now)
+    due = channel_id is not None and draft.is_due(now)
     return _store(session, settings, message, now, publish=due)
 
 
 def post_channel_message(
-    session: Session,
-    settings: Settings,
-    actor: Actor,
-    channel_id: str,
-    text: object,
-    type: object = None,
-    media_urls: object = None,
-    publish_to_channel_at: object = None,
+    session: Session, settings: Settings, actor: Actor, channel_id: str, draft: Draft
 ) -> Posted:
     """Post a message straight to a channel, with no thread."""
-    now = utcnow()
     channel = get_channel(session, actor.organization_id, channel_id)
-    body, kind, media, when = _validated(text, type, media_urls, publish_to_channel_at)
-    message = Message.new(
-        actor,
-        body,
-        now,
-        channel_id=channel.id,
-        type=kind,
-        media_urls=media,
-        publish_to_channel_at=when,
-    )
-    due = when is None or when <= now
+    now = utcnow()
+    due = draft.is_due(now)
     if not due:
         channel.updated_at = now  # publishing moves it otherwise
-    return _store(session, settings, message, now, publish=due)
+    return _store(session, settings, draft.message(actor, now, None, channel.id), now, due)
 
 
 def _store(

@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import transaction
-from bridge.messages import post_channel_message, post_message
+from bridge.messages import Draft, post_channel_message, post_message
 from bridge.models import Contact, Delivery, Message, Organization, Thread, User
 from bridge.organizations import (
     create_organization,
@@ -140,7 +140,7 @@ def post_to_channel(
     """Post to the channel as the organization, commit, enqueue; the message's id."""
     with transaction(runtime.sessions) as session:
         posted = post_channel_message(
-            session, runtime.settings, org_actor(org), channel_id, text, **fields
+            session, runtime.settings, org_actor(org), channel_id, Draft.of(text, **fields)
         )
     enqueue_posted(runtime.redis, posted)
     return posted.message.id
@@ -178,7 +178,7 @@ def conversation(
         thread, _ = create_thread(
             session, settings, actor, resource_id, subscribers=[c.id for c in people]
         )
-        message = post_message(session, settings, actor, thread.id, text).message
+        message = post_message(session, settings, actor, thread.id, Draft.of(text)).message
         to = sender_numbers(session, org.id)[0]
     return Conversation(org, people[0], people[1] if len(people) > 1 else None, thread, message, to)
 

@@ -8,7 +8,8 @@ from flask import Blueprint, g
 from sqlalchemy.orm import Session
 
 from bridge import channels, deliveries, messages, threads
-from bridge.messages import Posted
+from bridge.actors import Actor
+from bridge.messages import Draft, Posted
 from bridge.serialize import (
     Delivery,
     DeliveryList,
@@ -17,6 +18,7 @@ from bridge.serialize import (
     load_message,
     load_messages,
 )
+from bridge.settings import Settings
 from webhooks.auth import acting_org
 from webhooks.context import runtime
 from webhooks.http import after_commit, operation
@@ -111,19 +113,14 @@ def _page(
 
 
 def _post(
-    session: Session, post: Callable[..., Posted], target_id: str, body: MessageCreate
+    session: Session,
+    post: Callable[[Session, Settings, Actor, str, Draft], Posted],
+    target_id: str,
+    body: MessageCreate,
 ) -> Message:
     # Post to a thread or a channel; what it made is enqueued once the transaction commits.
     rt = runtime()
-    posted = post(
-        session,
-        rt.settings,
-        g.actor,
-        target_id,
-        body.text,
-        body.type,
-        body.media_urls,
-        body.publish_to_channel_at,
-    )
+    draft = Draft.of(body.text, body.type, body.media_urls, body.publish_to_channel_at)
+    posted = post(session, rt.settings, g.actor, target_id, draft)
     after_commit(session, lambda: enqueue_posted(rt.redis, posted))
     return load_message(session, posted.message)

@@ -22,6 +22,7 @@ from bridge.channels import (
 from bridge.db import utcnow
 from bridge.errors import NotFound
 from bridge.messages import (
+    Draft,
     cancel_message,
     post_channel_message,
     post_message,
@@ -97,7 +98,9 @@ def test_posting_to_a_thread_publishes_into_its_channel(
         session, settings, factories.org_actor(org), "order-1", subscribers=[cora.id, dan.id]
     )
     opt_out(session, org.id, dan.phone_hash)
-    posted = post_message(session, settings, Actor.user(org.id, uma.id), thread.id, "Hello!")
+    posted = post_message(
+        session, settings, Actor.user(org.id, uma.id), thread.id, Draft.of("Hello!")
+    )
     session.commit()
     message, result = posted.message, posted.published
     assert result is not None and message.channel_id == result.channel_id
@@ -137,8 +140,7 @@ def test_notifications_go_through_their_own_queue(session: Session, settings: Se
         settings,
         factories.org_actor(org),
         thread.id,
-        "Out for delivery",
-        type="pickup_reminder",
+        Draft.of("Out for delivery", type="pickup_reminder"),
     )
     assert posted.published is not None and posted.published.queue == Lane.NOTIFICATIONS
     assert [d.queue for d in _deliveries(session, posted.message.id)] == [Lane.NOTIFICATIONS]
@@ -152,7 +154,7 @@ def test_a_thread_without_active_contacts_publishes_nowhere(
     cora = factories.contact(session, settings, org)
     thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
     archive_subscriber(session, actor, thread.id, cora.id)
-    posted = post_message(session, settings, actor, thread.id, "anyone?")
+    posted = post_message(session, settings, actor, thread.id, Draft.of("anyone?"))
     assert posted.published is None and posted.message.channel_id is None
     assert session.execute(select(Delivery)).first() is None
 
@@ -164,9 +166,9 @@ def test_a_changed_contact_set_publishes_into_another_channel(
     actor = factories.org_actor(org)
     cora, dan = factories.contact(session, settings, org), factories.contact(session, settings, org)
     thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
-    first = post_message(session, settings, actor, thread.id, "one").message
+    first = post_message(session, settings, actor, thread.id, Draft.of("one")).message
     add_subscriber(session, settings, actor, thread.id, dan.id)
-    second = post_message(session, settings, actor, thread.id, "two").message
+    second = post_message(session, settings, actor, thread.id, Draft.of("two")).message
     assert first.channel_id != second.channel_id
     assert [d.subscriber_id for d in _deliveries(session, second.id)] == sorted([cora.id, dan.id])
 
@@ -178,7 +180,7 @@ def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> Non
     for resource in ["zeta-2", "alpha-1"]:
         create_thread(session, settings, actor, resource, subscribers=[cora.id])
     channel_ids = {
-        post_message(session, settings, actor, f"thrd_{r}", "hi").message.channel_id
+        post_message(session, settings, actor, f"thrd_{r}", Draft.of("hi")).message.channel_id
         for r in ["zeta-2", "alpha-1", "zeta-2"]
     }
     session.commit()
@@ -202,8 +204,10 @@ def test_publisher_ids_show_the_150_threads_that_published_last(
     resources = [f"order-{i:03d}" for i in range(153)]
     for resource in resources:
         create_thread(session, settings, actor, resource, subscribers=[cora.id])
-        posted = post_message(session, settings, actor, f"thrd_{resource}", "hi")
-    post_message(session, settings, actor, "thrd_order-000", "again")  # back among the latest
+        posted = post_message(session, settings, actor, f"thrd_{resource}", Draft.of("hi"))
+    post_message(
+        session, settings, actor, "thrd_order-000", Draft.of("again")
+    )  # back among the latest
     session.commit()
     assert posted.message.channel_id is not None
     shown = _channel(session, org, posted.message.channel_id)["publisher_ids"]
@@ -220,10 +224,18 @@ def test_a_pending_message_waits_in_pending_messages_until_published(
     soon = (utcnow() + timedelta(hours=1)).replace(microsecond=0)
     later = soon + timedelta(hours=1)
     late = post_message(
-        session, settings, actor, thread.id, "late", publish_to_channel_at=int(later.timestamp())
+        session,
+        settings,
+        actor,
+        thread.id,
+        Draft.of("late", publish_to_channel_at=int(later.timestamp())),
     )
     early = post_message(
-        session, settings, actor, thread.id, "early", publish_to_channel_at=int(soon.timestamp())
+        session,
+        settings,
+        actor,
+        thread.id,
+        Draft.of("early", publish_to_channel_at=int(soon.timestamp())),
     )
     session.commit()
     # The channel exists as soon as a message waits for it; nothing is sent yet.
@@ -257,7 +269,9 @@ def test_a_message_posted_straight_to_a_channel(session: Session, settings: Sett
     org, _ = factories.organization(session, settings)
     cora = factories.contact(session, settings, org)
     channel, _ = get_or_create_channel(session, org.id, [cora.id])
-    posted = post_channel_message(session, settings, factories.org_actor(org), channel.id, "Hi")
+    posted = post_channel_message(
+        session, settings, factories.org_actor(org), channel.id, Draft.of("Hi")
+    )
     session.commit()
     assert posted.message.thread_id is None and posted.published is not None
     body = _channel(session, org, channel.id)
@@ -313,7 +327,9 @@ def test_a_contacts_message_is_relayed_to_the_others_with_its_name(
     thread, _ = create_thread(
         session, settings, actor, "order-1", subscribers=[jane.id, dan.id, eve.id]
     )
-    channel_id = post_message(session, settings, actor, thread.id, "hello all").message.channel_id
+    channel_id = post_message(
+        session, settings, actor, thread.id, Draft.of("hello all")
+    ).message.channel_id
     assert channel_id is not None
     posted = record_contact_message(
         session,
@@ -349,8 +365,7 @@ def test_long_text_goes_as_ordered_parts_with_segment_counts(
         settings,
         actor,
         thread.id,
-        " ".join(words),
-        media_urls=["https://example.com/a.jpg"],
+        Draft.of(" ".join(words), media_urls=["https://example.com/a.jpg"]),
     )
     session.commit()
     rows = _deliveries(session, posted.message.id)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from bridge.db import transaction
 from bridge.deliveries import apply_status, find_delivery, list_deliveries
 from bridge.errors import NotFound
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import Contact, Delivery
 from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
@@ -25,7 +25,9 @@ def _delivery(session: Session, settings: Settings) -> tuple[Delivery, str]:
     thread, _ = create_thread(
         session, settings, factories.org_actor(org), "order-1", subscribers=[cora.id]
     )
-    message = post_message(session, settings, factories.org_actor(org), thread.id, "hi").message
+    message = post_message(
+        session, settings, factories.org_actor(org), thread.id, Draft.of("hi")
+    ).message
     session.commit()
     [delivery] = list_deliveries(session, org.id, message.id)
     return delivery, org.id

@@ -34,7 +34,7 @@ from bridge.events import (
     take_recorded,
 )
 from bridge.events_sender import AttemptResult
-from bridge.messages import post_channel_message
+from bridge.messages import Draft, post_channel_message
 from bridge.models import Delivery, Event, EventDelivery, InboundSms, WebhookAttempt
 from bridge.organizations import opt_out
 from bridge.runtime import Runtime
@@ -113,7 +113,7 @@ def test_each_event_type_is_built_from_the_objects_the_api_returns(runtime: Runt
         contact = factories.contact(session, settings, org)
         channel, _ = get_or_create_channel(session, org.id, [contact.id])
         posted = post_channel_message(
-            session, settings, factories.org_actor(org), channel.id, "Your order shipped"
+            session, settings, factories.org_actor(org), channel.id, Draft.of("Your order shipped")
         )
         session.flush()
         message = posted.message

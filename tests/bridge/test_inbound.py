@@ -20,7 +20,7 @@ from bridge.inbound import (
     record_inbound_sms,
     waiting_sms,
 )
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import (
     Channel,
     Contact,
@@ -52,7 +52,7 @@ def channel_of(
     thread, _ = create_thread(
         session, settings, actor, resource, subscribers=[c.id for c in contacts]
     )
-    posted = post_message(session, settings, actor, thread.id, f"About {resource}")
+    posted = post_message(session, settings, actor, thread.id, Draft.of(f"About {resource}"))
     channel = session.get(Channel, posted.message.channel_id)
     assert channel is not None
     return thread, channel

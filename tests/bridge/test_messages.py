@@ -15,6 +15,7 @@ from bridge.errors import Conflict, Forbidden, NotFound, ValidationError
 from bridge.messages import (
     MAX_PUBLISH_AT,
     MAX_TEXT_LENGTH,
+    Draft,
     cancel_message,
     edit_message,
     get_message,
@@ -48,9 +49,7 @@ def test_post_a_message_to_a_thread(session: Session, settings: Settings) -> Non
         settings,
         Actor.user(org.id, uma.id),
         thread.id,
-        "On its way",
-        type="tracking_update",
-        media_urls=["https://example.com/map.png"],
+        Draft.of("On its way", type="tracking_update", media_urls=["https://example.com/map.png"]),
     )
     session.commit()
     message = posted.message
@@ -75,8 +74,7 @@ def test_media_without_text_is_fine(session: Session, settings: Settings) -> Non
         settings,
         factories.org_actor(org),
         thread.id,
-        None,
-        media_urls=["https://example.com/a.jpg"],
+        Draft.of(None, media_urls=["https://example.com/a.jpg"]),
     )
     assert posted.message.text == ""
 
@@ -112,7 +110,7 @@ def test_bad_messages_name_the_field(
     org, thread, _ = _thread(session, settings, contacts=1)
     args = {"text": "hello"} | fields
     with pytest.raises(ValidationError) as info:
-        post_message(session, settings, factories.org_actor(org), thread.id, **args)
+        post_message(session, settings, factories.org_actor(org), thread.id, Draft.of(**args))
     assert info.value.param == param
     session.rollback()
     assert session.execute(select(Message)).first() is None
@@ -125,8 +123,9 @@ def test_ten_media_urls_and_the_longest_text_are_fine(session: Session, settings
         settings,
         factories.org_actor(org),
         thread.id,
-        "x" * MAX_TEXT_LENGTH,
-        media_urls=[f"https://example.com/{i}.png" for i in range(10)],
+        Draft.of(
+            "x" * MAX_TEXT_LENGTH, media_urls=[f"https://example.com/{i}.png" for i in range(10)]
+        ),
     )
 
 
@@ -141,8 +140,7 @@ def test_a_time_not_in_the_future_publishes_at_once(
         settings,
         factories.org_actor(org),
         thread.id,
-        "hi",
-        publish_to_channel_at=now - ago,
+        Draft.of("hi", publish_to_channel_at=now - ago),
     )
     assert posted.published is not None and posted.message.published_at is not None
 
@@ -154,8 +152,7 @@ def test_a_time_years_ahead_waits(session: Session, settings: Settings) -> None:
         settings,
         factories.org_actor(org),
         thread.id,
-        "hi",
-        publish_to_channel_at=MAX_PUBLISH_AT - 1,
+        Draft.of("hi", publish_to_channel_at=MAX_PUBLISH_AT - 1),
     )
     assert posted.published is None and posted.message.published_at is None
 
@@ -164,7 +161,11 @@ def test_blank_text_beside_media_can_be_edited_in(session: Session, settings: Se
     org, thread, _ = _thread(session, settings)
     actor = factories.org_actor(org)
     message = post_message(
-        session, settings, actor, thread.id, "look", media_urls=["https://example.com/a.jpg"]
+        session,
+        settings,
+        actor,
+        thread.id,
+        Draft.of("look", media_urls=["https://example.com/a.jpg"]),
     ).message
     assert edit_message(session, actor, message.id, {"text": ""}).text == ""
     with pytest.raises(Conflict):
@@ -177,9 +178,9 @@ def test_posting_to_a_missing_or_foreign_thread_is_not_found(
     org, thread, _ = _thread(session, settings)
     other, _ = factories.organization(session, settings, "Other")
     with pytest.raises(NotFound):
-        post_message(session, settings, factories.org_actor(other), thread.id, "hi")
+        post_message(session, settings, factories.org_actor(other), thread.id, Draft.of("hi"))
     with pytest.raises(NotFound):
-        post_message(session, settings, factories.org_actor(org), "thrd_missing", "hi")
+        post_message(session, settings, factories.org_actor(org), "thrd_missing", Draft.of("hi"))
 
 
 def test_only_the_author_edits(session: Session, settings: Settings) -> None:
@@ -187,7 +188,7 @@ def test_only_the_author_edits(session: Session, settings: Settings) -> None:
     uma = factories.user(session, settings, org, "Uma")
     ulf = factories.user(session, settings, org, "Ulf")
     as_uma = Actor.user(org.id, uma.id)
-    message = post_message(session, settings, as_uma, thread.id, "frist").message
+    message = post_message(session, settings, as_uma, thread.id, Draft.of("frist")).message
     session.commit()
     assert message.edited_at is None
     for someone_else in [Actor.user(org.id, ulf.id), factories.org_actor(org)]:
@@ -218,7 +219,7 @@ def test_meta_and_canceled_messages_cannot_be_edited(session: Session, settings:
         edit_message(session, actor, meta.id, {"text": "x"})
     later = int((utcnow() + timedelta(hours=1)).timestamp())
     pending = post_message(
-        session, settings, actor, thread.id, "later", publish_to_channel_at=later
+        session, settings, actor, thread.id, Draft.of("later", publish_to_channel_at=later)
     ).message
     cancel_message(session, actor, pending.id)
     with pytest.raises(Conflict):
@@ -232,7 +233,11 @@ def test_editing_a_pending_message_changes_what_is_sent(
     actor = factories.org_actor(org)
     later = utcnow() + timedelta(hours=1)
     message = post_message(
-        session, settings, actor, thread.id, "old", publish_to_channel_at=int(later.timestamp())
+        session,
+        settings,
+        actor,
+        thread.id,
+        Draft.of("old", publish_to_channel_at=int(later.timestamp())),
     ).message
     edit_message(session, actor, message.id, {"text": "new"})
     session.commit()
@@ -251,9 +256,9 @@ def test_cancel_a_pending_message_but_not_a_published_one(
     as_uma = Actor.user(org.id, uma.id)
     later = int((utcnow() + timedelta(hours=1)).timestamp())
     pending = post_message(
-        session, settings, as_uma, thread.id, "later", publish_to_channel_at=later
+        session, settings, as_uma, thread.id, Draft.of("later", publish_to_channel_at=later)
     ).message
-    published = post_message(session, settings, as_uma, thread.id, "now").message
+    published = post_message(session, settings, as_uma, thread.id, Draft.of("now")).message
     session.commit()
     with pytest.raises(Forbidden):
         cancel_message(session, Actor.user(org.id, ulf.id), pending.id)
@@ -275,7 +280,8 @@ def test_page_through_120_messages_with_a_cursor(session: Session, settings: Set
     org, thread, _ = _thread(session, settings)
     actor = factories.org_actor(org)
     ids = [
-        post_message(session, settings, actor, thread.id, f"m{i}").message.id for i in range(120)
+        post_message(session, settings, actor, thread.id, Draft.of(f"m{i}")).message.id
+        for i in range(120)
     ]
     session.commit()
     seen: list[str] = []
@@ -300,7 +306,7 @@ def test_page_limits_and_cursor_are_checked(session: Session, settings: Settings
     org, thread, _ = _thread(session, settings)
     actor = factories.org_actor(org)
     for i in range(3):
-        post_message(session, settings, actor, thread.id, f"m{i}")
+        post_message(session, settings, actor, thread.id, Draft.of(f"m{i}"))
     session.commit()
     assert len(page_messages(session, org.id, thread_id=thread.id, limit=1)[0]) == 1
     assert len(page_messages(session, org.id, thread_id=thread.id, limit=150)[0]) == 3
@@ -312,7 +318,7 @@ def test_page_limits_and_cursor_are_checked(session: Session, settings: Settings
         page_messages(session, org.id, thread_id=thread.id, before="msg_nope")
     assert missing.value.param == "before"
     elsewhere, _ = create_thread(session, settings, actor, "order-2")
-    stranger = post_message(session, settings, actor, elsewhere.id, "elsewhere").message
+    stranger = post_message(session, settings, actor, elsewhere.id, Draft.of("elsewhere")).message
     with pytest.raises(NotFound) as missing:
         page_messages(session, org.id, thread_id=thread.id, before=stranger.id)
     assert missing.value.param == "before"

@@ -18,7 +18,7 @@ from bridge.channel_views import channels_for_phone, load_channel_view
 from bridge.channels import get_or_create_channel
 from bridge.db import utcnow
 from bridge.ids import kind_of, new_id
-from bridge.messages import post_channel_message, post_message
+from bridge.messages import Draft, post_channel_message, post_message
 from bridge.models import Message
 from bridge.runtime import Runtime
 from bridge.serialize import Channel, ChannelList, Thread
@@ -66,9 +66,11 @@ def _build(runtime: Runtime, settings: Settings, messages: int, subscribers: int
             s, settings, actor, f"order-{messages}", name="Order", subscribers=ids
         )
         # Two real posts make the channel, its deliveries and users who joined it by authoring.
-        first = post_message(s, settings, Actor.user(org.id, users[0].id), thread.id, "hi").message
+        first = post_message(
+            s, settings, Actor.user(org.id, users[0].id), thread.id, Draft.of("hi")
+        ).message
         later = int((utcnow() + timedelta(hours=1)).timestamp())
-        post_message(s, settings, actor, thread.id, "later", publish_to_channel_at=later)
+        post_message(s, settings, actor, thread.id, Draft.of("later", publish_to_channel_at=later))
         assert first.channel_id is not None
         # The rest are written straight to the table: the reading side is what is measured here.
         now = utcnow()
@@ -144,7 +146,9 @@ def _channels_with(runtime: Runtime, settings: Settings, channels: int) -> tuple
         for i in range(channels):
             other = factories.contact(s, settings, org, f"Contact {i}")
             channel, _ = get_or_create_channel(s, org.id, [cora.id, other.id])
-            post_channel_message(s, settings, factories.org_actor(org), channel.id, f"hi {i}")
+            post_channel_message(
+                s, settings, factories.org_actor(org), channel.id, Draft.of(f"hi {i}")
+            )
         s.commit()
         return org.id, cora.phone
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from bridge.db import transaction, utcnow
 from bridge.event_sending import dispatch_events
 from bridge.inbound import record_inbound_sms
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import (
     Channel,
     Contact,
@@ -68,7 +68,7 @@ def conversation(runtime: Runtime, messages: int = 3) -> None:
             session, settings, actor, "order-9", subscribers=[jane.id, omar.id]
         )
         for n in range(messages):
-            post_message(session, settings, actor, thread.id, f"Update {n}")
+            post_message(session, settings, actor, thread.id, Draft.of(f"Update {n}"))
         to = sender_numbers(session, org.id)[0]
     with transaction(runtime.sessions) as session:
         record_inbound_sms(session, settings, payloads.inbound(jane.phone, to, "Thanks"), None)

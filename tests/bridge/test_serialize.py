@@ -20,7 +20,7 @@ from bridge.actors import Actor
 from bridge.channel_views import load_channel_view
 from bridge.db import utcnow
 from bridge.ids import new_id
-from bridge.messages import edit_message, post_message
+from bridge.messages import Draft, edit_message, post_message
 from bridge.serialize import Channel, Delivery, InboundSms, Thread
 from bridge.settings import Settings
 from bridge.threads import (
@@ -134,11 +134,17 @@ def _world(session: Session, settings: Settings) -> tuple[dict[str, Any], dict[s
     archive_subscriber(session, as_org, thread.id, gone.id)
     as_uma = Actor.user(org.id, uma.id)
     sent = post_message(
-        session, settings, as_uma, thread.id, "hi", media_urls=["https://example.com/a.png"]
+        session,
+        settings,
+        as_uma,
+        thread.id,
+        Draft.of("hi", media_urls=["https://example.com/a.png"]),
     ).message
     edit_message(session, as_uma, sent.id, {"text": "hello"})
     later = int((utcnow() + timedelta(hours=1)).timestamp())
-    post_message(session, settings, as_org, thread.id, "later", publish_to_channel_at=later)
+    post_message(
+        session, settings, as_org, thread.id, Draft.of("later", publish_to_channel_at=later)
+    )
     add_subscriber(session, settings, as_org, thread.id, gone.id)
     mark_viewed(session, as_org, thread.id)
     session.commit()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from bridge import serialize
 from bridge.actors import Actor
 from bridge.errors import Conflict, NotFound, ValidationError
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import Message, MessageType, Organization
 from bridge.settings import Settings
 from bridge.threads import (
@@ -65,8 +65,10 @@ def test_two_organizations_each_have_their_own_thread_about_one_resource(
     assert created
     assert mine.id == theirs.id == "thrd_order-1"
     session.commit()
-    post_message(session, settings, factories.org_actor(org), "thrd_order-1", "for us")
-    post_message(session, settings, factories.org_actor(other), "thrd_order-1", "for them")
+    post_message(session, settings, factories.org_actor(org), "thrd_order-1", Draft.of("for us"))
+    post_message(
+        session, settings, factories.org_actor(other), "thrd_order-1", Draft.of("for them")
+    )
     session.commit()
     session.expunge_all()
     ours = _json(session, org, "thrd_order-1")
@@ -196,7 +198,7 @@ def test_meta_messages_never_go_to_a_channel(session: Session, settings: Setting
     actor = factories.org_actor(org)
     cora = factories.contact(session, settings, org)
     thread, _ = create_thread(session, settings, actor, "order-1", subscribers=[cora.id])
-    post_message(session, settings, actor, thread.id, "hello")
+    post_message(session, settings, actor, thread.id, Draft.of("hello"))
     newcomer = factories.contact(session, settings, org)
     add_subscriber(session, settings, actor, thread.id, newcomer.id)
     session.commit()
@@ -220,7 +222,7 @@ def test_updated_at_moves_on_location_name_subscribers_and_messages(
         lambda: add_subscriber(
             session, settings, actor, thread.id, factories.user(session, settings, org).id
         ),
-        lambda: post_message(session, settings, actor, thread.id, "hi"),
+        lambda: post_message(session, settings, actor, thread.id, Draft.of("hi")),
     ]
     for step in steps:
         before = thread.updated_at
@@ -250,13 +252,13 @@ def test_unread_by_follows_messages_and_views(session: Session, settings: Settin
 
     assert unread() == []
     as_uma = Actor.user(org.id, uma.id)
-    post_message(session, settings, as_uma, thread.id, "from Uma")
+    post_message(session, settings, as_uma, thread.id, Draft.of("from Uma"))
     assert unread() == sorted([org.id, ulf.id])  # never Uma herself, never the contact
     mark_viewed(session, as_org, thread.id)
     assert unread() == [ulf.id]
     mark_viewed(session, Actor.user(org.id, ulf.id), thread.id)
     assert unread() == []
-    post_message(session, settings, as_org, thread.id, "from the organization")
+    post_message(session, settings, as_org, thread.id, Draft.of("from the organization"))
     assert unread() == sorted([uma.id, ulf.id])
     archive_subscriber(session, as_org, thread.id, ulf.id)
     assert unread() == [uma.id]
@@ -286,11 +288,11 @@ def test_recent_messages_keep_the_newest_150_oldest_first(
     actor = factories.org_actor(org)
     thread, _ = create_thread(session, settings, actor, "order-1")
     for i in range(149):
-        post_message(session, settings, actor, thread.id, f"m{i}")
+        post_message(session, settings, actor, thread.id, Draft.of(f"m{i}"))
     session.commit()
     for count, has_more in [(149, False), (150, False), (151, True)]:
         if count > 149:
-            post_message(session, settings, actor, thread.id, f"m{count - 1}")
+            post_message(session, settings, actor, thread.id, Draft.of(f"m{count - 1}"))
             session.commit()
         body = _json(session, org, thread.id)
         texts = [m["text"] for m in body["recent_messages"]]

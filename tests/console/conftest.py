@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
 from bridge.db import transaction, utcnow
-from bridge.messages import post_message, record_contact_message
+from bridge.messages import Draft, post_message, record_contact_message
 from bridge.models import Contact, Organization
 from bridge.runtime import Runtime
 from bridge.settings import Settings
@@ -107,7 +107,9 @@ def conversation(
     )
     channel_id = ""
     for i in range(messages):
-        posted = post_message(session, settings, actor, thread.id, f"Update {i} on {resource_id}")
+        posted = post_message(
+            session, settings, actor, thread.id, Draft.of(f"Update {i} on {resource_id}")
+        )
         channel_id = posted.message.channel_id or ""
     for i in range(replies):
         record_contact_message(
@@ -121,7 +123,7 @@ def scheduled(session: Session, settings: Settings, org: Organization, thread_id
     later = int((utcnow() + timedelta(hours=1)).timestamp())
     actor = Actor.organization(org.id)
     return post_message(
-        session, settings, actor, thread_id, text, publish_to_channel_at=later
+        session, settings, actor, thread_id, Draft.of(text, publish_to_channel_at=later)
     ).message
 
 

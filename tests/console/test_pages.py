@@ -14,7 +14,7 @@ from sqlalchemy import event, select
 from bridge.db import transaction
 from bridge.deliveries import apply_status
 from bridge.ids import new_id
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import Delivery, InboundSms, Message
 from bridge.organizations import find_or_create_contact, opt_out
 from bridge.runtime import Runtime
@@ -111,7 +111,7 @@ def test_search_by_number_finds_only_this_organizations_conversation(
         )
         actor = factories.org_actor(other.organization)
         create_thread(session, runtime.settings, actor, "o-1", subscribers=[zed.id])
-        post_message(session, runtime.settings, actor, "thrd_o-1", "Theirs")
+        post_message(session, runtime.settings, actor, "thrd_o-1", Draft.of("Theirs"))
     for desk_, mine, not_mine in ((desk, "Ann Ours", "Zed"), (other, "Zed", "Ann Ours")):
         page = desk_.get("/console/", query_string={"q": ours.contacts[0].phone})
         text = page.get_data(as_text=True)

@@ -22,7 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from bridge.actors import Actor
 from bridge.db import transaction
-from bridge.messages import post_channel_message
+from bridge.messages import Draft, post_channel_message
 from bridge.models import Delivery, InboundSms, Message
 from bridge.runtime import Runtime
 from tests.fixtures.twilio import payloads
@@ -110,7 +110,11 @@ def web(system: System) -> Iterator[Target]:
     runtime = Runtime(system.settings())
     with transaction(runtime.sessions) as session:
         post_channel_message(
-            session, runtime.settings, Actor.organization(org.id), channel_id, "Gate code 4411"
+            session,
+            runtime.settings,
+            Actor.organization(org.id),
+            channel_id,
+            Draft.of("Gate code 4411"),
         )
         rows = session.execute(select(Delivery)).scalars().all()
         for n, row in enumerate(rows):

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 
 from bridge.actors import Actor
 from bridge.db import transaction
-from bridge.messages import post_channel_message
+from bridge.messages import Draft, post_channel_message
 from bridge.models import Delivery, InboundSms, Message
 from tests.e2e.processes import ROOT, environment, wait_for
 from tests.reliability.conftest import Record, size
@@ -68,7 +68,11 @@ def test_retention_purges_a_backlog_while_inbound_sms_keep_arriving(
     writers = [system.channel(org, 1)[1][0] for _ in range(10)]
     with transaction(system.runtime.sessions) as session:
         posted = post_channel_message(
-            session, system.runtime.settings, Actor.organization(org.id), channel_id, "Kept"
+            session,
+            system.runtime.settings,
+            Actor.organization(org.id),
+            channel_id,
+            Draft.of("Kept"),
         )
     system.texts.add("Kept")
     with system.runtime.engine.begin() as conn:

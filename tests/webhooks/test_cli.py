@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bridge.db import make_engine, utcnow
 from bridge.keys import authenticate
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import ApiKey, InboundSms, Message, Organization
 from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
@@ -186,8 +186,7 @@ def test_sweep_publishes_what_is_due_and_prints_its_counts(
         settings,
         actor,
         thread.id,
-        "Pickup tomorrow",
-        publish_to_channel_at=int(utcnow().timestamp()) + 60,
+        Draft.of("Pickup tomorrow", publish_to_channel_at=int(utcnow().timestamp()) + 60),
     )
     session.commit()
     session.execute(

@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.metrics import INBOUND_SMS
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
@@ -92,7 +92,7 @@ def test_metrics_show_counters_deliveries_by_state_and_queue_depths(
     thread, _ = create_thread(
         session, settings, actor, "order-1", subscribers=[c.id for c in contacts]
     )
-    post_message(session, settings, actor, thread.id, "Your order is on its way")
+    post_message(session, settings, actor, thread.id, Draft.of("Your order is on its way"))
     session.commit()
     before = (
         _sample(client.get("/metrics").text, "bridge_inbound_sms_total", outcome="matched") or 0.0
@@ -262,11 +262,11 @@ def test_the_database_counts_are_cached_for_a_while_per_app(
     actor = factories.org_actor(org)
     ann = factories.contact(session, settings, org, name="Ann Ames")
     thread, _ = create_thread(session, settings, actor, "order-2", subscribers=[ann.id])
-    post_message(session, settings, actor, thread.id, "First")
+    post_message(session, settings, actor, thread.id, Draft.of("First"))
     session.commit()
     assert _sample(client.get("/metrics").text, "bridge_deliveries", state="pending") == 1
 
-    post_message(session, settings, actor, thread.id, "Second")
+    post_message(session, settings, actor, thread.id, Draft.of("Second"))
     session.commit()
     cached = client.get("/metrics").text
     # Redis is still read at every scrape; only the GROUP BYs over the database wait.

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from bridge.db import transaction
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import Contact, Delivery, InboundSms, Message, Organization
 from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
@@ -523,7 +523,7 @@ def test_one_contact_in_two_channels_on_two_numbers_of_the_pool(
         actor = factories.org_actor(org)
         for resource, contacts in [("order-a", [jane.id]), ("order-b", [jane.id, bob.id])]:
             thread, _ = create_thread(session, settings, actor, resource, subscribers=contacts)
-            posted = post_message(session, settings, actor, thread.id, "hi")
+            posted = post_message(session, settings, actor, thread.id, Draft.of("hi"))
             channels[resource] = posted.message.channel_id
     numbers = dict(
         rows(

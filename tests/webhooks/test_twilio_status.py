@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from bridge.db import transaction
-from bridge.messages import post_message
+from bridge.messages import Draft, post_message
 from bridge.models import Contact, Delivery
 from bridge.organizations import is_opted_out, sender_numbers
 from bridge.runtime import Runtime
@@ -36,7 +36,7 @@ def delivery(runtime: Runtime, settings: Settings) -> Delivery:
         jane = factories.contact(session, settings, org)
         actor = factories.org_actor(org)
         thread, _ = create_thread(session, settings, actor, "order-9", subscribers=[jane.id])
-        post_message(session, settings, actor, thread.id, "Out for delivery")
+        post_message(session, settings, actor, thread.id, Draft.of("Out for delivery"))
         row = session.execute(select(Delivery)).scalar_one()
         row.twilio_sid = SID
         row.status = "sending"

@@ -15,7 +15,7 @@ from bridge import serialize
 from bridge.claims import claim_deliveries
 from bridge.db import utcnow
 from bridge.deliveries import list_deliveries
-from bridge.messages import post_channel_message
+from bridge.messages import Draft, post_channel_message
 from bridge.models import Delivery
 from bridge.organizations import is_opted_out, opt_out
 from bridge.runtime import Runtime
@@ -239,8 +239,7 @@ def test_a_delivery_waits_for_not_before(
             runtime.settings,
             factories.org_actor(org),
             channel_id,
-            "Pickup at 9",
-            type="pickup_reminder",
+            Draft.of("Pickup at 9", type="pickup_reminder"),
         )
         # As quiet hours would: the delivery may not go before this.
         not_before = utcnow() + timedelta(seconds=1.5)

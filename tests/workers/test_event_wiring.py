@@ -24,7 +24,7 @@ from bridge.deliveries import apply_status
 from bridge.errors import PermanentSendError
 from bridge.events import EVENT_OBJECTS
 from bridge.inbound import record_inbound_sms
-from bridge.messages import edit_message, get_message, post_channel_message
+from bridge.messages import Draft, edit_message, get_message, post_channel_message
 from bridge.models import Delivery, Event, SenderNumber
 from bridge.organizations import opt_out
 from bridge.runtime import Runtime
@@ -60,7 +60,9 @@ def test_every_change_records_its_event_and_each_arrives_once_signed(
         ).scalar_one()
     actor = factories.org_actor(org)
     with transaction(rt.sessions) as session:  # message.created
-        message = post_channel_message(session, settings, actor, channel_id, "Shipped").message
+        message = post_channel_message(
+            session, settings, actor, channel_id, Draft.of("Shipped")
+        ).message
     with transaction(rt.sessions) as session:  # message.updated
         edit_message(session, actor, message.id, {"text": "Shipped today"})
     with transaction(rt.sessions) as session:  # delivery.updated: pending -> sending
@@ -121,7 +123,9 @@ def test_a_change_rolled_back_records_no_event(events_runtime: Runtime) -> None:
     with transaction(rt.sessions) as session:
         channel_id, _ = factories.channel_of(session, settings, org, factories.phones(1))
     with pytest.raises(RuntimeError), transaction(rt.sessions) as session:
-        post_channel_message(session, settings, factories.org_actor(org), channel_id, "Hi")
+        post_channel_message(
+            session, settings, factories.org_actor(org), channel_id, Draft.of("Hi")
+        )
         raise RuntimeError("the request fails after the change")
     with rt.sessions() as session:
         assert session.execute(select(func.count()).select_from(Event)).scalar_one() == 0

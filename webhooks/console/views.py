@@ -36,7 +36,7 @@ from bridge.actors import Actor
 from bridge.db import transaction
 from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
 from bridge.inbound import list_inbound
-from bridge.messages import cancel_message, post_channel_message, post_message
+from bridge.messages import Draft, cancel_message, post_channel_message, post_message
 from bridge.models import InboundStatus, SubscriberType
 from bridge.organizations import get_user
 from bridge.phones import mask_phone
@@ -225,13 +225,7 @@ def inbox_view() -> ResponseReturnValue:
     rt = runtime()
     with transaction(rt.sessions) as db:
         page = inbox.inbox_page(
-            db,
-            rt.settings,
-            me.organization_id,
-            me.actor.subscriber_id,
-            me.actor.type,
-            search=search,
-            after=request.args.get("after"),
+            db, rt.settings, me.actor, search=search, after=request.args.get("after")
         )
     return render_template("console/inbox.html", page=page, search=search)
 
@@ -334,9 +328,9 @@ def reply(channel_id: str) -> ResponseReturnValue:
         with transaction(rt.sessions) as db:
             channel, thread_id = conversations.reply_thread(db, me.organization_id, channel_id)
             if thread_id is not None:
-                posted = post_message(db, rt.settings, me.actor, thread_id, text)
+                posted = post_message(db, rt.settings, me.actor, thread_id, Draft.of(text))
             else:
-                posted = post_channel_message(db, rt.settings, me.actor, channel, text)
+                posted = post_channel_message(db, rt.settings, me.actor, channel, Draft.of(text))
     except ValidationError as exc:
         return _conversation_page(channel_id, error=exc.message, draft=text[:MAX_REPLY], status=422)
     enqueue_posted(rt.redis, posted)  # after commit; never fails the request
