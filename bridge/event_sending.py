@@ -357,20 +357,24 @@ def _settle(
     )
     disabled = note_outcome(session, endpoint, result.ok, now)
     if not result.ok and next_at is not None and not disabled:
-        # The endpoint's other due deliveries wait for this retry rather than each probing.
-        session.flush()
-        session.execute(
-            update(EventDelivery)
-            .where(
-                EventDelivery.endpoint_id == endpoint.id,
-                EventDelivery.status == PENDING,
-                EventDelivery.next_attempt_at < next_at,
-                EventDelivery.id != delivery.id,
-            )
-            .values(next_attempt_at=next_at)
-            .execution_options(synchronize_session=False)
-        )
+        _hold_others(session, delivery, next_at)
     return Recorded(status, next_at, disabled)
+
+
+def _hold_others(session: Session, delivery: EventDelivery, until: datetime) -> None:
+    # The endpoint's other due deliveries wait for this one's retry rather than each probing.
+    session.flush()
+    session.execute(
+        update(EventDelivery)
+        .where(
+            EventDelivery.endpoint_id == delivery.endpoint_id,
+            EventDelivery.status == PENDING,
+            EventDelivery.next_attempt_at < until,
+            EventDelivery.id != delivery.id,
+        )
+        .values(next_attempt_at=until)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def release(

@@ -275,31 +275,7 @@ def _unread(
     contact's (waiting for an answer).
     """
     threads = last_publisher_threads(session, channel_ids)
-    thread_ids = set(threads.values())
-    rows: dict[str, ThreadSubscriber] = {}
-    latest: dict[str, dict[str, datetime]] = defaultdict(dict)
-    if thread_ids:
-        rows = {
-            r.thread_id: r
-            for r in session.execute(
-                select(ThreadSubscriber).where(
-                    ThreadSubscriber.organization_id == viewer.organization_id,
-                    ThreadSubscriber.thread_id.in_(thread_ids),
-                    ThreadSubscriber.subscriber_id == viewer.subscriber_id,
-                )
-            ).scalars()
-        }
-        for thread_id, author, at in session.execute(
-            select(Message.thread_id, Message.subscriber_id, func.max(Message.created_at))
-            .where(
-                Message.organization_id == viewer.organization_id,
-                Message.thread_id.in_(thread_ids),
-                Message.canceled_at.is_(None),
-            )
-            .group_by(Message.thread_id, Message.subscriber_id)
-        ):
-            if thread_id is not None:
-                latest[thread_id][author] = at
+    rows, latest = _viewing(session, viewer, set(threads.values()))
     unread = set()
     for channel_id in channel_ids:
         thread_id = threads.get(channel_id)
@@ -319,6 +295,38 @@ def _unread(
         if unread_by([row], latest[thread_id]):
             unread.add(channel_id)
     return unread
+
+
+def _viewing(
+    session: Session, viewer: Actor, thread_ids: set[str]
+) -> tuple[dict[str, ThreadSubscriber], dict[str, dict[str, datetime]]]:
+    # The viewer's subscription to each thread, and each thread's latest message by author.
+    rows: dict[str, ThreadSubscriber] = {}
+    latest: dict[str, dict[str, datetime]] = defaultdict(dict)
+    if not thread_ids:
+        return rows, latest
+    rows = {
+        r.thread_id: r
+        for r in session.execute(
+            select(ThreadSubscriber).where(
+                ThreadSubscriber.organization_id == viewer.organization_id,
+                ThreadSubscriber.thread_id.in_(thread_ids),
+                ThreadSubscriber.subscriber_id == viewer.subscriber_id,
+            )
+        ).scalars()
+    }
+    for thread_id, author, at in session.execute(
+        select(Message.thread_id, Message.subscriber_id, func.max(Message.created_at))
+        .where(
+            Message.organization_id == viewer.organization_id,
+            Message.thread_id.in_(thread_ids),
+            Message.canceled_at.is_(None),
+        )
+        .group_by(Message.thread_id, Message.subscriber_id)
+    ):
+        if thread_id is not None:
+            latest[thread_id][author] = at
+    return rows, latest
 
 
 def last_publisher_threads(session: Session, channel_ids: Iterable[str]) -> dict[str, str]:

@@ -22,11 +22,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlsplit
 
 import redis
@@ -46,59 +46,59 @@ def main() -> int:
     try:
         settings = load_settings()
     except ConfigurationError as exc:
-        print(f"make run: {exc}", file=sys.stderr)
-        return 1
+        return _refuse(str(exc))
     taken = port_taken(settings.port)
     if taken:
-        print(f"make run: {taken}", file=sys.stderr)
-        return 1
+        return _refuse(taken)
     lock = lock_instance()
     if isinstance(lock, str):
-        print(f"make run: {lock}", file=sys.stderr)
-        return 1
-    stopping = False
+        return _refuse(lock)
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stopping.set())
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    try:
+        _serve(settings, stopping)
+    except RedisUnavailable as exc:
+        return _refuse(str(exc))
+    finally:
+        os.close(lock)
+    if stopping.is_set():
+        return 0
+    # honcho ends on its own only when web or worker died (it then stops the other).
+    return _refuse("web or worker stopped; see the lines above")
 
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+def _refuse(reason: str) -> int:
+    print(f"make run: {reason}", file=sys.stderr)
+    return 1
 
+
+def _serve(settings: Settings, stopping: threading.Event) -> None:
+    # The bundled Redis when none answers, the migrations, then web and worker until `stopping`
+    # is set or one of them dies; whatever was started is stopped again, in order.
     bundled: subprocess.Popen[bytes] | None = None
     honcho: subprocess.Popen[bytes] | None = None
     try:
-        redis_url = settings.redis_url
-        if not redis_answers(redis_url):
-            bundled = start_bundled_redis(redis_url)
+        if not redis_answers(settings.redis_url):
+            bundled = start_bundled_redis(settings.redis_url)
         with Runtime(settings) as runtime:
             upgrade(runtime.engine)
-        env = process_environment(settings)
         # Its own session: a Ctrl-C reaches us only, and we stop web and worker in order.
         honcho = subprocess.Popen(
             [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "web", "worker"],
-            env=env,
+            env=process_environment(settings),
             start_new_session=True,
         )
-        if wait_until_ready(settings, honcho, lambda: stopping):
+        if wait_until_ready(settings, honcho, stopping.is_set):
             print(banner(settings, bundled is not None), flush=True)
-        while not stopping and honcho.poll() is None:
+        while not stopping.is_set() and honcho.poll() is None:
             time.sleep(0.2)
-    except RedisUnavailable as exc:
-        print(f"make run: {exc}", file=sys.stderr)
-        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
         if honcho is not None:
             stop(honcho, "web and worker")
         if bundled is not None:
             stop(bundled, "the bundled Redis")
-    os.close(lock)
-    if stopping:
-        return 0
-    # honcho ends on its own only when web or worker died (it then stops the other).
-    print("make run: web or worker stopped; see the lines above", file=sys.stderr)
-    return 1
 
 
 def port_taken(port: int) -> str | None:

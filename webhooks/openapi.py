@@ -3,6 +3,7 @@ same pydantic models that validate requests and shape responses."""
 
 from __future__ import annotations
 
+import copy
 import re
 from functools import cache
 from typing import Any
@@ -192,6 +193,28 @@ def build_description() -> dict[str, Any]:
     }
 
 
+# The headers every operation takes, besides its path and query parameters.
+_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "X-Subscriber-Id",
+        "in": "header",
+        "required": False,
+        "description": "Act as this user of the organization instead of the organization.",
+        "schema": {"type": "string", "pattern": r"^usr_[A-Za-z0-9]+$"},
+    },
+    {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": (
+            "An id for the request, kept when it is 8 to 200 letters, digits and `_ . : -` "
+            "(Heroku's router sends one); any other value is replaced, never refused."
+        ),
+        "schema": {"type": "string"},
+    },
+]
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     path_names = _PATH_PARAM.findall(op.rule)
     parameters: list[dict[str, Any]] = [
@@ -203,34 +226,9 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
         for name in path_names
     ]
-    parameters.append(
-        {
-            "name": "X-Subscriber-Id",
-            "in": "header",
-            "required": False,
-            "description": "Act as this user of the organization instead of the organization.",
-            "schema": {"type": "string", "pattern": r"^usr_[A-Za-z0-9]+$"},
-        }
-    )
-    parameters.append(
-        {
-            "name": "X-Request-ID",
-            "in": "header",
-            "required": False,
-            "description": (
-                "An id for the request, kept when it is 8 to 200 letters, digits and `_ . : -` "
-                "(Heroku's router sends one); any other value is replaced, never refused."
-            ),
-            "schema": {"type": "string"},
-        }
-    )
+    parameters.extend(copy.deepcopy(_HEADERS))
     if op.query is not None:
         parameters.extend(_query_parameters(op.query))
-    errors = {401, 403, 429, 503, *op.errors}
-    if path_names or (op.query is not None and "before" in op.query.model_fields):
-        errors.add(404)
-    if op.query is not None or op.body is not None:
-        errors.add(422)
     result: dict[str, Any] = {
         "operationId": op.view,
         "summary": op.summary,
@@ -238,7 +236,6 @@ def _operation(op: Operation) -> dict[str, Any]:
         "parameters": parameters,
     }
     if op.body is not None:
-        errors |= {400, 413, 415}
         result["requestBody"] = {
             "description": "JSON, at most 64 KiB (65,536 bytes): a larger body is a 413.",
             "required": op.body_required,
@@ -246,6 +243,23 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}
             },
         }
+    result["responses"] = _responses(op, _error_statuses(op, bool(path_names)))
+    return result
+
+
+def _error_statuses(op: Operation, has_path_ids: bool) -> set[int]:
+    # What any operation may answer, and what its ids, query and body add.
+    errors = {401, 403, 429, 503, *op.errors}
+    if has_path_ids or (op.query is not None and "before" in op.query.model_fields):
+        errors.add(404)
+    if op.query is not None or op.body is not None:
+        errors.add(422)
+    if op.body is not None:
+        errors |= {400, 413, 415}
+    return errors
+
+
+def _responses(op: Operation, errors: set[int]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     links = {
         name: {"operationId": target, "parameters": parameters}
@@ -262,8 +276,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
     }
-    result["responses"] = responses
-    return result
+    return responses
 
 
 def _tag(rule: str) -> str:
