@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
@@ -141,14 +141,23 @@ def _of(thread: Thread) -> Any:
     )
 
 
-def thread_subscribers(session: Session, thread: Thread) -> list[ThreadSubscriber]:
-    """Every subscriber row of the thread, active and archived, in the order they joined."""
+# A thread subscriber as a read shows it (a `SubscriberState`).
+SubscriberRow = Row[str, SubscriberType, bool, datetime | None]
+
+
+def thread_subscribers(session: Session, thread: Thread) -> list[SubscriberRow]:
+    """Every subscriber of the thread, active and archived, in the order they joined (columns)."""
     return list(
         session.execute(
-            select(ThreadSubscriber)
+            select(
+                ThreadSubscriber.subscriber_id,
+                ThreadSubscriber.type,
+                ThreadSubscriber.is_archived,
+                ThreadSubscriber.viewed_at,
+            )
             .where(_of(thread))
             .order_by(ThreadSubscriber.position, ThreadSubscriber.added_at)
-        ).scalars()
+        )
     )
 
 
@@ -268,14 +277,51 @@ def mark_viewed(session: Session, actor: Actor, thread_id: str) -> Thread:
     return thread
 
 
+# What a thread read shows of a message: the columns of its JSON (`bridge.serialize.Message`).
+SHOWN_MESSAGE = (
+    Message.id,
+    Message.thread_id,
+    Message.channel_id,
+    Message.subscriber_id,
+    Message.text,
+    Message.type,
+    Message.event,
+    Message.media_urls,
+    Message.reactions,
+    Message.created_at,
+    Message.edited_at,
+    Message.publish_to_channel_at,
+    Message.published_at,
+)
+MessageRow = Row[
+    str,
+    str | None,
+    str | None,
+    str,
+    str | None,
+    MessageType,
+    str | None,
+    list[Any],
+    list[Any],
+    datetime,
+    datetime | None,
+    datetime | None,
+    datetime | None,
+]
+
+
 @dataclass
 class ThreadView:
-    """Everything a thread's JSON needs, loaded in a fixed number of queries."""
+    """Everything a thread's JSON needs, loaded in a fixed number of queries.
+
+    Subscribers and messages are rows of columns, not ORM objects: a read shows up to 150
+    messages and every subscriber, and loading each as an object cost more than the queries.
+    """
 
     thread: Thread
-    subscribers: list[ThreadSubscriber]
+    subscribers: list[SubscriberRow]
     profiles: dict[str, Profile]
-    recent_messages: list[Message]
+    recent_messages: list[MessageRow]
     has_more: bool
     unread_by: list[str]
 
@@ -287,11 +333,11 @@ def load_thread_view(session: Session, organization_id: str, thread_id: str) -> 
     profiles = load_profiles(session, [r.subscriber_id for r in rows])
     newest = list(
         session.execute(
-            select(Message)
+            select(*SHOWN_MESSAGE)
             .where(*in_thread(thread), Message.canceled_at.is_(None))
             .order_by(Message.seq.desc())
             .limit(RECENT_LIMIT + 1)
-        ).scalars()
+        )
     )
     has_more = len(newest) > RECENT_LIMIT
     recent = list(reversed(newest[:RECENT_LIMIT]))
@@ -305,15 +351,31 @@ def load_thread_view(session: Session, organization_id: str, thread_id: str) -> 
     return ThreadView(thread, rows, profiles, recent, has_more, unread_by(rows, latest_by_author))
 
 
+class SubscriberState(Protocol):
+    """What the unread rule reads of a subscriber: a `ThreadSubscriber` or a row of its columns."""
+
+    @property
+    def subscriber_id(self) -> str: ...
+    @property
+    def type(self) -> SubscriberType: ...
+    @property
+    def is_archived(self) -> bool: ...
+    @property
+    def viewed_at(self) -> datetime | None: ...
+
+
 def unread_by(
-    rows: Sequence[ThreadSubscriber], latest_by_author: Mapping[str, datetime]
+    rows: Sequence[SubscriberState], latest_by_author: Mapping[str, datetime]
 ) -> list[str]:
     """Users and organizations with a message by someone else newer than their `viewed_at`."""
+    # The newest message by someone else is the newest of all, unless they wrote it themselves:
+    # then it is the second newest author's. Two lookups per subscriber, not one per author.
+    newest = sorted(latest_by_author.items(), key=lambda item: item[1], reverse=True)[:2]
     result = []
     for row in rows:
         if row.is_archived or row.type == SubscriberType.CONTACT:
             continue
-        others = [t for author, t in latest_by_author.items() if author != row.subscriber_id]
-        if others and (row.viewed_at is None or max(others) > row.viewed_at):
+        others = [t for author, t in newest if author != row.subscriber_id]
+        if others and (row.viewed_at is None or others[0] > row.viewed_at):
             result.append(row.subscriber_id)
     return result

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from bridge import models
 from bridge.channel_views import ChannelView
 from bridge.subscribers import Profile
-from bridge.threads import ThreadView
+from bridge.threads import MessageRow, SubscriberRow, ThreadView
 
 # The values of bridge.models' enums, as Literals so the description lists them inline. The builders
 # cast the columns to them; validation checks the cast as each response is built.
@@ -42,12 +43,28 @@ class Response(BaseModel):
     @classmethod
     def read(cls, row: object, **values: Any) -> Self:
         """The response from `row`'s attributes of the fields' names; `values` add or override."""
-        found = {
-            name: getattr(row, name)
-            for name in cls.model_fields
-            if name not in values and hasattr(row, name)
-        }
-        return cls(**found, **values)
+        return cls(**cls.fields_of(row, **values))
+
+    @classmethod
+    def fields_of(cls, row: object, **values: Any) -> dict[str, Any]:
+        """What `read` validates: `row`'s values of the fields' names, with `values` over them.
+
+        `row` is an ORM object or a `Row` of columns (a thread read shows 150 messages' rows).
+        """
+        names = _field_names(cls)
+        if isinstance(row, Row):
+            # By position with the row's keys: looking each field up by name costs more.
+            found = {k: v for k, v in zip(row._fields, row, strict=True) if k in names}
+        else:
+            # Not read where `values` stands in: an attribute of an ORM object may load.
+            found = {n: getattr(row, n) for n in names if n not in values and hasattr(row, n)}
+        found.update(values)
+        return found
+
+
+@functools.cache
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(model.model_fields)
 
 
 class Reaction(Response):
@@ -79,9 +96,18 @@ class Message(Response):
     published_at: Timestamp | None = Field(description="When it went to the channel (added).")
 
     @classmethod
-    def of(cls, message: models.Message, name: str | None, resource_id: str | None) -> Self:
+    def of(
+        cls, message: models.Message | MessageRow, name: str | None, resource_id: str | None
+    ) -> Self:
         """A message; `name` is its thread's name (or its channel's, for a channel-only one)."""
-        return cls.read(
+        return cls(**cls.values_of(message, name, resource_id))
+
+    @classmethod
+    def values_of(
+        cls, message: models.Message | MessageRow, name: str | None, resource_id: str | None
+    ) -> dict[str, Any]:
+        """What `of` validates; a thread read validates its 150 messages at once, in the thread."""
+        return cls.fields_of(
             message,
             resource_id=resource_id,
             media_urls=list(message.media_urls or []),
@@ -104,7 +130,7 @@ class Subscriber(Response):
     @classmethod
     def of(
         cls,
-        row: models.ThreadSubscriber | models.ChannelSubscriber | None,
+        row: models.ThreadSubscriber | models.ChannelSubscriber | SubscriberRow | None,
         profile: Profile | None,
         subscriber_id: str,
     ) -> Self:
@@ -142,24 +168,29 @@ class Thread(Response):
     def of(cls, view: ThreadView) -> Self:
         """A thread with its recent messages, subscribers and unread state."""
         thread = view.thread
-        return cls(
-            object="thread",
-            id=thread.id,
-            resource_id=thread.resource_id,
-            organization_id=thread.organization_id,
-            location_id=thread.location_id,
-            name=thread.name,
-            recent_messages=[
-                Message.of(m, thread.name, thread.resource_id) for m in view.recent_messages
-            ],
-            has_more=view.has_more,
-            subscriber_ids=[r.subscriber_id for r in view.subscribers if not r.is_archived],
-            subscribers=[
-                Subscriber.of(r, view.profiles.get(r.subscriber_id), r.subscriber_id)
-                for r in view.subscribers
-            ],
-            unread_by=view.unread_by,
-            updated_at=thread.updated_at,
+        name, resource_id = thread.name, thread.resource_id
+        # One validation of the whole thread, its messages' values included: cheaper than one
+        # model per message, and checked all the same.
+        return cls.model_validate(
+            {
+                "object": "thread",
+                "id": thread.id,
+                "resource_id": resource_id,
+                "organization_id": thread.organization_id,
+                "location_id": thread.location_id,
+                "name": name,
+                "recent_messages": [
+                    Message.values_of(m, name, resource_id) for m in view.recent_messages
+                ],
+                "has_more": view.has_more,
+                "subscriber_ids": [r.subscriber_id for r in view.subscribers if not r.is_archived],
+                "subscribers": [
+                    Subscriber.of(r, view.profiles.get(r.subscriber_id), r.subscriber_id)
+                    for r in view.subscribers
+                ],
+                "unread_by": view.unread_by,
+                "updated_at": thread.updated_at,
+            }
         )
 
 

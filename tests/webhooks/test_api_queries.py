@@ -1,0 +1,94 @@
+"""`GET /v1/threads/{id}` runs as many SQL statements for a busy thread as for a quiet one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, insert
+
+from bridge.db import transaction, utcnow
+from bridge.ids import new_id
+from bridge.models import Message, Organization
+from bridge.runtime import Runtime
+from bridge.threads import create_thread
+from tests import factories
+from tests.webhooks.conftest import ApiOrg
+
+
+@contextmanager
+def counting(runtime: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the engine runs inside the block."""
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", count)
+
+
+def _busy_thread(runtime: Runtime, organization_id: str, messages: int, subscribers: int) -> str:
+    """A thread with users and contacts among its `subscribers` and `messages` messages."""
+    settings = runtime.settings
+    with transaction(runtime.sessions) as session:
+        org = session.get(Organization, organization_id)
+        assert org is not None
+        users = [factories.user(session, settings, org, f"User {i}") for i in range(10)]
+        contacts = [
+            factories.contact(session, settings, org, f"Contact {i}")
+            for i in range(subscribers - len(users) - 1)
+        ]
+        ids = [u.id for u in users] + [c.id for c in contacts]
+        actor = factories.org_actor(org)
+        thread, _ = create_thread(session, settings, actor, "order-busy", subscribers=ids)
+        authors = [org.id, *ids]
+        now = utcnow()
+        session.execute(
+            insert(Message),
+            [
+                {
+                    "id": new_id("msg"),
+                    "organization_id": org.id,
+                    "thread_id": thread.id,
+                    "subscriber_id": authors[i % len(authors)],
+                    "author_type": "user",
+                    "text": f"m{i}",
+                    "type": "text",
+                    "media_urls": [],
+                    "reactions": [],
+                    "created_at": now - timedelta(seconds=messages - i),
+                }
+                for i in range(messages)
+            ],
+        )
+        return thread.id
+
+
+def test_a_thread_read_runs_the_same_statements_for_1_message_as_for_150(
+    api: ApiOrg, runtime: Runtime
+) -> None:
+    # The quiet thread's one subscriber is the organization; the busy one's are of all three
+    # kinds (organization, users, contacts), and its messages fill the 150 shown.
+    quiet = api.post("/v1/threads", {"resource_id": "order-quiet"}).json["id"]
+    api.post(f"/v1/threads/{quiet}/messages", {"text": "hi"})
+    busy = _busy_thread(runtime, api.organization_id, messages=200, subscribers=50)
+    counts = []
+    for thread_id in (quiet, busy):
+        # The first request of a minute may record the key's use: that write is not the read's.
+        assert api.get(f"/v1/threads/{thread_id}").status_code == 200
+        with counting(runtime) as statements:
+            response = api.get(f"/v1/threads/{thread_id}")
+        assert response.status_code == 200
+        counts.append(len(statements))
+    body = response.json
+    assert len(body["subscribers"]) == 50
+    assert {s["type"] for s in body["subscribers"]} == {"api_key", "user", "contact"}
+    assert len(body["recent_messages"]) == 150 and body["has_more"] is True
+    assert counts[0] == counts[1], counts
+    assert 4 <= counts[0] <= 10  # a count of 0 would mean the listener saw nothing
