@@ -110,7 +110,7 @@ def _lone_thread(runtime: Runtime, settings: Settings) -> Built:
         org, _ = factories.organization(s, settings)
         actor = factories.org_actor(org)
         thread, _ = create_thread(s, settings, actor, "order-lone", name="Lone")
-        post_message(s, settings, actor, thread.id, "hi")
+        post_message(s, settings, actor, thread.id, Draft.of("hi"))
         s.commit()
         return Built(org.id, thread.id, "")
 
