@@ -43,7 +43,7 @@ from bench._report import Figure, figure
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import make_engine, transaction, utcnow
-from bridge.inbound import match_sms
+from bridge.inbound_match import match_sms
 from bridge.messages import Draft, post_message
 from bridge.migrate import upgrade
 from bridge.models import Channel, ChannelPhoneHash, Contact

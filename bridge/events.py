@@ -11,15 +11,17 @@ An event is `{"object": "event", "id": "evt_...", "type", "created_at", "organiz
 functions build those objects from the domain's rows with the models of `bridge.serialize`.
 
 Who records what (the domain functions that make the change, never the views):
-- `message.created`: `messages.post_message`, `post_channel_message`, `record_contact_message`,
-  the meta messages of `threads` (subscriber added, removed) and of `inbound` (keywords).
+- `message.created`: `messages.post_message`, `post_channel_message`, `record_contact_message`
+  (`inbound_store.store_replies` for a worker's batch of replies), the meta messages of
+  `threads` (subscriber added, removed) and of `inbound_keywords` (keywords).
 - `message.updated`: `messages.edit_message`, `cancel_message`, `publishing.publish_due_message`.
 - `delivery.updated`: `claims.claim_deliveries` (sending, skipped), `sending.record_sent`,
   `record_sends`, `record_failure`, `fail_later_parts`, `stale.resolve_stale`,
-  `deliveries.apply_status`, and `publishing.publish_message` for the rows it inserts `skipped`.
+  `deliveries.apply_status`, and `publishing.publish_message` (and `inbound_store.store_replies`)
+  for the rows it inserts `skipped`.
   Bulk changes report in bulk (`record_deliveries`: one INSERT per batch).
 - `inbound.received`: `inbound.record_inbound_sms` or, for a reply it deferred,
-  `inbound.process_received`, once the record's status is decided.
+  `inbound_processing.process_received` (`process_batch`), once the record's status is decided.
 - `contact.opted_out`, `contact.opted_in`: `organizations.opt_out`, `opt_in` (STOP, START, 21610).
 """
 

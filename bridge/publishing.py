@@ -7,7 +7,7 @@ commit. Meta messages are published too (they are seen in the channel) but never
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,7 +35,7 @@ from bridge.models import (
 )
 from bridge.organizations import opted_out_hashes
 from bridge.phones import phone_time_zones
-from bridge.quiet_hours import quiet_until
+from bridge.quiet_hours import QuietWindow, quiet_until
 from bridge.settings import Settings
 from bridge.sms_text import relay_prefix, segment_count, split_text
 
@@ -161,14 +161,29 @@ def _delivery_rows(
     opted_out = opted_out_hashes(
         session, channel.organization_id, [c.phone_hash for c, _ in recipients]
     )
-    parts = _parts(session, message)
     window = settings.quiet_window if lane == Lane.NOTIFICATIONS else None
+    parts = message_parts(message, _author(session, message))
+    return delivery_rows(org, message, recipients, opted_out, parts, window, now)
+
+
+def delivery_rows(
+    org: Organization,
+    message: Message,
+    recipients: Sequence[Recipient],
+    opted_out: Collection[str],
+    parts: Sequence[str],
+    window: QuietWindow | None,
+    now: datetime,
+) -> list[dict[str, object]]:
+    """The rows of a published message's deliveries to these recipients (none is its author),
+    given which of their phone hashes opted out, its SMS parts and the quiet window of its lane."""
+    lane = lane_of(message)
     rows: list[dict[str, object]] = []
     for contact, sender_phone in recipients:
         base = {
             "message_id": message.id,
-            "organization_id": channel.organization_id,
-            "channel_id": channel.id,
+            "organization_id": org.id,
+            "channel_id": message.channel_id,
             "subscriber_id": contact.id,
             "to_phone": contact.phone,
             "from_phone": sender_phone,
@@ -203,15 +218,21 @@ def _recipients(session: Session, channel: Channel, message: Message) -> list[Re
             .order_by(Contact.id)
         )
     ]
-    return _fill_missing_senders(session, channel, recipients) if recipients else []
+    return fill_missing_senders(session, channel, recipients) if recipients else []
 
 
-def _parts(session: Session, message: Message) -> list[str]:
+def _author(session: Session, message: Message) -> Contact | None:
+    """The contact who wrote the message, or None when a user or the organization did."""
+    if message.author_type != SubscriberType.CONTACT:
+        return None
+    # The inbound path has just loaded this contact: the identity map answers, no query.
+    return session.get(Contact, message.subscriber_id)
+
+
+def message_parts(message: Message, author: Contact | None) -> list[str]:
     """The SMS parts of the message's text; a contact's words go out under their name."""
     text = message.text or ""
     if message.author_type == SubscriberType.CONTACT:
-        # The inbound path has just loaded this contact: the identity map answers, no query.
-        author = session.get(Contact, message.subscriber_id)
         name = author.name or f"…{author.phone[-4:]}" if author else None
         text = relay_prefix(name or "Contact", text)
     return split_text(text) if text else [""]
@@ -225,6 +246,7 @@ def _skipped_row() -> dict[str, object]:
         "media_urls": [],
         "segments": 0,
         "status": DeliveryStatus.SKIPPED,
+        "not_before": None,  # the keys of a part's row: the rows go in one multi-row INSERT
         "error_message": OPTED_OUT,
     }
 
@@ -247,7 +269,7 @@ def _part_rows(
     ]
 
 
-def _fill_missing_senders(
+def fill_missing_senders(
     session: Session, channel: Channel, recipients: list[Recipient]
 ) -> list[Recipient]:
     """Give a sender now to contacts that joined before the organization had any number.

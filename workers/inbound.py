@@ -1,7 +1,8 @@
 """Inbound SMS after the webhook's answer: deferred matching, and webhooks kept during an outage.
 
 `process()` matches, stores and relays the SMS the webhook stored `received`, oldest first, a batch
-per transaction (`bridge.inbound.process_received`); at most one such job waits in the queue.
+per transaction processed together (`bridge.inbound_processing.process_batch`: a few statements for
+the batch, not a few per SMS); at most one such job waits in the queue.
 `redrive_received` (every sweep) does the same for those whose job Redis lost.
 
 Twilio webhooks kept in Redis while the database was down, and the drain that processes them:
@@ -27,7 +28,8 @@ import redis
 from bridge.db import DATABASE_DOWN, transaction, utcnow
 from bridge.deliveries import record_status_callback
 from bridge.errors import ValidationError
-from bridge.inbound import InboundOutcome, process_received, record_inbound_sms, waiting_sms
+from bridge.inbound import record_inbound_sms, waiting_sms
+from bridge.inbound_processing import process_batch
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.runtime import Runtime
 from bridge.twilio_webhooks import form_params, is_valid_signature
@@ -108,15 +110,8 @@ def process_waiting(runtime: Runtime, before: datetime | None = None) -> int:
 
 def _process_batch(runtime: Runtime, batch: list[str]) -> tuple[int, int]:
     # (SMS processed, SMS held by another job's sender lock)
-    outcomes: list[InboundOutcome] = []
-    held = 0
     with transaction(runtime.sessions) as session:
-        for inbound_id in batch:
-            found = process_received(session, runtime.settings, inbound_id, wait=False)
-            if found is None:
-                held += 1
-            else:
-                outcomes += found
+        outcomes, held = process_batch(session, runtime.settings, batch)
     for outcome in outcomes:
         INBOUND_SMS.labels(outcome.outcome).inc()
     relays = []
