@@ -48,6 +48,18 @@ class InboundOutcome:
     channel_id: str | None = None
     message_id: str | None = None
 
+    @classmethod
+    def matched(cls, inbound: InboundSms, posted: Posted) -> InboundOutcome:
+        """An SMS stored in its channel as `posted` (and relayed from there)."""
+        return cls(
+            inbound,
+            twiml(),
+            posted=[posted],
+            status=InboundStatus.MATCHED,
+            channel_id=posted.message.channel_id,
+            message_id=posted.message.id,
+        )
+
     @property
     def outcome(self) -> str:
         """The metrics label: duplicate, or the record's status."""
@@ -183,17 +195,8 @@ def _match_and_store(
             text, media = inbound.body or "", media_urls_from(inbound.params)
             matched.append((inbound, Reply(match.contact_id, match.channel_id, text, media)))
     stored = store_replies(session, org, [reply for _, reply in matched])
-    for (inbound, reply), posted in zip(matched, stored, strict=True):
-        outcomes.append(
-            InboundOutcome(
-                inbound,
-                twiml(),
-                posted=[posted],
-                status=InboundStatus.MATCHED,
-                channel_id=reply.channel_id,
-                message_id=posted.message.id,
-            )
-        )
+    for (inbound, _), posted in zip(matched, stored, strict=True):
+        outcomes.append(InboundOutcome.matched(inbound, posted))
     return outcomes
 
 
@@ -340,11 +343,4 @@ def process_sms(
         inbound.body or "",
         media_urls_from(params),
     )
-    return InboundOutcome(
-        inbound,
-        twiml(),
-        posted=[posted],
-        status=InboundStatus.MATCHED,
-        channel_id=match.channel_id,
-        message_id=posted.message.id,
-    )
+    return InboundOutcome.matched(inbound, posted)

@@ -260,11 +260,11 @@ def test_a_batch_of_two_organizations_matches_each_in_its_own(
     assert [o.channel_id for o in outcomes] == [channel.id for _, _, channel in made]
 
 
+# The per-sender lock is PostgreSQL's (SQLite serializes writers): PostgreSQL only.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_sender_another_transaction_holds_is_left_and_the_others_go_on(
     runtime: Runtime, session: Session, settings: Settings
 ) -> None:
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("the per-sender lock is PostgreSQL's (SQLite serializes writers)")
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
