@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import models  # noqa: F401
@@ -57,11 +57,31 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+# Every sequence of the schema back to its start, as TRUNCATE ... RESTART IDENTITY would.
+_RESTART_SEQUENCES = """
+DO $$
+DECLARE s regclass;
+BEGIN
+    FOR s IN SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'S' AND n.nspname = current_schema() LOOP
+        PERFORM setval(s, 1, false);
+    END LOOP;
+END $$
+"""
+
+
 def _empty(engine: Engine) -> None:
+    """Every table emptied, children first, and (PostgreSQL) every sequence restarted.
+
+    DELETE, not TRUNCATE: the tests leave a few rows, which DELETE removes in a few milliseconds,
+    while TRUNCATE of the 19 tables (new files for each, flushed at commit) took 0.3 s per test.
+    """
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            deletes = "; ".join(
+                f"DELETE FROM {t.name}" for t in reversed(Base.metadata.sorted_tables)
+            )
+            conn.exec_driver_sql(f"{deletes}; {_RESTART_SEQUENCES}")
         else:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())

@@ -34,6 +34,22 @@ from tests.fixtures.twilio import payloads
 from workers import context, queues
 from workers.enqueue import enqueue_posted
 
+
+class BurstWorker(SimpleWorker):
+    """RQ's SimpleWorker, less the second it often waited for when it stopped.
+
+    RQ's `unsubscribe` sends UNSUBSCRIBE, then tells its pubsub thread to stop, then joins it for
+    up to 1 s. When the thread reads the reply before it is told to stop, it goes back to waiting
+    (60 s) for a subscription, and the join waits out its second: one burst in four on this
+    machine, in every test that runs jobs. Told to stop first, the thread ends on the reply.
+    """
+
+    def unsubscribe(self) -> None:
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
+
 # The `work` fixture of tests/workers: runs the queued and scheduled jobs (an optional timeout).
 Work = Callable[..., None]
 
@@ -220,9 +236,7 @@ def run_inbound_jobs(runtime: Runtime) -> int:
         previous = context.installed()
         context.install(runtime)
         try:
-            SimpleWorker([queue], connection=runtime.redis).work(
-                burst=True, logging_level="WARNING"
-            )
+            BurstWorker([queue], connection=runtime.redis).work(burst=True, logging_level="WARNING")
         finally:
             if previous is None:
                 context.uninstall()

@@ -167,7 +167,9 @@ def _serving(app: Flask) -> Iterator[str]:
     # Over real HTTP, as `st run` talks to a server: schemathesis's engine passes socket options
     # (max_redirects) that its in-process WSGI transport does not take.
     server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(  # shutdown() waits one poll: 20 ms, not the default 0.5 s
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 from flask.testing import FlaskClient
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
@@ -140,7 +140,7 @@ def test_the_drain_job_queued_when_keeping_runs_in_a_real_worker(
 
     context.install(runtime)
     try:
-        worker = SimpleWorker(
+        worker = factories.BurstWorker(
             [Queue("maintenance", connection=redis_client)], connection=redis_client
         )
         worker.work(burst=True, logging_level="WARNING")

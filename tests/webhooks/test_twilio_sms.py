@@ -344,7 +344,9 @@ def test_duplicates_in_sequence_store_once_and_answer_alike(
 def serving(app: Flask) -> Iterator[str]:
     """The app on a real threaded HTTP server on a free loopback port."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(  # shutdown() waits one poll: 20 ms, not the default 0.5 s
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.port}"

@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from bridge.runtime import Runtime
 from bridge.settings import Settings
+from tests.factories import BurstWorker
 from tests.standin.twilio import TwilioStandIn
 from workers import context, queues
 
@@ -56,7 +57,7 @@ def run_jobs(connection: redis.Redis, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         qs = [Queue(name, connection=connection) for name in queues.ALL]
-        SimpleWorker(qs, connection=connection).work(burst=True, with_scheduler=True)
+        BurstWorker(qs, connection=connection).work(burst=True, with_scheduler=True)
         if all(q.count == 0 and q.scheduled_job_registry.count == 0 for q in qs):
             return
         if time.monotonic() > deadline:
@@ -66,7 +67,7 @@ def run_jobs(connection: redis.Redis, timeout: float = 20.0) -> None:
 
 @pytest.fixture
 def work(redis_url: str) -> Iterator[Callable[..., None]]:
-    """Run queued (and scheduled) jobs in-process with real RQ SimpleWorkers."""
+    """Run queued (and scheduled) jobs in-process with real RQ SimpleWorkers (`BurstWorker`)."""
     connection = redis.Redis.from_url(redis_url)
     yield lambda timeout=20.0: run_jobs(connection, timeout)
     connection.close()

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -52,9 +52,9 @@ def receiver() -> Iterator[Receiver]:
 
 def work_events(connection: redis.Redis) -> None:
     """Run what the `events` queue holds now (scheduled retries stay scheduled: time is moved)."""
-    SimpleWorker([Queue(queues.EVENTS, connection=connection)], connection=connection).work(
-        burst=True
-    )
+    factories.BurstWorker(
+        [Queue(queues.EVENTS, connection=connection)], connection=connection
+    ).work(burst=True)
 
 
 def make_org(rt: Runtime) -> Organization:
