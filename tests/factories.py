@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 from pydantic import BaseModel
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
@@ -33,22 +33,7 @@ from bridge.threads import create_thread
 from tests.fixtures.twilio import payloads
 from workers import context, queues
 from workers.enqueue import enqueue_posted
-
-
-class BurstWorker(SimpleWorker):
-    """RQ's SimpleWorker, less the second it often waited for when it stopped.
-
-    RQ's `unsubscribe` sends UNSUBSCRIBE, then tells its pubsub thread to stop, then joins it for
-    up to 1 s. When the thread reads the reply before it is told to stop, it goes back to waiting
-    (60 s) for a subscription, and the join waits out its second: one burst in four on this
-    machine, in every test that runs jobs. Told to stop first, the thread ends on the reply.
-    """
-
-    def unsubscribe(self) -> None:
-        if self.pubsub_thread:
-            self.pubsub_thread.stop()
-        super().unsubscribe()
-
+from workers.worker import Worker
 
 # The `work` fixture of tests/workers: runs the queued and scheduled jobs (an optional timeout).
 Work = Callable[..., None]
@@ -236,7 +221,7 @@ def run_inbound_jobs(runtime: Runtime) -> int:
         previous = context.installed()
         context.install(runtime)
         try:
-            BurstWorker([queue], connection=runtime.redis).work(burst=True, logging_level="WARNING")
+            Worker([queue], connection=runtime.redis).work(burst=True, logging_level="WARNING")
         finally:
             if previous is None:
                 context.uninstall()

@@ -54,6 +54,18 @@ class Worker(SimpleWorker):
         context.request_stop()
         super().request_stop(signum, frame)
 
+    def unsubscribe(self) -> None:
+        """Stop listening for RQ's commands without waiting out a second at each stop.
+
+        RQ's `unsubscribe` sends UNSUBSCRIBE, then tells its pubsub thread to stop, then joins it
+        for up to 1 s. A thread that reads the reply before it is told to stop goes back to waiting
+        for a subscription, and the join waits out its second (one stop in four here). Told to
+        stop first, the thread ends on the reply.
+        """
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
 
 def build_worker(runtime: Runtime, names: Sequence[str]) -> Worker:
     """A worker listening on `names` in order, on a Redis connection of its own."""

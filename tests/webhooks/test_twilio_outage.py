@@ -28,6 +28,7 @@ from tests.services import OwnPostgres, free_port
 from webhooks import create_app
 from workers import context
 from workers.inbound import DEAD, KEPT, drain_kept, kept_count
+from workers.worker import Worker
 
 AUTH_TOKEN = "test-auth-token-outage-31c4"
 BASE = factories.BASE_URL
@@ -140,9 +141,7 @@ def test_the_drain_job_queued_when_keeping_runs_in_a_real_worker(
 
     context.install(runtime)
     try:
-        worker = factories.BurstWorker(
-            [Queue("maintenance", connection=redis_client)], connection=redis_client
-        )
+        worker = Worker([Queue("maintenance", connection=redis_client)], connection=redis_client)
         worker.work(burst=True, logging_level="WARNING")
     finally:
         context.uninstall()

@@ -11,9 +11,9 @@ from rq import Queue
 
 from bridge.runtime import Runtime
 from bridge.settings import Settings
-from tests.factories import BurstWorker
 from tests.standin.twilio import TwilioStandIn
 from workers import context, queues
+from workers.worker import Worker
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "standin-auth-token-0123456789ab"
@@ -57,7 +57,7 @@ def run_jobs(connection: redis.Redis, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         qs = [Queue(name, connection=connection) for name in queues.ALL]
-        BurstWorker(qs, connection=connection).work(burst=True, with_scheduler=True)
+        Worker(qs, connection=connection).work(burst=True, with_scheduler=True)
         if all(q.count == 0 and q.scheduled_job_registry.count == 0 for q in qs):
             return
         if time.monotonic() > deadline:
@@ -67,7 +67,7 @@ def run_jobs(connection: redis.Redis, timeout: float = 20.0) -> None:
 
 @pytest.fixture
 def work(redis_url: str) -> Iterator[Callable[..., None]]:
-    """Run queued (and scheduled) jobs in-process with real RQ SimpleWorkers (`BurstWorker`)."""
+    """Run queued (and scheduled) jobs in-process with the worker process's RQ worker (`Worker`)."""
     connection = redis.Redis.from_url(redis_url)
     yield lambda timeout=20.0: run_jobs(connection, timeout)
     connection.close()

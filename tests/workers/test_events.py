@@ -34,6 +34,7 @@ from workers.events import (
     dispatch,
 )
 from workers.sweeper import sweep
+from workers.worker import Worker
 
 
 @pytest.fixture
@@ -52,9 +53,7 @@ def receiver() -> Iterator[Receiver]:
 
 def work_events(connection: redis.Redis) -> None:
     """Run what the `events` queue holds now (scheduled retries stay scheduled: time is moved)."""
-    factories.BurstWorker(
-        [Queue(queues.EVENTS, connection=connection)], connection=connection
-    ).work(burst=True)
+    Worker([Queue(queues.EVENTS, connection=connection)], connection=connection).work(burst=True)
 
 
 def make_org(rt: Runtime) -> Organization:
