@@ -7,11 +7,13 @@ through, or None when Twilio is not configured.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -41,6 +43,13 @@ class RedirectingHttpClient(TwilioHttpClient):
         assert self.session is not None
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        # requests reads proxies and CA bundle from the environment at every request, a walk
+        # through all of os.environ that was a sixth of a send's CPU: read them once, here.
+        self.session.proxies = get_environ_proxies(self.base_url or TWILIO_API_BASE_URL)
+        self.session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self.session.trust_env = False
 
     def redirect(self, url: str) -> str:
         """Swap scheme and host of a `*.twilio.com` URL for the base URL, keeping path and query."""

@@ -450,6 +450,33 @@ def test_redirecting_http_client_swaps_only_twilio_hosts(
         http_client.close()
 
 
+def test_the_environment_proxy_is_read_once_when_the_client_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    proxied = RedirectingHttpClient(None, timeout=1.0)
+    monkeypatch.setenv("NO_PROXY", "api.twilio.com")
+    direct = RedirectingHttpClient(None, timeout=1.0)
+    try:
+        assert proxied.session is not None and direct.session is not None
+        assert proxied.session.proxies.get("https") == "http://proxy.example.com:3128"
+        assert proxied.session.verify == "/etc/ssl/certs/ca-certificates.crt"
+        assert "https" not in direct.session.proxies  # NO_PROXY names Twilio's host
+        # Not read again at each request: what the environment says later changes nothing.
+        assert proxied.session.trust_env is False
+        monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.example.com:3128")
+        settings = proxied.session.merge_environment_settings(
+            "https://api.twilio.com/2010-04-01/Accounts", {}, None, None, None
+        )
+        assert settings["proxies"]["https"] == "http://proxy.example.com:3128"
+    finally:
+        proxied.close()
+        direct.close()
+
+
 def test_build_twilio_client(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_EDGE", "sydney")  # only the settings configure the client
     monkeypatch.setenv("TWILIO_REGION", "au1")
