@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import redis
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 from rq import Queue
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -20,7 +21,7 @@ from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import transaction
 from bridge.messages import Draft, post_channel_message, post_message
-from bridge.models import Contact, Delivery, Message, Organization, Thread, User
+from bridge.models import Channel, Contact, Delivery, Message, Organization, Thread, User
 from bridge.organizations import (
     create_organization,
     create_user,
@@ -42,6 +43,21 @@ Work = Callable[..., None]
 BASE_URL = "https://bridge.example.com"
 
 _numbers = itertools.count(1000)
+
+
+@contextmanager
+def statements(engine: Engine | Connection) -> Iterator[list[str]]:
+    """Every SQL statement `engine` runs inside the block, in order."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
 
 
 def phone() -> str:
@@ -103,6 +119,20 @@ def committed_user(runtime: Runtime, organization_id: str, name: str = "Uma User
         org = session.get(Organization, organization_id)
         assert org is not None
         return user(session, runtime.settings, org, name).id
+
+
+def thread_channel(
+    session: Session, settings: Settings, org: Organization, contacts: list[Contact], resource: str
+) -> tuple[Thread, Channel]:
+    """A thread about `resource` with these contacts, and the channel its first message made."""
+    actor = org_actor(org)
+    thread, _ = create_thread(
+        session, settings, actor, resource, subscribers=[c.id for c in contacts]
+    )
+    posted = post_message(session, settings, actor, thread.id, Draft.of(f"About {resource}"))
+    channel = session.get(Channel, posted.message.channel_id)
+    assert channel is not None
+    return thread, channel
 
 
 def channel_of(

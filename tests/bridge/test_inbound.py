@@ -7,7 +7,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
@@ -20,16 +20,12 @@ from bridge.inbound import (
     record_inbound_sms,
     waiting_sms,
 )
-from bridge.messages import Draft, post_message
 from bridge.models import (
-    Channel,
     Contact,
     Delivery,
     DeliveryStatus,
     InboundSms,
     Message,
-    Organization,
-    Thread,
 )
 from bridge.organizations import (
     find_or_create_contact,
@@ -38,24 +34,9 @@ from bridge.organizations import (
     update_organization,
 )
 from bridge.settings import Settings
-from bridge.threads import create_thread
 from bridge.twilio_webhooks import media_urls_from
 from tests import factories
 from tests.fixtures.twilio import payloads
-
-
-def channel_of(
-    session: Session, settings: Settings, org: Organization, contacts: list[Contact], resource: str
-) -> tuple[Thread, Channel]:
-    """A thread about `resource` with these contacts, and the channel its first message made."""
-    actor = factories.org_actor(org)
-    thread, _ = create_thread(
-        session, settings, actor, resource, subscribers=[c.id for c in contacts]
-    )
-    posted = post_message(session, settings, actor, thread.id, Draft.of(f"About {resource}"))
-    channel = session.get(Channel, posted.message.channel_id)
-    assert channel is not None
-    return thread, channel
 
 
 def receive(
@@ -126,7 +107,7 @@ def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
-    thread, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    thread, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     to = sender_numbers(session, org.id)[0]
 
@@ -160,7 +141,7 @@ def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
 def test_an_mms_keeps_its_media(session: Session, settings: Settings) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-mms")
+    factories.thread_channel(session, settings, org, [jane], "order-mms")
     session.commit()
     payload = payloads.inbound(
         jane.phone, sender_numbers(session, org.id)[0], "Box", name="inbound_mms"
@@ -177,7 +158,7 @@ def test_an_mms_keeps_its_media(session: Session, settings: Settings) -> None:
 def test_national_format_numbers_are_normalized(session: Session, settings: Settings) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-fmt")
+    factories.thread_channel(session, settings, org, [jane], "order-fmt")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     national = f"({jane.phone[2:5]}) {jane.phone[5:8]}-{jane.phone[8:]}"
@@ -193,8 +174,8 @@ def test_one_number_two_channels_goes_to_the_one_that_last_sent_this_contact_an_
 ) -> None:
     org, _ = factories.organization(session, settings, senders=1)
     jane = factories.contact(session, settings, org)
-    _, first = channel_of(session, settings, org, [jane], "order-a")
-    _, second = channel_of(
+    _, first = factories.thread_channel(session, settings, org, [jane], "order-a")
+    _, second = factories.thread_channel(
         session, settings, org, [jane, factories.contact(session, settings, org)], "order-b"
     )
     session.commit()
@@ -223,8 +204,8 @@ def test_with_nothing_sent_yet_the_most_recently_updated_channel_answers(
 ) -> None:
     org, _ = factories.organization(session, settings, senders=1)
     jane = factories.contact(session, settings, org)
-    _, first = channel_of(session, settings, org, [jane], "order-c")
-    _, second = channel_of(
+    _, first = factories.thread_channel(session, settings, org, [jane], "order-c")
+    _, second = factories.thread_channel(
         session, settings, org, [jane, factories.contact(session, settings, org)], "order-d"
     )
     # Deliveries still pending: none was sent, so only the channels' update times can decide.
@@ -246,8 +227,8 @@ def test_two_numbers_of_the_pool_each_name_one_channel(
 ) -> None:
     org, _ = factories.organization(session, settings, senders=2)
     jane = factories.contact(session, settings, org)
-    _, first = channel_of(session, settings, org, [jane], "order-e")
-    _, second = channel_of(
+    _, first = factories.thread_channel(session, settings, org, [jane], "order-e")
+    _, second = factories.thread_channel(
         session, settings, org, [jane, factories.contact(session, settings, org)], "order-f"
     )
     session.commit()
@@ -285,7 +266,7 @@ def test_what_cannot_be_matched_is_kept_as_unmatched(
     org, _ = factories.organization(session, settings)
     to = sender_numbers(session, org.id)[0]
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-g")
+    factories.thread_channel(session, settings, org, [jane], "order-g")
     if from_ == "contact":
         from_ = factories.contact(session, settings, org, "Lonely").phone
     if from_ == "jane":
@@ -309,8 +290,8 @@ def test_stop_and_start_change_the_opt_out_and_leave_a_meta_message_in_each_chan
 ) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
-    _, first = channel_of(session, settings, org, [jane], "order-h")
-    _, second = channel_of(
+    _, first = factories.thread_channel(session, settings, org, [jane], "order-h")
+    _, second = factories.thread_channel(
         session, settings, org, [jane, factories.contact(session, settings, org)], "order-i"
     )
     session.commit()
@@ -390,7 +371,7 @@ def test_help_answers_with_the_organization_help_text(
 ) -> None:
     org, _ = factories.organization(session, settings, "Acme & Sons")
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-j")
+    factories.thread_channel(session, settings, org, [jane], "order-j")
     session.commit()
     to = sender_numbers(session, org.id)[0]
 
@@ -413,7 +394,7 @@ def test_a_repeat_changes_nothing_and_gets_the_first_answer(
 ) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-k")
+    factories.thread_channel(session, settings, org, [jane], "order-k")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     payload = payloads.inbound(jane.phone, to, "HELP")
@@ -476,7 +457,7 @@ def test_lone_surrogates_and_nul_bytes_are_stored_as_replacement_characters(
 ) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-z")
+    factories.thread_channel(session, settings, org, [jane], "order-z")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     payload = payloads.inbound(jane.phone, to, "\ud83d half an emoji\x00", ToCity="\udc00")
@@ -498,22 +479,13 @@ def test_the_inbound_record_is_inserted_once_and_updated_once(
 ) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-w")
-    channel_of(session, settings, org, [jane], "order-x")
+    factories.thread_channel(session, settings, org, [jane], "order-w")
+    factories.thread_channel(session, settings, org, [jane], "order-x")
     session.commit()
     to = sender_numbers(session, org.id)[0]
-    written: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if "inbound_sms" in statement:
-            written.append(statement.split()[0].upper())
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with factories.statements(session.get_bind()) as statements:
         outcome = receive(session, settings, payloads.inbound(jane.phone, to, body))
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    written = [s.split()[0].upper() for s in statements if "inbound_sms" in s]
 
     assert outcome.inbound.status in {"matched", "keyword"}
     # No read before (the insert itself tells a repeat), no savepoint, no write halfway through.
@@ -531,7 +503,7 @@ def test_two_organizations_with_one_resource_id_and_one_number_stay_apart(
     threads, channels = [], []
     for org in orgs:
         contact, _ = find_or_create_contact(session, settings, org.id, ann, name="Ann")
-        thread, channel = channel_of(session, settings, org, [contact], "order-1001")
+        thread, channel = factories.thread_channel(session, settings, org, [contact], "order-1001")
         threads.append(thread)
         channels.append(channel)
     session.commit()
@@ -563,7 +535,7 @@ def test_help_twiml_parses_whatever_the_stored_texts_hold(
     org, _ = factories.organization(session, settings, "Acme\x0b Sons")
     org.help_text = help_text
     jane = factories.contact(session, settings, org)
-    channel_of(session, settings, org, [jane], "order-ctl")
+    factories.thread_channel(session, settings, org, [jane], "order-ctl")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     outcome = receive(session, settings, payloads.inbound(jane.phone, to, "HELP"))
@@ -578,7 +550,7 @@ def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
-    _, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    _, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     replies = select(func.count()).select_from(Message).where(Message.author_type == "contact")
@@ -634,7 +606,7 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
-    _, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    _, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     ids = []
@@ -664,7 +636,7 @@ def test_deferred_while_the_workers_are_behind_the_webhook_matches_its_sms_itsel
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
-    channel_of(session, settings, org, [jane, omar], "order-1")
+    factories.thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     first = record_inbound_sms(session, settings, payloads.inbound(jane.phone, to, "1"), defer=True)

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from bridge import inbound
 from bridge.db import utcnow
 from bridge.inbound import record_inbound_sms
 from bridge.inbound_processing import process_batch
-from bridge.messages import Draft, post_message
 from bridge.models import (
-    Channel,
     ChannelPublisher,
-    Contact,
     Delivery,
     DeliveryStatus,
     Event,
     InboundSms,
     Message,
-    Organization,
-    Thread,
 )
 from bridge.organizations import is_opted_out, opt_out, sender_numbers
 from bridge.runtime import Runtime
 from bridge.settings import Settings
-from bridge.threads import create_thread
 from tests import factories
 from tests.fixtures.twilio import payloads
 
@@ -38,20 +31,6 @@ from tests.fixtures.twilio import payloads
 def patient_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every SMS stored here waits for the batch, however slowly the machine stores them."""
     monkeypatch.setattr(inbound, "INLINE_AFTER", timedelta(hours=1))
-
-
-def channel_of(
-    session: Session, settings: Settings, org: Organization, contacts: list[Contact], resource: str
-) -> tuple[Thread, Channel]:
-    """A thread about `resource` with these contacts, and the channel its first message made."""
-    actor = factories.org_actor(org)
-    thread, _ = create_thread(
-        session, settings, actor, resource, subscribers=[c.id for c in contacts]
-    )
-    posted = post_message(session, settings, actor, thread.id, Draft.of(f"About {resource}"))
-    channel = session.get(Channel, posted.message.channel_id)
-    assert channel is not None
-    return thread, channel
 
 
 def deferred(session: Session, settings: Settings, sms: list[tuple[str, str, str]]) -> list[str]:
@@ -75,8 +54,8 @@ def test_a_batch_stores_each_sms_in_its_channel_relays_it_and_records_its_events
         factories.contact(session, settings, org, name)
         for name in ["Jane Doe", "Omar Other", "Pia Quiet", "Liam Alone", "Lone Contact"]
     )
-    thread, group = channel_of(session, settings, org, [jane, omar, pia], "order-1")
-    _, solo = channel_of(session, settings, org, [liam], "order-2")
+    thread, group = factories.thread_channel(session, settings, org, [jane, omar, pia], "order-1")
+    _, solo = factories.thread_channel(session, settings, org, [liam], "order-2")
     opt_out(session, org.id, pia.phone_hash)
     session.commit()
     to = sender_numbers(session, org.id)[0]
@@ -151,21 +130,13 @@ def test_a_batch_runs_a_few_statements_however_many_sms_it_holds(
     org, _ = factories.organization(session, settings)
     contacts = [factories.contact(session, settings, org, f"C{i}") for i in range(20)]
     for i in range(0, 20, 2):
-        channel_of(session, settings, org, contacts[i : i + 2], f"order-{i}")
+        factories.thread_channel(session, settings, org, contacts[i : i + 2], f"order-{i}")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     ids = deferred(session, settings, [(c.phone, to, f"hi {c.name}") for c in contacts * 2])
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        statements.append(statement)
-
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    try:
+    with factories.statements(runtime.engine) as statements:
         outcomes, _ = process_batch(session, settings, ids)
         session.commit()
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", count)
 
     assert [o.outcome for o in outcomes] == ["matched"] * 40
     # Reading, locking, matching, the rows written and the events: not one set per SMS.
@@ -178,7 +149,7 @@ def test_a_keyword_waiting_among_replies_is_acted_on_in_its_place(
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
-    _, channel = channel_of(session, settings, org, [jane, omar], "order-1")
+    _, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     ids = deferred(session, settings, [(jane.phone, to, t) for t in ["before", "x", "after"]])
@@ -206,13 +177,13 @@ def test_a_batch_chooses_each_channel_by_the_pair_and_by_the_last_sms_sent(
 ) -> None:
     org, _ = factories.organization(session, settings, senders=2)
     jane = factories.contact(session, settings, org)
-    _, first = channel_of(session, settings, org, [jane], "order-e")
-    _, second = channel_of(
+    _, first = factories.thread_channel(session, settings, org, [jane], "order-e")
+    _, second = factories.thread_channel(
         session, settings, org, [jane, factories.contact(session, settings, org)], "order-f"
     )
     omar = factories.contact(session, settings, org)
-    _, third = channel_of(session, settings, org, [omar], "order-g")
-    _, fourth = channel_of(
+    _, third = factories.thread_channel(session, settings, org, [omar], "order-g")
+    _, fourth = factories.thread_channel(
         session, settings, org, [omar, factories.contact(session, settings, org)], "order-h"
     )
     session.commit()
@@ -249,7 +220,7 @@ def test_a_batch_of_two_organizations_matches_each_in_its_own(
     for name in ["One", "Two"]:
         org, _ = factories.organization(session, settings, name)
         jane = factories.contact(session, settings, org, "Jane")
-        _, channel = channel_of(session, settings, org, [jane], "order-1")
+        _, channel = factories.thread_channel(session, settings, org, [jane], "order-1")
         made.append((sender_numbers(session, org.id)[0], jane, channel))
     session.commit()
     ids = deferred(session, settings, [(jane.phone, to, "hi") for to, jane, _ in made])
@@ -268,7 +239,7 @@ def test_a_sender_another_transaction_holds_is_left_and_the_others_go_on(
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
     omar = factories.contact(session, settings, org, "Omar Other")
-    channel_of(session, settings, org, [jane, omar], "order-1")
+    factories.thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     to = sender_numbers(session, org.id)[0]
     ids = deferred(session, settings, [(jane.phone, to, "1"), (omar.phone, to, "2")])

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
@@ -25,21 +23,6 @@ from bridge.serialize import Channel, ChannelList, Thread
 from bridge.settings import Settings
 from bridge.threads import create_thread, load_thread_view, mark_viewed
 from tests import factories
-
-
-@contextmanager
-def counting(runtime: Runtime) -> Iterator[list[str]]:
-    """Every SQL statement the engine runs inside the block."""
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", count)
 
 
 @dataclass(frozen=True)
@@ -99,7 +82,7 @@ def _build(runtime: Runtime, settings: Settings, messages: int, subscribers: int
 
 
 def _queries(runtime: Runtime, read: Callable[[Session], BaseModel]) -> tuple[int, dict[str, Any]]:
-    with runtime.sessions() as s, counting(runtime) as statements:
+    with runtime.sessions() as s, factories.statements(runtime.engine) as statements:
         body = read(s)
     return len(statements), factories.as_json(body)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from bridge.db import transaction
 from bridge.deliveries import apply_status
@@ -21,21 +19,6 @@ from bridge.runtime import Runtime
 from bridge.threads import create_thread
 from tests import factories
 from tests.console.conftest import Dispatcher, conversation, dispatcher, scheduled
-
-
-@contextmanager
-def counting(runtime: Runtime) -> Iterator[list[str]]:
-    """Every SQL statement the engine runs inside the block."""
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", count)
 
 
 def _fail_one(runtime: Runtime, message_text_prefix: str, code: int) -> None:
@@ -87,7 +70,7 @@ def test_search_finds_a_contact_by_name_or_by_a_national_format_number(
         conversation(session, runtime.settings, desk.organization, "o-2", ("Bob Burr",))
     national = ann.contacts[0].phone[2:]  # +1415... read as (415) ... with the default region US
     national = f"({national[:3]}) {national[3:6]}-{national[6:]}"
-    with counting(runtime) as statements:
+    with factories.statements(runtime.engine) as statements:
         page = desk.get("/console/", query_string={"q": national}).get_data(as_text=True)
     assert "Ann Ames" in page and "Bob Burr" not in page
     # The number is hashed as inbound matching does: no statement compares phone numbers.
@@ -270,7 +253,7 @@ def test_each_list_page_runs_a_fixed_number_of_queries(
         _fail_one(runtime, f"Update 0 on o-{size}-", 30007)
         for i in range(size):
             _unmatched(runtime, d.organization.id, f"+1415555{size:02d}{i:02d}", "hi")
-        with counting(runtime) as statements:
+        with factories.statements(runtime.engine) as statements:
             assert d.get(path).status_code == 200
         counts.append(len(statements))
     assert counts[0] == counts[1], counts
@@ -289,7 +272,7 @@ def test_a_conversation_runs_a_fixed_number_of_queries(
             scheduled(session, runtime.settings, desk.organization, c.thread_id, "later")
         _fail_one(runtime, f"Update 1 on o-{size}", 30007)
         desk.get(f"/console/channels/{c.channel_id}")  # marks it viewed once
-        with counting(runtime) as statements:
+        with factories.statements(runtime.engine) as statements:
             assert desk.get(f"/console/channels/{c.channel_id}{suffix}").status_code == 200
         counts.append(len(statements))
     assert counts[0] == counts[1], counts

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from bridge.db import transaction, utcnow
 from bridge.models import ApiKey
 from bridge.runtime import Runtime
+from tests import factories
 from tests.webhooks.conftest import ApiOrg
 
 
@@ -58,27 +59,21 @@ def test_another_organizations_key_is_404(api: ApiOrg, other_api: ApiOrg) -> Non
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(api: ApiOrg, runtime: Runtime) -> None:
-    writes: list[str] = []
+    def writes(statements: list[str]) -> int:
+        return sum(s.lstrip().upper().startswith("UPDATE API_KEYS") for s in statements)
 
-    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
-            writes.append(statement)
-
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    try:
+    with factories.statements(runtime.engine) as statements:
         for _ in range(5):
             assert api.get("/v1/organization").status_code == 200
-        assert len(writes) == 1
-        with transaction(runtime.sessions) as session:
-            session.execute(
-                update(ApiKey)
-                .where(ApiKey.organization_id == api.organization_id)
-                .values(last_used_at=utcnow() - timedelta(minutes=2))
-            )
-        writes.clear()
+    assert writes(statements) == 1
+    with transaction(runtime.sessions) as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.organization_id == api.organization_id)
+            .values(last_used_at=utcnow() - timedelta(minutes=2))
+        )
+    with factories.statements(runtime.engine) as statements:
         assert api.get("/v1/organization").status_code == 200
-        assert len(writes) == 1
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", count)
+    assert writes(statements) == 1
     [key] = api.get("/v1/api_keys").json["data"]
     assert key["last_used_at"] >= int((utcnow() - timedelta(seconds=5)).timestamp())

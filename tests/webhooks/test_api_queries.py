@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 
 from bridge.db import transaction, utcnow
 from bridge.ids import new_id
@@ -16,21 +13,6 @@ from bridge.runtime import Runtime
 from bridge.threads import create_thread
 from tests import factories
 from tests.webhooks.conftest import ApiOrg
-
-
-@contextmanager
-def counting(runtime: Runtime) -> Iterator[list[str]]:
-    """Every SQL statement the engine runs inside the block."""
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", count)
 
 
 def _busy_thread(runtime: Runtime, organization_id: str, messages: int, subscribers: int) -> str:
@@ -82,7 +64,7 @@ def test_a_thread_read_runs_the_same_statements_for_1_message_as_for_150(
     for thread_id in (quiet, busy):
         # The first request of a minute may record the key's use: that write is not the read's.
         assert api.get(f"/v1/threads/{thread_id}").status_code == 200
-        with counting(runtime) as statements:
+        with factories.statements(runtime.engine) as statements:
             response = api.get(f"/v1/threads/{thread_id}")
         assert response.status_code == 200
         counts.append(len(statements))

@@ -236,24 +236,15 @@ def test_next_attempt_at_is_one_query(runtime: Runtime) -> None:
     with runtime.sessions() as session, session.begin():
         channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(2))
     message_id = factories.post_to_channel(runtime, org, channel_id, "Hello")
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    try:
-        with runtime.sessions() as session:
-            assert next_attempt_at(session, message_id) is not None
-            later = utcnow() + timedelta(hours=1)
-            session.execute(
-                Delivery.__table__.update()
-                .where(Delivery.message_id == message_id)
-                .values(not_before=later)
-            )
-            assert next_attempt_at(session, message_id) == later
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", count)
+    with factories.statements(runtime.engine) as statements, runtime.sessions() as session:
+        assert next_attempt_at(session, message_id) is not None
+        later = utcnow() + timedelta(hours=1)
+        session.execute(
+            Delivery.__table__.update()
+            .where(Delivery.message_id == message_id)
+            .values(not_before=later)
+        )
+        assert next_attempt_at(session, message_id) == later
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 2
 
 

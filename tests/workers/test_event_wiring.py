@@ -13,7 +13,6 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-import sqlalchemy
 from rq import Queue
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
@@ -144,18 +143,10 @@ def test_a_fan_out_reports_its_deliveries_in_bulk(
     with transaction(rt.sessions) as session:
         channel_id, contacts = factories.channel_of(session, rt.settings, org, factories.phones(21))
         opt_out(session, org.id, contacts[0].phone_hash)
-    inserts: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT INTO events"):
-            inserts.append(statement)
-
-    sqlalchemy.event.listen(rt.engine, "before_cursor_execute", count)
-    try:
+    with factories.statements(rt.engine) as statements:
         factories.post_to_channel(rt, org, channel_id, "Your order is on its way")
         work()
-    finally:
-        sqlalchemy.event.remove(rt.engine, "before_cursor_execute", count)
+    inserts = [s for s in statements if s.startswith("INSERT INTO events")]
 
     assert len(twilio.requests) == 20
     # The skipped row at publish, then each SMS claimed (sending) and saved (sent).
