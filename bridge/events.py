@@ -11,7 +11,7 @@ An event is `{"object": "event", "id": "evt_...", "type", "created_at", "organiz
 functions build those objects from the domain's rows with the models of `bridge.serialize`.
 
 Who records what (the domain functions that make the change, never the views):
-- `message.created`: `messages.post_message`, `post_channel_message`, `record_contact_message`
+- `message.created`: `messages.post_message`, `post_channel_message`, `inbound_store.store_replies`
   (`inbound_store.store_replies` for a worker's batch of replies), the meta messages of
   `threads` (subscriber added, removed) and of `inbound_keywords` (keywords).
 - `message.updated`: `messages.edit_message`, `cancel_message`, `publishing.publish_due_message`.

@@ -99,7 +99,7 @@ def record_inbound_sms(
             return replace(mine[0], posted=[*others, *mine[0].posted])
     # The record is left untouched until processing is over: the flushes inside (messages,
     # deliveries) would otherwise write it once per change.
-    outcome = process_sms(session, settings, inbound, route, params)
+    outcome = process_sms(session, settings, inbound, route)
     record_outcome(session, inbound, outcome)
     return outcome
 

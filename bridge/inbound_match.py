@@ -1,8 +1,8 @@
 """Matching an inbound SMS: its sender's contact, the channel it answers (DESIGN 5.5 step 5, 5.6).
 
-One contact's SMS (`match_sms`), or the SMS of many contacts of one organization at once
-(`match_senders` then `choose`): a worker's batch of SMS looks its senders' channels up in one
-statement instead of one per SMS.
+The SMS of one or many contacts of an organization (`match_senders` then `choose`): a worker's
+batch of SMS looks its senders' channels up in one statement instead of one per SMS, and a single
+SMS goes the same way.
 """
 
 from __future__ import annotations
@@ -106,22 +106,7 @@ def _choice_columns(contact_id: Any, phone: Any, channel_id: Any) -> list[Any]:
     ]
 
 
-_MATCH = (
-    select(
-        _contacts.c.id.label("contact_id"),
-        _channels.c.id.label("channel_id"),
-        *_choice_columns(_contacts.c.id, _contacts.c.phone, _channels.c.id),
-    )
-    .select_from(_CONTACT_CHANNELS)
-    .where(
-        _contacts.c.organization_id == bindparam("organization_id"),
-        _contacts.c.phone_hash == bindparam("digest"),
-    )
-    .order_by(_channels.c.updated_at.desc(), _channels.c.id)
-    .limit(MAX_CONTACT_CHANNELS)
-)
-
-# The same for many phone hashes: each contact's channels ranked (a window, as a LIMIT cannot be
+# For many phone hashes at once: each contact's channels ranked (a window, as a LIMIT cannot be
 # per contact), the choice's columns read for the kept ones only.
 _RANKED = (
     select(
@@ -153,17 +138,6 @@ _MATCH_MANY = (
     .where(_RANKED.c.rank <= MAX_CONTACT_CHANNELS)
     .order_by(_RANKED.c.digest, _RANKED.c.rank)
 )
-
-
-def match_sms(session: Session, organization_id: str, digest: str, to_phone: str) -> Match:
-    """The contact with this phone hash and the channel an SMS from it to `to_phone` answers.
-
-    The pool's (From, To) pair first; else the channel that last sent this contact an SMS; else the
-    most recently updated (DESIGN 5.5 step 5, 5.6).
-    """
-    # On the session's connection: a Core statement needs none of the ORM session's execute path.
-    values = {"organization_id": organization_id, "digest": digest}
-    return choose(session.connection().execute(_MATCH, values).all(), to_phone)
 
 
 def match_senders(

@@ -18,16 +18,15 @@ from sqlalchemy import Table, and_, bindparam, func, select, text, tuple_, updat
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bridge.channels import last_publisher_thread
 from bridge.events import inbound_object, record_event, record_events
 from bridge.inbound_keywords import act_on_keyword, detect_keyword
-from bridge.inbound_match import choose, match_contact, match_senders, match_sms
+from bridge.inbound_match import choose, match_contact, match_senders
 from bridge.inbound_store import Reply, store_replies
-from bridge.messages import Posted, record_contact_message
+from bridge.messages import Posted
 from bridge.models import InboundSms, InboundStatus, Organization
 from bridge.phones import phone_hash
 from bridge.settings import Settings
-from bridge.twilio_webhooks import Params, media_urls_from, twiml
+from bridge.twilio_webhooks import media_urls_from, twiml
 
 # The log lines of inbound SMS keep the logger they always had.
 log = logging.getLogger("bridge.inbound")
@@ -149,13 +148,8 @@ def _process_waiting(
             continue
         outcomes += _process_together(session, settings, run)
         run = []
-        outcome = process_sms(
-            session,
-            settings,
-            inbound,
-            Route(inbound.from_phone, inbound.to_phone, org),
-            inbound.params,
-        )
+        route = Route(inbound.from_phone, inbound.to_phone, org)
+        outcome = process_sms(session, settings, inbound, route)
         record_outcome(session, inbound, outcome)
         outcomes.append(outcome)
     return outcomes + _process_together(session, settings, run)
@@ -313,7 +307,7 @@ def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
 
 
 def process_sms(
-    session: Session, settings: Settings, inbound: InboundSms, route: Route, params: Params
+    session: Session, settings: Settings, inbound: InboundSms, route: Route
 ) -> InboundOutcome:
     """What becomes of one SMS, routed: a keyword acted on, or its message stored in the channel
     it answers, or unmatched. The record is left for `record_outcome` to write."""
@@ -327,20 +321,6 @@ def process_sms(
         answer = act_on_keyword(session, settings, org, digest, contact, channels, keyword)
         return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD, keyword=keyword[1])
 
-    match = match_sms(session, org.id, digest, route.to_phone)
-    if match.contact_id is None:
-        return _unmatched(inbound, "unknown sender")
-    if match.channel_id is None:
-        return _unmatched(inbound, "the contact is in no channel")
-    thread = last_publisher_thread(session, org.id, match.channel_id)
-    posted = record_contact_message(
-        session,
-        settings,
-        org.id,
-        match.contact_id,
-        match.channel_id,
-        thread,
-        inbound.body or "",
-        media_urls_from(params),
-    )
-    return InboundOutcome.matched(inbound, posted)
+    # One SMS through the batch's own matching and storing: one way to match and store a reply.
+    [outcome] = _match_and_store(session, settings, org, [inbound])
+    return outcome

@@ -1,11 +1,12 @@
 """Storing a batch of contacts' SMS as their messages and publishing them for relaying (DESIGN 5.5
 step 6), in a fixed number of statements whatever the batch's size.
 
-What `messages.record_contact_message` and `publishing.publish_message` do for one SMS, done for
-many: the batch's channels, their last publishing threads, their contacts and those contacts'
-opt-outs are read once, and the messages, deliveries and events are written with one multi-row
-statement each (Core, no ORM flush per row). The channels and threads the session holds are
-updated as the database is, without a flush of their own.
+What `publishing.publish_message` does for a posted message, done for many contacts' SMS; the
+one way a reply is stored (a single SMS is a batch of one). The batch's channels, their last
+publishing threads, their contacts and those contacts' opt-outs are read once, and the messages,
+deliveries and events are written with one multi-row statement each (Core, no ORM flush per
+row). The channels and threads the session holds are updated as the database is, without a flush
+of their own.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -177,36 +176,6 @@ def _store(
     record_message(session, "message.created", message)
     session.flush()
     return Posted(message, published)
-
-
-def record_contact_message(
-    session: Session,
-    settings: Settings,
-    organization_id: str,
-    contact_id: str,
-    channel_id: str,
-    thread: Thread | None,
-    text: str,
-    media_urls: Sequence[str] = (),
-) -> Posted:
-    """Store an inbound SMS as the contact's message in its channel (and thread), and relay it."""
-    now = utcnow()
-    actor = Actor.contact(organization_id, contact_id)
-    message = Message.new(
-        actor,
-        text,
-        now,
-        thread_id=thread.id if thread else None,
-        channel_id=channel_id,
-        media_urls=media_urls,
-    )
-    session.add(message)
-    if thread is not None:
-        thread.updated_at = now
-    # No flush here: publishing sets published_at first, so the message is inserted once, whole.
-    posted = Posted(message, publish_message(session, settings, message, now))
-    record_message(session, "message.created", message)
-    return posted
 
 
 def get_message(session: Session, organization_id: str, message_id: str) -> Message:

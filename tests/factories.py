@@ -20,7 +20,8 @@ from werkzeug.test import TestResponse
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
 from bridge.db import transaction
-from bridge.messages import Draft, post_channel_message, post_message
+from bridge.inbound_store import Reply, store_replies
+from bridge.messages import Draft, Posted, post_channel_message, post_message
 from bridge.models import Channel, Contact, Delivery, Message, Organization, Thread, User
 from bridge.organizations import (
     create_organization,
@@ -133,6 +134,14 @@ def thread_channel(
     channel = session.get(Channel, posted.message.channel_id)
     assert channel is not None
     return thread, channel
+
+
+def contact_reply(
+    session: Session, org: Organization, contact_id: str, channel_id: str, text: str, **more: Any
+) -> Posted:
+    """A contact's SMS stored as its message in the channel and relayed, as inbound SMS are."""
+    [posted] = store_replies(session, org, [Reply(contact_id, channel_id, text, **more)])
+    return posted
 
 
 def channel_of(

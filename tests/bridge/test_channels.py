@@ -26,7 +26,6 @@ from bridge.messages import (
     cancel_message,
     post_channel_message,
     post_message,
-    record_contact_message,
 )
 from bridge.models import Channel, ChannelSubscriber, Contact, Delivery, Lane, Organization
 from bridge.organizations import find_or_create_contact, opt_out
@@ -331,15 +330,8 @@ def test_a_contacts_message_is_relayed_to_the_others_with_its_name(
         session, settings, actor, thread.id, Draft.of("hello all")
     ).message.channel_id
     assert channel_id is not None
-    posted = record_contact_message(
-        session,
-        settings,
-        org.id,
-        jane.id,
-        channel_id,
-        thread,
-        "running late",
-        media_urls=["https://example.com/a.jpg"],
+    posted = factories.contact_reply(
+        session, org, jane.id, channel_id, "running late", media_urls=["https://example.com/a.jpg"]
     )
     session.commit()
     assert posted.message.subscriber_id == jane.id and posted.message.thread_id == thread.id

@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
 from bridge.db import transaction, utcnow
-from bridge.messages import Draft, post_message, record_contact_message
+from bridge.messages import Draft, post_message
 from bridge.models import Contact, Organization
 from bridge.runtime import Runtime
 from bridge.settings import Settings
@@ -112,9 +112,7 @@ def conversation(
         )
         channel_id = posted.message.channel_id or ""
     for i in range(replies):
-        record_contact_message(
-            session, settings, org.id, contacts[0].id, channel_id, thread, f"Reply {i}\nmore"
-        )
+        factories.contact_reply(session, org, contacts[0].id, channel_id, f"Reply {i}\nmore")
     return Conversation(channel_id, thread.id, contacts)
 
 
