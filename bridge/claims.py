@@ -193,18 +193,23 @@ def next_attempt_at(
     session: Session, message_id: str, now: datetime | None = None
 ) -> datetime | None:
     """When the message's next pending delivery may go (now if one is due); None when none is."""
+    return next_attempts(session, [message_id], now).get(message_id)
+
+
+def next_attempts(
+    session: Session, message_ids: Sequence[str], now: datetime | None = None
+) -> dict[str, datetime]:
+    """`next_attempt_at` for several messages in one query; those with nothing pending are left
+    out."""
     now = now or utcnow()
     due = or_(Delivery.not_before.is_(None), Delivery.not_before <= now)
-    pending, due_now, earliest = session.execute(
-        select(
-            func.count(),
-            func.count(case((due, 1))),
-            func.min(Delivery.not_before),
-        ).where(Delivery.message_id == message_id, Delivery.status == PENDING)
-    ).one()
-    if pending == 0:
-        return None
-    return now if due_now else earliest
+    rows = session.execute(
+        select(Delivery.message_id, func.count(case((due, 1))), func.min(Delivery.not_before))
+        .where(Delivery.message_id.in_(message_ids), Delivery.status == PENDING)
+        .group_by(Delivery.message_id)
+    )
+    # With none due, every pending one has a not_before: the earliest is when the next may go.
+    return {m: earliest if not due_now and earliest else now for m, due_now, earliest in rows}
 
 
 def stale_pending_messages(

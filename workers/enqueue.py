@@ -271,20 +271,39 @@ def keep_payload(
 def enqueue_inbound(connection: redis.Redis) -> bool:
     """Queue a job to process the SMS the webhook stored, unless one waits already.
 
-    One job takes every SMS waiting when it runs, so at most one is queued (the key is cleared as
+    One job takes every SMS waiting when it runs, so at most one is queued (the mark is cleared as
     it starts). Returns False only if Redis could not take it.
     """
+    return _enqueue_once(
+        connection,
+        INBOUND_QUEUED,
+        INBOUND_QUEUED_TTL,
+        queues.INBOUND,
+        PROCESS_INBOUND,
+        retry=Retry(max=len(_PROCESS_RETRY), interval=_PROCESS_RETRY),
+    )
+
+
+def _enqueue_once(
+    connection: redis.Redis, mark: str, ttl: int, queue: str, job: str, **options: Any
+) -> bool:
+    """Queue `job` unless the one `mark` stands for waits already; False if Redis failed.
+
+    The mark keeps a second job out while one waits (its job clears it as it starts, or it lapses
+    after `ttl` seconds); a job that could not be queued clears it again, so the next call tries.
+    """
     try:
-        if not connection.set(INBOUND_QUEUED, "1", nx=True, ex=INBOUND_QUEUED_TTL):
+        if not connection.set(mark, "1", nx=True, ex=ttl):
             return True
-        Queue(queues.INBOUND, connection=connection).enqueue(
-            PROCESS_INBOUND,
-            retry=Retry(max=len(_PROCESS_RETRY), interval=_PROCESS_RETRY),
-            result_ttl=0,
-            failure_ttl=86400,
-        )
+        try:
+            Queue(queue, connection=connection).enqueue(
+                job, result_ttl=0, failure_ttl=86400, **options
+            )
+        except redis.RedisError:
+            connection.delete(mark)
+            raise
     except redis.RedisError:
-        log.warning("inbound sms processing not enqueued; the sweeper will process it")
+        log.warning("%s not enqueued; the sweeper will do its work", job)
         return False
     return True
 
@@ -330,19 +349,14 @@ def start_inbound(connection: redis.Redis) -> None:
 
 def enqueue_drain(connection: redis.Redis) -> bool:
     """Queue a drain job (retried while the database stays down); False if Redis did not take it."""
-    try:
-        if not connection.set(DRAIN_QUEUED, "1", nx=True, ex=60):
-            return True
-        Queue(queues.MAINTENANCE, connection=connection).enqueue(
-            DRAIN,
-            retry=Retry(max=len(_RETRY_INTERVALS) * 4, interval=_RETRY_INTERVALS),
-            result_ttl=0,
-            failure_ttl=86400,
-        )
-    except redis.RedisError:
-        log.warning("inbound drain not enqueued; the sweeper will drain")
-        return False
-    return True
+    return _enqueue_once(
+        connection,
+        DRAIN_QUEUED,
+        60,
+        queues.MAINTENANCE,
+        DRAIN,
+        retry=Retry(max=len(_RETRY_INTERVALS) * 4, interval=_RETRY_INTERVALS),
+    )
 
 
 def queue_depths(connection: redis.Redis) -> dict[str, dict[str, int]]:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from rq import Queue
 from rq.job import Job
 
-from bridge.claims import claim_deliveries, next_attempt_at
+from bridge.claims import claim_deliveries, next_attempt_at, next_attempts
 from bridge.db import transaction, utcnow
 from bridge.models import Delivery
 from bridge.runtime import Runtime
@@ -158,13 +158,8 @@ def fan_out_together(
     run.run(time.monotonic() + slice_seconds)
     if result.errors:
         raise result.errors[0]
-    left = {}
     with runtime.sessions() as session:
-        for message_id in message_ids:
-            upcoming = next_attempt_at(session, message_id)
-            if upcoming is not None:
-                left[message_id] = upcoming
-    return left
+        return next_attempts(session, message_ids)
 
 
 class _FanOut:
