@@ -36,11 +36,6 @@ from bridge.models import (
 from bridge.settings import Settings
 from bridge.webhook_endpoints import note_outcome, signing_secrets, subscribes_to
 
-PENDING = EventDeliveryStatus.PENDING.value
-SENDING = EventDeliveryStatus.SENDING.value
-SUCCEEDED = EventDeliveryStatus.SUCCEEDED.value
-FAILED = EventDeliveryStatus.FAILED.value
-
 # DESIGN 5.8: retried after about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h, then failed.
 RETRY_SCHEDULE: tuple[timedelta, ...] = (
     timedelta(seconds=5),
@@ -122,7 +117,7 @@ def _delivery(
         event_id=event_id,
         endpoint_id=endpoint.id,
         organization_id=organization_id,
-        status=PENDING,
+        status=EventDeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
         created_at=now,
@@ -165,9 +160,9 @@ def resend_event(
         delivery = existing.get(endpoint.id)
         if delivery is None:
             session.add(_delivery(event.id, event.organization_id, endpoint, now))
-        elif delivery.status != SENDING:
+        elif delivery.status != EventDeliveryStatus.SENDING:
             # A new round: the whole retry schedule again.
-            delivery.status = PENDING
+            delivery.status = EventDeliveryStatus.PENDING
             delivery.attempts = 0
             delivery.next_attempt_at = now
             delivery.updated_at = now
@@ -195,9 +190,12 @@ class Claimed:
 
 def _due(settings: Settings, now: datetime) -> object:
     return or_(
-        and_(EventDelivery.status == PENDING, EventDelivery.next_attempt_at <= now),
         and_(
-            EventDelivery.status == SENDING,
+            EventDelivery.status == EventDeliveryStatus.PENDING,
+            EventDelivery.next_attempt_at <= now,
+        ),
+        and_(
+            EventDelivery.status == EventDeliveryStatus.SENDING,
             EventDelivery.claimed_at < now - claim_lease(settings),
         ),
     )
@@ -239,7 +237,7 @@ def claim_due(
         secrets = tuple(signing_secrets(endpoint, now))
         claimed = []
         for row in rows:
-            row.status = SENDING
+            row.status = EventDeliveryStatus.SENDING
             row.claimed_at = now
             row.updated_at = now
             event = events[row.event_id]
@@ -328,12 +326,12 @@ def _settle(
     attempts = delivery.attempts + 1
     next_at = None
     if result.ok:
-        status = SUCCEEDED
+        status = EventDeliveryStatus.SUCCEEDED
     else:
         delay = retry_delay(attempts, rng)
         next_at = None if delay is None else now + delay
-        status = FAILED if next_at is None else PENDING
-    if delivery.status == SENDING:  # not canceled (endpoint disabled) meanwhile
+        status = EventDeliveryStatus.FAILED if next_at is None else EventDeliveryStatus.PENDING
+    if delivery.status == EventDeliveryStatus.SENDING:  # not canceled (endpoint disabled) meanwhile
         delivery.status = status
         delivery.attempts = attempts
         delivery.next_attempt_at = next_at
@@ -368,7 +366,7 @@ def _hold_others(session: Session, delivery: EventDelivery, until: datetime) -> 
         update(EventDelivery)
         .where(
             EventDelivery.endpoint_id == delivery.endpoint_id,
-            EventDelivery.status == PENDING,
+            EventDelivery.status == EventDeliveryStatus.PENDING,
             EventDelivery.next_attempt_at < until,
             EventDelivery.id != delivery.id,
         )
@@ -386,13 +384,16 @@ def release(
     """
     if not delivery_ids:
         return
-    values: dict[str, object] = {"status": PENDING, "claimed_at": None}
+    values: dict[str, object] = {"status": EventDeliveryStatus.PENDING, "claimed_at": None}
     if not_before is not None:
         values["next_attempt_at"] = not_before
     with transaction(sessions) as session:
         session.execute(
             update(EventDelivery)
-            .where(EventDelivery.id.in_(delivery_ids), EventDelivery.status == SENDING)
+            .where(
+                EventDelivery.id.in_(delivery_ids),
+                EventDelivery.status == EventDeliveryStatus.SENDING,
+            )
             .values(**values)
         )
 
@@ -401,7 +402,8 @@ def next_due_at(session: Session, endpoint_id: str) -> datetime | None:
     """When the endpoint's next pending delivery is due, or None."""
     when: datetime | None = session.execute(
         select(func.min(EventDelivery.next_attempt_at)).where(
-            EventDelivery.endpoint_id == endpoint_id, EventDelivery.status == PENDING
+            EventDelivery.endpoint_id == endpoint_id,
+            EventDelivery.status == EventDeliveryStatus.PENDING,
         )
     ).scalar_one()
     return when
@@ -416,11 +418,11 @@ def overdue_endpoints(
         .where(
             or_(
                 and_(
-                    EventDelivery.status == PENDING,
+                    EventDelivery.status == EventDeliveryStatus.PENDING,
                     EventDelivery.next_attempt_at < overdue_before,
                 ),
                 and_(
-                    EventDelivery.status == SENDING,
+                    EventDelivery.status == EventDeliveryStatus.SENDING,
                     EventDelivery.claimed_at < now - claim_lease(settings),
                 ),
             )

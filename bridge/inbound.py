@@ -90,18 +90,31 @@ def record_inbound_sms(
     if defer and route.unmatched is None and detect_keyword(inbound.body) is None:
         if not _behind(session, inbound.received_at):
             return InboundOutcome(inbound, twiml(), pending=True)
-        # The workers are behind: this request matches its SMS itself (after any earlier one of
-        # the sender), so the wait for a channel stays bounded whatever the rate of arrivals.
-        outcomes = process_received(session, settings, inbound.id) or []
-        mine = [o for o in outcomes if o.inbound.id == inbound.id]
-        others = [p for o in outcomes if o.inbound.id != inbound.id for p in o.posted]
-        if mine:
-            return replace(mine[0], posted=[*others, *mine[0].posted])
+        inline = _process_inline(session, settings, inbound)
+        if inline is not None:
+            return inline
     # The record is left untouched until processing is over: the flushes inside (messages,
     # deliveries) would otherwise write it once per change.
     outcome = process_sms(session, settings, inbound, route)
     record_outcome(session, inbound, outcome)
     return outcome
+
+
+def _process_inline(
+    session: Session, settings: Settings, inbound: InboundSms
+) -> InboundOutcome | None:
+    """Match a stored SMS in this request, as the workers are behind (DESIGN 5.5).
+
+    Any earlier SMS of the sender is processed first, so the wait for a channel stays bounded
+    whatever the rate of arrivals; what they posted is relayed with this one. None when the SMS was
+    not among those processed (another transaction holds its sender).
+    """
+    outcomes = process_received(session, settings, inbound.id) or []
+    mine = [o for o in outcomes if o.inbound.id == inbound.id]
+    others = [p for o in outcomes if o.inbound.id != inbound.id for p in o.posted]
+    if not mine:
+        return None
+    return replace(mine[0], posted=[*others, *mine[0].posted])
 
 
 def _behind(session: Session, now: datetime) -> bool:

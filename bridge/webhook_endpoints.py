@@ -34,7 +34,7 @@ DISABLED_REASON = "every attempt failed for 5 days"
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION_LENGTH = 500
 ALL_EVENTS = "*"
-OPEN = (EventDeliveryStatus.PENDING.value, EventDeliveryStatus.SENDING.value)
+OPEN = (EventDeliveryStatus.PENDING, EventDeliveryStatus.SENDING)
 
 
 def new_secret() -> str:
@@ -199,7 +199,7 @@ def disable(session: Session, endpoint: WebhookEndpoint, reason: str | None) -> 
     session.execute(
         update(EventDelivery)
         .where(EventDelivery.endpoint_id == endpoint.id, EventDelivery.status.in_(OPEN))
-        .values(status=EventDeliveryStatus.CANCELED.value, updated_at=utcnow())
+        .values(status=EventDeliveryStatus.CANCELED, updated_at=utcnow())
     )
 
 

@@ -91,13 +91,7 @@ def operation(
                 given["body"] = _json_body(body, body_required)
             if query is not None:
                 given["query"] = _query_args(query)
-            with transaction(runtime().sessions) as session:
-                waiting = session.info[_AFTER_COMMIT] = []
-                answer = view(session, **given)
-            for action in waiting:
-                action()
-            model, status = answer if isinstance(answer, tuple) else (answer, success)
-            return respond(model, status)
+            return _run(view, given, success)
 
         bp.add_url_rule(rule, view_func=parsed, methods=[method])
         OPERATIONS.append(
@@ -116,6 +110,17 @@ def operation(
         return view
 
     return decorate
+
+
+def _run(view: View, given: dict[str, Any], success: int) -> Response:
+    """Call `view` in one transaction, run its after-commit work, and answer what it returned."""
+    with transaction(runtime().sessions) as session:
+        waiting = session.info[_AFTER_COMMIT] = []
+        answer = view(session, **given)
+    for action in waiting:
+        action()
+    model, status = answer if isinstance(answer, tuple) else (answer, success)
+    return respond(model, status)
 
 
 def after_commit(session: Session, action: Callable[[], object]) -> None:
