@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, aliased
 
 from bridge.db import epoch, utcnow
 from bridge.events import record_deliveries
-from bridge.models import Contact, Delivery, DeliveryStatus, OptOut
+from bridge.models import Contact, Delivery, DeliveryStatus, Lane, OptOut
 from bridge.publishing import OPTED_OUT
 from bridge.settings import Settings
 
@@ -176,7 +176,7 @@ def _opted_out(session: Session, claimed: list[Delivery]) -> set[str]:
 
 
 def _skip(session: Session, deliveries: list[Delivery], now: datetime) -> None:
-    changes = {"status": SKIPPED.value, "error_message": OPTED_OUT, "updated_at": epoch(now)}
+    changes = {"status": SKIPPED, "error_message": OPTED_OUT, "updated_at": epoch(now)}
     record_deliveries(session, deliveries, changes)
     session.execute(
         update(Delivery)
@@ -214,8 +214,8 @@ def next_attempts(
 
 def stale_pending_messages(
     session: Session, settings: Settings, now: datetime | None = None, limit: int = 500
-) -> dict[str, str]:
-    """Messages with deliveries `pending` past SEND_STALE_AFTER (job lost), as id -> queue.
+) -> dict[str, Lane]:
+    """Messages with deliveries `pending` past SEND_STALE_AFTER (job lost), as id -> lane.
 
     A delivery held back by the per-phone order is not counted: its own row never changes while
     it waits, and counting it would re-enqueue its fan-out every sweep.

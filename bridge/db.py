@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -190,11 +191,19 @@ def insert_or_get(
     return row, True
 
 
-def get_owned(session: Session, model: type[Row], organization_id: str, object_id: object) -> Row:
+def get_owned(
+    session: Session,
+    model: type[Row],
+    organization_id: str,
+    object_id: object,
+    *,
+    for_update: bool = False,
+) -> Row:
     """The organization's `model` row with this id, or NotFound (also for another organization's).
 
-    The error names the model (`no such thread`) and the `id` parameter; an id that is no string
-    is simply not found.
+    The error names the model (`no such thread`, `no such webhook endpoint`) and the `id`
+    parameter; an id that is no string is simply not found. `for_update` locks the row until the
+    transaction ends.
     """
     row: Any = None
     if isinstance(object_id, str):
@@ -203,13 +212,17 @@ def get_owned(session: Session, model: type[Row], organization_id: str, object_i
         # The identity map may answer without a query when the id (with its organization, for
         # ids unique only within one, as threads') is the primary key.
         if key == ["id"]:
-            row = session.get(model, object_id)
+            row = session.get(model, object_id, with_for_update=for_update)
         elif key == ["organization_id", "id"]:
-            row = session.get(model, (organization_id, object_id))
+            row = session.get(model, (organization_id, object_id), with_for_update=for_update)
         else:
+            query = select(table).where(
+                table.organization_id == organization_id, table.id == object_id
+            )
             row = session.execute(
-                select(table).where(table.organization_id == organization_id, table.id == object_id)
+                query.with_for_update() if for_update else query
             ).scalar_one_or_none()
     if row is None or row.organization_id != organization_id:
-        raise NotFound(f"no such {model.__name__.lower()}", "id")
+        name = re.sub(r"(?<!^)(?=[A-Z])", " ", model.__name__).lower()
+        raise NotFound(f"no such {name}", "id")
     return row

@@ -14,7 +14,7 @@ from bridge.events import record_deliveries
 from bridge.messages import get_message
 from bridge.models import Contact, Delivery, DeliveryStatus
 from bridge.organizations import opt_out
-from bridge.twilio_client import UNSUBSCRIBED_CODE
+from bridge.twilio_client import UNSUBSCRIBED_CODE, UNSUBSCRIBED_SOURCE
 from bridge.twilio_webhooks import Params, first_param, storable_params
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,9 @@ def apply_status(
     if error_code == UNSUBSCRIBED_CODE and moved:
         contact = session.get(Contact, delivery.subscriber_id)
         if contact is not None and not _sent_before_opt_in(delivery, contact):
-            opted = opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
+            opted = opt_out(
+                session, contact.organization_id, contact.phone_hash, UNSUBSCRIBED_SOURCE
+            )
     if changed:
         delivery.updated_at = utcnow()
         record_deliveries(session, [delivery])

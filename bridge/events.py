@@ -35,8 +35,8 @@ from pydantic import BaseModel
 from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
-from bridge.db import UTCDateTime, utcnow
-from bridge.errors import NotFound, ValidationError
+from bridge.db import UTCDateTime, get_owned, utcnow
+from bridge.errors import ValidationError
 from bridge.ids import new_id, new_ids
 from bridge.models import Event
 from bridge.pages import page
@@ -155,12 +155,7 @@ def event_body(event: Event) -> str:
 
 def get_event(session: Session, organization_id: str, event_id: str) -> Event:
     """The organization's event, or NotFound (also for another organization's)."""
-    event = session.execute(
-        select(Event).where(Event.id == event_id, Event.organization_id == organization_id)
-    ).scalar_one_or_none()
-    if event is None:
-        raise NotFound("no such event")
-    return event
+    return get_owned(session, Event, organization_id, event_id)
 
 
 def list_events(

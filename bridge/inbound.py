@@ -193,7 +193,7 @@ def list_inbound(
     before: str | None = None,
 ) -> tuple[list[InboundSms], bool]:
     """A page of the organization's inbound SMS, newest first, optionally of one status."""
-    if status is not None and status not in {s.value for s in InboundStatus}:
+    if status is not None and status not in set(InboundStatus):
         raise ValidationError(
             "status must be one of matched, unmatched, keyword, received", "status"
         )

@@ -180,9 +180,8 @@ def _publish(session: Session, batch: _Batch, reply: Reply, seq: int) -> Posted:
     batch.events.append(("message.created", message_object(session, message)))
     batch.messages.append(message)
     batch.deliveries += rows
-    lane = lane_of(message).value
     result = PublishResult(
-        message.id, reply.channel_id, lane, len(rows) - len(skipped), len(skipped)
+        message.id, reply.channel_id, lane_of(message), len(rows) - len(skipped), len(skipped)
     )
     return Posted(message, result)
 

@@ -49,11 +49,11 @@ Recipient = tuple[Contact, str | None]
 
 @dataclass(frozen=True)
 class PublishResult:
-    """What publishing made: the deliveries to send, and the lane (queue) they go through."""
+    """What publishing made: the deliveries to send, and the lane they wait in."""
 
     message_id: str
     channel_id: str
-    queue: str
+    lane: Lane
     pending: int
     skipped: int
 
@@ -87,7 +87,7 @@ def publish_message(
     lane = lane_of(message)
     if message.type == MessageType.META:
         session.flush()
-        return PublishResult(message.id, channel.id, lane.value, 0, 0)
+        return PublishResult(message.id, channel.id, lane, 0, 0)
     if message.thread_id is not None:
         _record_publisher(session, channel.id, message, now)
     if message.author_type == SubscriberType.USER:
@@ -100,7 +100,7 @@ def publish_message(
     record_deliveries(session, (Delivery(**r) for r in skipped_rows))
     skipped = len(skipped_rows)
     session.flush()
-    return PublishResult(message.id, channel.id, lane.value, len(rows) - skipped, skipped)
+    return PublishResult(message.id, channel.id, lane, len(rows) - skipped, skipped)
 
 
 def _record_publisher(session: Session, channel_id: str, message: Message, now: datetime) -> None:

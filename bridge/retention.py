@@ -36,7 +36,7 @@ def purge_deliveries(connection: Connection, cutoff: datetime, limit: int) -> in
     # Every status named, so the (status, updated_at) index finds the old rows of each.
     old = (
         select(Delivery.id)
-        .where(Delivery.status.in_([s.value for s in DeliveryStatus]))
+        .where(Delivery.status.in_(list(DeliveryStatus)))
         .where(Delivery.updated_at < cutoff)
         .limit(limit)
     )

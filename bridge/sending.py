@@ -48,7 +48,13 @@ from bridge.organizations import opt_out
 from bridge.phones import phone_time_zones
 from bridge.quiet_hours import quiet_until
 from bridge.settings import Settings
-from bridge.twilio_client import UNSUBSCRIBED_CODE, OutgoingSms, Sender, SendResult
+from bridge.twilio_client import (
+    UNSUBSCRIBED_CODE,
+    UNSUBSCRIBED_SOURCE,
+    OutgoingSms,
+    Sender,
+    SendResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +298,7 @@ def fail_later_parts(session: Session, delivery: Delivery, now: datetime) -> int
 def _opt_out_recipient(session: Session, delivery: Delivery) -> None:
     contact = session.get(Contact, delivery.subscriber_id)
     if contact is not None:
-        opt_out(session, contact.organization_id, contact.phone_hash, "twilio-21610")
+        opt_out(session, contact.organization_id, contact.phone_hash, UNSUBSCRIBED_SOURCE)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge.db import transaction, utcnow
 from bridge.errors import SendError
 from bridge.events import record_deliveries
-from bridge.models import Delivery, DeliveryStatus
+from bridge.models import Delivery, DeliveryStatus, Lane
 from bridge.sending import fail_later_parts, record_sent, resume_at
 from bridge.settings import Settings
 from bridge.twilio_client import Sender, SendResult, SentQuery
@@ -40,7 +40,7 @@ class StaleOutcome:
     resend: int = 0
     failed: int = 0
     unresolved: int = 0
-    messages: dict[str, str] = field(default_factory=dict)  # message id -> queue, to enqueue
+    messages: dict[str, Lane] = field(default_factory=dict)  # message id -> lane, to enqueue
 
 
 def stale_sending(

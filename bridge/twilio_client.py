@@ -80,6 +80,8 @@ PERMANENT_CODES: dict[int, str] = {
 
 # Code 21610 means the recipient sent STOP: the caller also opts the contact out.
 UNSUBSCRIBED_CODE = 21610
+# The source of such an opt-out, as the opt-out row and its event keep it.
+UNSUBSCRIBED_SOURCE = f"twilio-{UNSUBSCRIBED_CODE}"
 
 # Twilio takes at most ten media per MMS, and sends us at most ten on an inbound one.
 MAX_MEDIA = 10

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from bridge.db import utcnow
-from bridge.errors import Conflict, NotFound, ValidationError
+from bridge.db import get_owned, utcnow
+from bridge.errors import Conflict, ValidationError
 from bridge.events import EVENT_TYPES
 from bridge.events_sender import check_registration
 from bridge.ids import new_id
@@ -118,15 +118,7 @@ def get_endpoint(
     session: Session, organization_id: str, endpoint_id: str, for_update: bool = False
 ) -> WebhookEndpoint:
     """The organization's endpoint, or NotFound (also for another organization's)."""
-    query = select(WebhookEndpoint).where(
-        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.organization_id == organization_id
-    )
-    if for_update:
-        query = query.with_for_update()
-    endpoint = session.execute(query).scalar_one_or_none()
-    if endpoint is None:
-        raise NotFound("no such webhook endpoint")
-    return endpoint
+    return get_owned(session, WebhookEndpoint, organization_id, endpoint_id, for_update=for_update)
 
 
 def list_endpoints(

@@ -14,6 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bridge.serialize import EventType, Subscription
+from bridge.webhook_endpoints import MAX_DESCRIPTION_LENGTH, MAX_URL_LENGTH
 from webhooks.schemas import (
     CONTROL,
     SPACE,
@@ -50,7 +51,7 @@ EndpointUrl = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=2048,
+        max_length=MAX_URL_LENGTH,
         pattern=_ENDPOINT_URL,
         description="https (http only to a loopback address outside production).",
         examples=["https://app.example.com/bridge/events"],
@@ -70,7 +71,7 @@ Subscriptions = Annotated[
     ),
     AfterValidator(_chosen),
 ]
-Description = Annotated[Text, Field(max_length=500)]
+Description = Annotated[Text, Field(max_length=MAX_DESCRIPTION_LENGTH)]
 
 
 class WebhookEndpointCreate(_Request):

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from bridge.events import take_recorded
 from bridge.messages import Posted
+from bridge.models import Lane
 from bridge.publishing import PublishResult
 from workers import queues
 
@@ -135,7 +136,7 @@ def enqueue_published(connection: redis.Redis, result: PublishResult) -> bool:
     """Queue the fan-out of a freshly published message; False if Redis could not take it."""
     if result.pending == 0:
         return True
-    return enqueue_fan_out(connection, result.message_id, result.queue)
+    return enqueue_fan_out(connection, result.message_id, queues.for_lane(result.lane))
 
 
 def enqueue_fan_out(
@@ -313,7 +314,7 @@ def enqueue_relays(connection: redis.Redis, posted: Sequence[Posted]) -> bool:
     together with its own; anything else posted is enqueued as usual. False if Redis failed."""
 
     def relay(p: Posted) -> bool:
-        return bool(p.published and p.published.pending and p.published.queue == queues.TEXT)
+        return bool(p.published and p.published.pending and p.published.lane == Lane.TEXT)
 
     relays = [p for p in posted if relay(p)]
     others = [p for p in posted if not relay(p)]

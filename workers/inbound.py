@@ -31,6 +31,7 @@ from bridge.errors import ValidationError
 from bridge.inbound import record_inbound_sms, waiting_sms
 from bridge.inbound_processing import process_batch
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
+from bridge.models import Lane
 from bridge.runtime import Runtime
 from bridge.twilio_webhooks import form_params, is_valid_signature
 from workers import context, queues
@@ -116,7 +117,7 @@ def _process_batch(runtime: Runtime, batch: list[str]) -> tuple[int, int]:
         INBOUND_SMS.labels(outcome.outcome).inc()
     relays = []
     for result in (p.published for o in outcomes for p in o.posted if p.published is not None):
-        if result.queue != queues.TEXT:
+        if result.lane != Lane.TEXT:
             enqueue_published(runtime.redis, result)
         elif result.pending:
             relays.append(result.message_id)

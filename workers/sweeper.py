@@ -32,6 +32,7 @@ from bridge.publishing import publish_due_messages
 from bridge.retention import purge_expired
 from bridge.runtime import Runtime
 from bridge.stale import resolve_stale
+from workers import queues
 from workers.enqueue import enqueue_fan_out, enqueue_published, install_enqueue_on_commit
 from workers.events import redrive_events
 from workers.inbound import drain_kept, redrive_received
@@ -63,19 +64,19 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> dict[str, int]:
         stale_failed=stale.failed,
         stale_unresolved=stale.unresolved,
     )
-    for message_id, queue in stale.messages.items():
-        enqueue_fan_out(runtime.redis, message_id, queue)
+    for message_id, lane in stale.messages.items():
+        enqueue_fan_out(runtime.redis, message_id, queues.for_lane(lane))
 
     with runtime.sessions() as session:
         lost = stale_pending_messages(session, settings, now)
     requeued = 0
     window = max(1, int(settings.send_stale_after))
-    for message_id, queue in lost.items():
+    for message_id, lane in lost.items():
         try:
             fresh = runtime.redis.set(REENQUEUE_KEY + message_id, 1, nx=True, ex=window)
         except redis.RedisError:
             fresh = True  # better a second fan-out (claims are exclusive) than none
-        if fresh and enqueue_fan_out(runtime.redis, message_id, queue):
+        if fresh and enqueue_fan_out(runtime.redis, message_id, queues.for_lane(lane)):
             requeued += 1
     counts["requeued"] = requeued
     counts.update(redrive_events(runtime, now))

@@ -103,7 +103,7 @@ def test_posting_to_a_thread_publishes_into_its_channel(
     session.commit()
     message, result = posted.message, posted.published
     assert result is not None and message.channel_id == result.channel_id
-    assert (result.message_id, result.queue, result.pending, result.skipped) == (
+    assert (result.message_id, result.lane, result.pending, result.skipped) == (
         message.id,
         Lane.TEXT,
         1,
@@ -141,7 +141,7 @@ def test_notifications_go_through_their_own_queue(session: Session, settings: Se
         thread.id,
         Draft.of("Out for delivery", type="pickup_reminder"),
     )
-    assert posted.published is not None and posted.published.queue == Lane.NOTIFICATIONS
+    assert posted.published is not None and posted.published.lane == Lane.NOTIFICATIONS
     assert [d.queue for d in _deliveries(session, posted.message.id)] == [Lane.NOTIFICATIONS]
 
 
