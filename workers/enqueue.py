@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 import weakref
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from bridge.messages import Posted
 from bridge.models import Lane
 from bridge.publishing import PublishResult
 from workers import queues
+from workers.slots import enqueue_in_slot, enqueue_once, start_slot
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -48,10 +48,9 @@ _PROCESS_RETRY = [1, 5, 30]
 DISPATCH_EVENTS = "workers.events.dispatch"
 EVENT_JOB_OPTIONS: dict[str, Any] = {"result_ttl": 0, "failure_ttl": 86400, "job_timeout": 900}
 # A fan-out runs in slices (workers.fanout.SLICE_SECONDS), so an hour is far more than one needs.
-FAN_OUT_OPTIONS = {"job_timeout": 3600, "result_ttl": 0, "failure_ttl": 86400}
+FAN_OUT_TIMEOUT = 3600
 
-# At most one fan-out per message waits in RQ: this key holds "<when>:<token>" of the one that
-# does. Without it, re-enqueues (sweeper, retries, held-back messages) multiply job chains.
+# At most one fan-out per message waits in RQ: the message's slot (workers.slots).
 FAN_OUT_KEY = "bridge:fanout:next:"
 # How long after its time a waiting fan-out keeps others out, should its job be lost unseen.
 FAN_OUT_KEY_TTL = 600
@@ -70,35 +69,10 @@ EVENTS_WAITING = "bridge:events:waiting"
 DISPATCH_QUEUED = "bridge:events:dispatch-queued"
 DISPATCH_QUEUED_TTL = 300  # a lost job keeps others out this long; the sweeper's redrive covers it
 
-# At most one drain of an endpoint's events waits in RQ: this key holds "<when>:<token>" of it,
-# as FAN_OUT_KEY does for a message's fan-out, and with the same two scripts.
+# At most one drain of an endpoint's events waits in RQ: the endpoint's slot (workers.slots).
 EVENT_DRAIN_KEY = "bridge:events:drain:"
 EVENT_DRAIN_KEY_TTL = 300
 DELIVER_EVENTS = "workers.events.deliver_events"
-
-# Take a slot (a message's fan-out, an endpoint's drain) unless a job at the same time or sooner
-# holds it; a sooner one replaces a later one (which then finds itself superseded when it runs).
-_TAKE_SLOT = """
-local held = redis.call('GET', KEYS[1])
-if held then
-  local held_at = tonumber(string.match(held, '^([^:]+)'))
-  if held_at and held_at <= tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', tonumber(ARGV[3]))
-return 1
-"""
-
-# A starting job frees the slot if it holds it (or nobody does); it is superseded otherwise.
-_START = """
-local held = redis.call('GET', KEYS[1])
-if not held then return 1 end
-if string.match(held, ':(.*)$') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
-
 
 _ON_COMMIT = "workers.enqueue.on_commit"  # session.info key: what waits for the commit
 
@@ -151,17 +125,18 @@ def enqueue_fan_out(
     `rounds` counts consecutive fan-outs held back by the per-phone order (for their backoff).
     Returns False only if Redis could not take it.
     """
-    when = time.time() if at is None else at.timestamp()
     try:
-        token = _take_slot(connection, FAN_OUT_KEY + message_id, when, FAN_OUT_KEY_TTL)
-        if token is None:
-            return True  # a fan-out as soon as this one is already queued or scheduled
-        target = Queue(queue, connection=connection)
-        kwargs = {"queue": queue, "token": token, "rounds": rounds}
-        if at is None:
-            target.enqueue(FAN_OUT, args=(message_id,), kwargs=kwargs, **FAN_OUT_OPTIONS)
-        else:
-            target.enqueue_at(at, FAN_OUT, args=(message_id,), kwargs=kwargs, **FAN_OUT_OPTIONS)
+        enqueue_in_slot(
+            connection,
+            FAN_OUT_KEY + message_id,
+            FAN_OUT_KEY_TTL,
+            queue,
+            FAN_OUT,
+            (message_id,),
+            job_timeout=FAN_OUT_TIMEOUT,
+            at=at,
+            kwargs={"queue": queue, "rounds": rounds},
+        )
     except redis.RedisError:
         log.warning(
             "fan-out not enqueued; the sweeper will pick it up", extra={"message_id": message_id}
@@ -172,21 +147,7 @@ def enqueue_fan_out(
 
 def start_fan_out(connection: redis.Redis, message_id: str, token: str | None) -> bool:
     """Free the message's fan-out slot as its job starts; False if a newer fan-out replaced it."""
-    return _start_slot(connection, FAN_OUT_KEY + message_id, token)
-
-
-def _take_slot(connection: redis.Redis, key: str, when: float, ttl: int) -> str | None:
-    # The token of the slot taken for a job at `when`, or None if one as soon already holds it.
-    token = secrets.token_hex(8)
-    ttl += max(0, int(when - time.time()))
-    taken = connection.register_script(_TAKE_SLOT)(keys=[key], args=[f"{when:.3f}", token, ttl])
-    return token if taken else None
-
-
-def _start_slot(connection: redis.Redis, key: str, token: str | None) -> bool:
-    if token is None:
-        return True
-    return bool(connection.register_script(_START)(keys=[key], args=[token]))
+    return start_slot(connection, FAN_OUT_KEY + message_id, token)
 
 
 def enqueue_event_drain(
@@ -196,19 +157,17 @@ def enqueue_event_drain(
 
     Returns False only if Redis could not take it (the sweeper redrives overdue endpoints).
     """
-    when = time.time() if at is None else at.timestamp()
     try:
-        token = _take_slot(connection, EVENT_DRAIN_KEY + endpoint_id, when, EVENT_DRAIN_KEY_TTL)
-        if token is None:
-            return True
-        target = Queue(queues.EVENTS, connection=connection)
-        kwargs = {"token": token}
-        if at is None or when <= time.time():
-            target.enqueue(DELIVER_EVENTS, args=(endpoint_id,), kwargs=kwargs, **EVENT_JOB_OPTIONS)
-        else:
-            target.enqueue_at(
-                at, DELIVER_EVENTS, args=(endpoint_id,), kwargs=kwargs, **EVENT_JOB_OPTIONS
-            )
+        enqueue_in_slot(
+            connection,
+            EVENT_DRAIN_KEY + endpoint_id,
+            EVENT_DRAIN_KEY_TTL,
+            queues.EVENTS,
+            DELIVER_EVENTS,
+            (endpoint_id,),
+            job_timeout=EVENT_JOB_OPTIONS["job_timeout"],
+            at=at,
+        )
     except redis.RedisError:
         log.warning("event drain not enqueued; the sweeper will pick it up")
         return False
@@ -217,7 +176,7 @@ def enqueue_event_drain(
 
 def start_event_drain(connection: redis.Redis, endpoint_id: str, token: str | None) -> bool:
     """Free the endpoint's drain slot as its job starts; False if a sooner drain replaced it."""
-    return _start_slot(connection, EVENT_DRAIN_KEY + endpoint_id, token)
+    return start_slot(connection, EVENT_DRAIN_KEY + endpoint_id, token)
 
 
 def enqueue_scheduled(connection: redis.Redis, message_id: str, when: datetime) -> bool:
@@ -275,7 +234,7 @@ def enqueue_inbound(connection: redis.Redis) -> bool:
     One job takes every SMS waiting when it runs, so at most one is queued (the mark is cleared as
     it starts). Returns False only if Redis could not take it.
     """
-    return _enqueue_once(
+    return enqueue_once(
         connection,
         INBOUND_QUEUED,
         INBOUND_QUEUED_TTL,
@@ -283,30 +242,6 @@ def enqueue_inbound(connection: redis.Redis) -> bool:
         PROCESS_INBOUND,
         retry=Retry(max=len(_PROCESS_RETRY), interval=_PROCESS_RETRY),
     )
-
-
-def _enqueue_once(
-    connection: redis.Redis, mark: str, ttl: int, queue: str, job: str, **options: Any
-) -> bool:
-    """Queue `job` unless the one `mark` stands for waits already; False if Redis failed.
-
-    The mark keeps a second job out while one waits (its job clears it as it starts, or it lapses
-    after `ttl` seconds); a job that could not be queued clears it again, so the next call tries.
-    """
-    try:
-        if not connection.set(mark, "1", nx=True, ex=ttl):
-            return True
-        try:
-            Queue(queue, connection=connection).enqueue(
-                job, result_ttl=0, failure_ttl=86400, **options
-            )
-        except redis.RedisError:
-            connection.delete(mark)
-            raise
-    except redis.RedisError:
-        log.warning("%s not enqueued; the sweeper will do its work", job)
-        return False
-    return True
 
 
 def enqueue_relays(connection: redis.Redis, posted: Sequence[Posted]) -> bool:
@@ -350,7 +285,7 @@ def start_inbound(connection: redis.Redis) -> None:
 
 def enqueue_drain(connection: redis.Redis) -> bool:
     """Queue a drain job (retried while the database stays down); False if Redis did not take it."""
-    return _enqueue_once(
+    return enqueue_once(
         connection,
         DRAIN_QUEUED,
         60,
