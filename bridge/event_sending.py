@@ -1,4 +1,4 @@
-"""Sending events to endpoints: dispatch, claim, attempt, record, retry (DESIGN 5.8).
+"""Sending events to endpoints: claim, attempt, record, retry (DESIGN 5.8).
 
 At least once, never lost, rests on the same three steps as SMS deliveries (`bridge.sending`):
 
@@ -23,7 +23,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.db import transaction, utcnow
-from bridge.events import event_body, get_event
+from bridge.events import event_body
 from bridge.events_sender import AttemptResult, OutgoingEvent
 from bridge.ids import new_id
 from bridge.models import (
@@ -34,7 +34,7 @@ from bridge.models import (
     WebhookEndpoint,
 )
 from bridge.settings import Settings
-from bridge.webhook_endpoints import note_outcome, signing_secrets, subscribes_to
+from bridge.webhook_endpoints import note_outcome, signing_secrets
 
 # DESIGN 5.8: retried after about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h, then failed.
 RETRY_SCHEDULE: tuple[timedelta, ...] = (
@@ -48,7 +48,6 @@ RETRY_SCHEDULE: tuple[timedelta, ...] = (
 )
 JITTER = 0.1  # each delay is drawn within 10% of the schedule's, so retries do not stampede
 BATCH = 25  # deliveries one claim takes (and one transaction records)
-DISPATCH_BATCH = 500
 
 
 def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta | None:
@@ -62,115 +61,6 @@ def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta | 
 def claim_lease(settings: Settings) -> timedelta:
     """How old a claim must be before another worker may take it over (a killed worker's)."""
     return timedelta(seconds=BATCH * settings.webhook_timeout + 60)
-
-
-def dispatch_events(session: Session, event_ids: Sequence[str], now: datetime) -> list[str]:
-    """Make the per-endpoint deliveries of events not yet dispatched; the endpoints touched.
-
-    An event goes to the endpoints enabled now that subscribe to its type and existed when it
-    happened.
-    """
-    # One UPDATE marks them and returns the four columns dispatching reads, not the events' JSON:
-    # a fan-out records two events per SMS, and loading and flushing each as an object cost the
-    # worker more than the rest of their dispatch. Rows another dispatch holds are skipped.
-    waiting = (
-        select(Event.id)
-        .where(Event.id.in_(event_ids), Event.dispatched_at.is_(None))
-        .with_for_update(skip_locked=True)
-    )
-    events = session.execute(
-        update(Event)
-        .where(Event.id.in_(waiting))
-        .values(dispatched_at=now)
-        .returning(Event.id, Event.organization_id, Event.type, Event.created_at),
-        execution_options={"synchronize_session": False},
-    ).all()
-    if not events:
-        return []
-    organizations = {e.organization_id for e in events}
-    endpoints = list(
-        session.execute(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.organization_id.in_(organizations), WebhookEndpoint.enabled
-            )
-        ).scalars()
-    )
-    touched: set[str] = set()
-    for event in events:
-        for endpoint in endpoints:
-            if (
-                endpoint.organization_id == event.organization_id
-                and endpoint.created_at <= event.created_at
-                and subscribes_to(endpoint, event.type)
-            ):
-                session.add(_delivery(event.id, event.organization_id, endpoint, now))
-                touched.add(endpoint.id)
-    session.flush()
-    return sorted(touched)
-
-
-def _delivery(
-    event_id: str, organization_id: str, endpoint: WebhookEndpoint, now: datetime
-) -> EventDelivery:
-    return EventDelivery(
-        id=new_id("evd"),
-        event_id=event_id,
-        endpoint_id=endpoint.id,
-        organization_id=organization_id,
-        status=EventDeliveryStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def undispatched_event_ids(session: Session, created_before: datetime) -> list[str]:
-    """Events whose dispatch job was lost (the sweeper's first look)."""
-    query = (
-        select(Event.id)
-        .where(Event.dispatched_at.is_(None), Event.created_at < created_before)
-        .order_by(Event.created_at)
-        .limit(DISPATCH_BATCH)
-    )
-    return list(session.execute(query).scalars())
-
-
-def resend_event(
-    session: Session, organization_id: str, event_id: str, now: datetime | None = None
-) -> list[str]:
-    """Send an event again to every enabled endpoint subscribed to it; the endpoints touched."""
-    now = now or utcnow()
-    event = get_event(session, organization_id, event_id)
-    endpoints = session.execute(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.organization_id == organization_id, WebhookEndpoint.enabled
-        )
-    ).scalars()
-    existing = {
-        d.endpoint_id: d
-        for d in session.execute(
-            select(EventDelivery).where(EventDelivery.event_id == event.id).with_for_update()
-        ).scalars()
-    }
-    touched = []
-    for endpoint in endpoints:
-        if not subscribes_to(endpoint, event.type):
-            continue
-        delivery = existing.get(endpoint.id)
-        if delivery is None:
-            session.add(_delivery(event.id, event.organization_id, endpoint, now))
-        elif delivery.status != EventDeliveryStatus.SENDING:
-            # A new round: the whole retry schedule again.
-            delivery.status = EventDeliveryStatus.PENDING
-            delivery.attempts = 0
-            delivery.next_attempt_at = now
-            delivery.updated_at = now
-        touched.append(endpoint.id)
-    if event.dispatched_at is None:
-        event.dispatched_at = now
-    session.flush()
-    return touched
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 `record_event` is the outbox: it adds one row to the caller's session, so the event commits with
 the change or not at all, and costs the caller one INSERT. Which endpoints receive it is worked out
-later by a worker (`bridge.event_sending.dispatch_events`). The ids of the events a session
+later by a worker (`bridge.event_dispatch.dispatch_events`). The ids of the events a session
 recorded wait in `session.info` until its commit, for whoever enqueues work after commit
 (`take_recorded`).
 

@@ -11,7 +11,7 @@ import functools
 from flask import Blueprint
 from sqlalchemy.orm import Session
 
-from bridge import event_sending, events, webhook_endpoints
+from bridge import event_dispatch, events, webhook_endpoints
 from bridge.serialize import (
     Event,
     EventList,
@@ -137,6 +137,6 @@ def get_event(session: Session, event_id: str) -> Event:
 def resend_event(session: Session, event_id: str) -> Event:
     """Send an event again to every enabled endpoint that subscribes to its type."""
     redis = runtime().redis
-    for endpoint_id in event_sending.resend_event(session, acting_org(), event_id):
+    for endpoint_id in event_dispatch.resend_event(session, acting_org(), event_id):
         after_commit(session, functools.partial(enqueue_event_drain, redis, endpoint_id))
     return Event.read(events.get_event(session, acting_org(), event_id))

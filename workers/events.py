@@ -25,16 +25,14 @@ from datetime import datetime, timedelta
 import redis
 
 from bridge.db import transaction, utcnow
+from bridge.event_dispatch import DISPATCH_BATCH, dispatch_events, undispatched_event_ids
 from bridge.event_sending import (
-    DISPATCH_BATCH,
     Outcome,
     claim_due,
-    dispatch_events,
     next_due_at,
     overdue_endpoints,
     record_attempts,
     release,
-    undispatched_event_ids,
 )
 from bridge.events_sender import EventSender, HttpEventSender
 from bridge.runtime import Runtime

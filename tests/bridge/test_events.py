@@ -11,13 +11,12 @@ from sqlalchemy import func, select
 from bridge.channels import get_or_create_channel
 from bridge.db import transaction, utcnow
 from bridge.errors import NotFound, ValidationError
+from bridge.event_dispatch import dispatch_events, resend_event
 from bridge.event_sending import (
     RETRY_SCHEDULE,
     claim_due,
     claim_lease,
-    dispatch_events,
     record_attempt,
-    resend_event,
     retry_delay,
 )
 from bridge.events import (

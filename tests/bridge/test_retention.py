@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from bridge.db import transaction, utcnow
-from bridge.event_sending import dispatch_events
+from bridge.event_dispatch import dispatch_events
 from bridge.inbound import record_inbound_sms
 from bridge.messages import Draft, post_message
 from bridge.models import (

@@ -8,7 +8,8 @@ from rq import Queue
 from standardwebhooks import Webhook
 
 from bridge.db import transaction, utcnow
-from bridge.event_sending import claim_due, dispatch_events, record_attempt
+from bridge.event_dispatch import dispatch_events
+from bridge.event_sending import claim_due, record_attempt
 from bridge.events import record_event
 from bridge.events_sender import AttemptResult
 from bridge.runtime import Runtime
