@@ -8,14 +8,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Enum,
-    Index,
-    Integer,
-    String,
-    text,
-)
+from sqlalchemy import BigInteger, Enum, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bridge.db import UTCDateTime, utcnow
