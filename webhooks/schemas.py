@@ -222,21 +222,18 @@ Limit = Annotated[int, Field(ge=1, le=MAX_PAGE, description="Page size.")]
 
 def _cursor(prefix: str, what: str) -> Any:
     # The `before` of a list whose objects' ids start with `prefix`.
-    return Annotated[
-        str,
-        Field(
-            pattern=rf"^{prefix}_[A-Za-z0-9]{{1,60}}$",
-            description=f"The id of {what} in this list: the page starts after it (404 if none).",
-        ),
-    ]
+    return Field(
+        pattern=rf"^{prefix}_[A-Za-z0-9]{{1,60}}$",
+        description=f"The id of {what} in this list: the page starts after it (404 if none).",
+    )
 
 
-MessageCursor = _cursor("msg", "a message")
-ChannelCursor = _cursor("chnl", "a channel")
-InboundCursor = _cursor("in", "an inbound SMS")
-EndpointCursor = _cursor("we", "a webhook endpoint")
-AttemptCursor = _cursor("wha", "a webhook attempt")
-EventCursor = _cursor("evt", "an event")
+MessageCursor = Annotated[str, _cursor("msg", "a message")]
+ChannelCursor = Annotated[str, _cursor("chnl", "a channel")]
+InboundCursor = Annotated[str, _cursor("in", "an inbound SMS")]
+EndpointCursor = Annotated[str, _cursor("we", "a webhook endpoint")]
+AttemptCursor = Annotated[str, _cursor("wha", "a webhook attempt")]
+EventCursor = Annotated[str, _cursor("evt", "an event")]
 
 
 class PageQuery(_Query):

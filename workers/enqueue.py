@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue, Retry
@@ -26,7 +26,7 @@ from bridge.messages import Posted
 from bridge.models import Lane
 from bridge.publishing import PublishResult
 from workers import queues
-from workers.slots import enqueue_in_slot, enqueue_once, start_slot
+from workers.slots import enqueue_in_slot, enqueue_once, start_slot, take_all
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -46,7 +46,7 @@ RELAYS_WAITING = "bridge:inbound:relays"
 # A lost job is the sweeper's (workers.inbound.redrive_received); a failed one retries soon.
 _PROCESS_RETRY = [1, 5, 30]
 DISPATCH_EVENTS = "workers.events.dispatch"
-EVENT_JOB_OPTIONS: dict[str, Any] = {"result_ttl": 0, "failure_ttl": 86400, "job_timeout": 900}
+EVENT_JOB_TIMEOUT = 900  # a dispatch, or a drain posting a batch (each POST within WEBHOOK_TIMEOUT)
 # A fan-out runs in slices (workers.fanout.SLICE_SECONDS), so an hour is far more than one needs.
 FAN_OUT_TIMEOUT = 3600
 
@@ -165,7 +165,7 @@ def enqueue_event_drain(
             queues.EVENTS,
             DELIVER_EVENTS,
             (endpoint_id,),
-            job_timeout=EVENT_JOB_OPTIONS["job_timeout"],
+            job_timeout=EVENT_JOB_TIMEOUT,
             at=at,
         )
     except redis.RedisError:
@@ -266,16 +266,7 @@ def enqueue_relays(connection: redis.Redis, posted: Sequence[Posted]) -> bool:
 
 def take_waiting_relays(connection: redis.Redis) -> list[str]:
     """Take the message ids of the relays waiting for the inbound job (as it ends its work)."""
-    return _take_all(connection, RELAYS_WAITING)
-
-
-def _take_all(connection: redis.Redis, key: str) -> list[str]:
-    # Read and emptied in one transaction: an id pushed meanwhile is either taken or left whole.
-    pipe = connection.pipeline(transaction=True)
-    pipe.lrange(key, 0, -1)
-    pipe.delete(key)
-    ids, _ = pipe.execute()
-    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    return take_all(connection, RELAYS_WAITING)
 
 
 def start_inbound(connection: redis.Redis) -> None:
@@ -328,30 +319,22 @@ def enqueue_dispatch(connection: redis.Redis, event_ids: Sequence[str]) -> bool:
     """
     if not event_ids:
         return True
-    try:
-        pipe = connection.pipeline(transaction=False)
-        pipe.rpush(EVENTS_WAITING, *event_ids)
-        pipe.set(DISPATCH_QUEUED, "1", nx=True, ex=DISPATCH_QUEUED_TTL)
-        _, first = pipe.execute()
-        if first:
-            try:
-                Queue(queues.EVENTS, connection=connection).enqueue(
-                    DISPATCH_EVENTS, **EVENT_JOB_OPTIONS
-                )
-            except redis.RedisError:
-                connection.delete(DISPATCH_QUEUED)
-                raise
-    except redis.RedisError:
-        log.warning("event dispatch not enqueued; the sweeper will pick it up")
-        return False
-    return True
+    return enqueue_once(
+        connection,
+        DISPATCH_QUEUED,
+        DISPATCH_QUEUED_TTL,
+        queues.EVENTS,
+        DISPATCH_EVENTS,
+        waiting=(EVENTS_WAITING, event_ids),
+        job_timeout=EVENT_JOB_TIMEOUT,
+    )
 
 
 def take_waiting_events(connection: redis.Redis) -> list[str]:
     """Take the ids of the events waiting for dispatch (for the dispatch job, as it starts)."""
     # Cleared first: an id pushed from here on either is taken below or queues a job of its own.
     connection.delete(DISPATCH_QUEUED)
-    return _take_all(connection, EVENTS_WAITING)
+    return take_all(connection, EVENTS_WAITING)
 
 
 _installed: weakref.WeakSet[sessionmaker[Session]] = weakref.WeakSet()

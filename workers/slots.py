@@ -87,15 +87,27 @@ def start_slot(connection: redis.Redis, slot: str, token: str | None) -> bool:
 
 
 def enqueue_once(
-    connection: redis.Redis, mark: str, ttl: int, queue: str, job: str, **options: Any
+    connection: redis.Redis,
+    mark: str,
+    ttl: int,
+    queue: str,
+    job: str,
+    waiting: tuple[str, Sequence[str]] | None = None,
+    **options: Any,
 ) -> bool:
     """Queue `job` unless the one `mark` stands for waits already; False if Redis failed.
 
-    The mark keeps a second job out while one waits (its job clears it as it starts, or it lapses
-    after `ttl` seconds); a job that could not be queued clears it again, so the next call tries.
+    `waiting` is work for that job: (a list's key, ids to push on it), pushed in the same round
+    trip as the mark is set. The mark keeps a second job out while one waits (its job clears it
+    as it starts, or it lapses after `ttl` seconds); a job that could not be queued clears it
+    again, so the next call tries.
     """
     try:
-        if not connection.set(mark, "1", nx=True, ex=ttl):
+        pipe = connection.pipeline(transaction=False)
+        if waiting is not None:
+            pipe.rpush(waiting[0], *waiting[1])
+        pipe.set(mark, "1", nx=True, ex=ttl)
+        if not pipe.execute()[-1]:
             return True
         try:
             Queue(queue, connection=connection).enqueue(
@@ -108,3 +120,13 @@ def enqueue_once(
         log.warning("%s not enqueued; the sweeper will do its work", job)
         return False
     return True
+
+
+def take_all(connection: redis.Redis, key: str) -> list[str]:
+    """Take every id waiting on the list `key` (a job, as it runs)."""
+    # Read and emptied in one transaction: an id pushed meanwhile is either taken or left whole.
+    pipe = connection.pipeline(transaction=True)
+    pipe.lrange(key, 0, -1)
+    pipe.delete(key)
+    ids, _ = pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

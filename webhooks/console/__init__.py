@@ -9,7 +9,9 @@ cookie authenticates, are exempt by construction, as is any such blueprint added
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import cast
+
+from flask import Blueprint, Flask
 from flask.blueprints import BlueprintSetupState
 from flask_wtf.csrf import CSRFProtect
 
@@ -28,7 +30,7 @@ csrf = CSRFProtect()
 
 @bp.record_once
 def _install(state: BlueprintSetupState) -> None:
-    app = state.app
+    app = cast(Flask, state.app)
     rt: Runtime = app.extensions["bridge"]
     app.config.update(
         # Checked in this blueprint's before_request, not app-wide (see the module docstring).

@@ -85,28 +85,29 @@ class RedisSessionInterface(SessionInterface):
                     store.delete(_key(session.sid))
                     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH)
                 return
-            fresh = session.sid is None or session.rotate
-            if fresh:
-                if session.sid is not None:
-                    store.delete(_key(session.sid))
-                session.sid = secrets.token_urlsafe(32)
+            sid = session.sid
+            fresh = sid is None or session.rotate
+            if sid is None or session.rotate:
+                if sid is not None:
+                    store.delete(_key(sid))
+                sid = session.sid = secrets.token_urlsafe(32)
                 session.rotate = False
                 session.modified = True
             # Background polling is not use: it saves what changed but leaves the expiry alone.
             passive = bool(g.get("console_passive")) and not fresh
             if session.modified and passive:
-                store.set(_key(session.sid), json.dumps(dict(session)), keepttl=True, xx=True)
+                store.set(_key(sid), json.dumps(dict(session)), keepttl=True, xx=True)
             elif session.modified:
-                store.set(_key(session.sid), json.dumps(dict(session)), ex=IDLE)
+                store.set(_key(sid), json.dumps(dict(session)), ex=IDLE)
             elif not passive:
-                store.expire(_key(session.sid), IDLE)
+                store.expire(_key(sid), IDLE)
         except redis.RedisError:
             log.warning("console session not saved: Redis did not answer")
             return
         if session.modified:
             response.set_cookie(
                 COOKIE_NAME,
-                session.sid,
+                sid,
                 path=COOKIE_PATH,
                 httponly=True,
                 samesite="Lax",
