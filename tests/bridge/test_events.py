@@ -44,14 +44,8 @@ from tests import factories
 URL = "http://127.0.0.1:9/hooks"
 
 
-def make_org(runtime: Runtime):  # type: ignore[no-untyped-def]
-    with transaction(runtime.sessions) as session:
-        org, _ = factories.organization(session, runtime.settings)
-    return org
-
-
 def test_an_event_is_one_row_committed_with_the_change(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         contact = factories.contact(session, runtime.settings, org)
         event = record_event(session, org.id, "contact.opted_out", contact_object(session, contact))
@@ -67,7 +61,7 @@ def test_an_event_is_one_row_committed_with_the_change(runtime: Runtime) -> None
 
 
 def test_a_transaction_rolled_back_writes_no_event(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with pytest.raises(RuntimeError), transaction(runtime.sessions) as session:
         contact = factories.contact(session, runtime.settings, org)
         record_event(session, org.id, "contact.opted_out", contact_object(session, contact))
@@ -77,7 +71,7 @@ def test_a_transaction_rolled_back_writes_no_event(runtime: Runtime) -> None:
 
 
 def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     items = [
         ("delivery.updated", {"object": "delivery", "id": f"dlv_{i}", "to": 'Zoë "Z" 🚚'})
         for i in range(3)
@@ -98,7 +92,7 @@ def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
 
 
 def test_an_event_must_carry_the_object_of_its_type(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session:
         with pytest.raises(ValueError, match="unknown event type"):
             record_event(session, org.id, "message.deleted", {"object": "message"})
@@ -108,7 +102,7 @@ def test_an_event_must_carry_the_object_of_its_type(runtime: Runtime) -> None:
 
 def test_each_event_type_is_built_from_the_objects_the_api_returns(runtime: Runtime) -> None:
     settings = runtime.settings
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         contact = factories.contact(session, settings, org)
         channel, _ = get_or_create_channel(session, org.id, [contact.id])
@@ -156,7 +150,8 @@ def test_each_event_type_is_built_from_the_objects_the_api_returns(runtime: Runt
 
 
 def test_the_log_is_newest_first_with_a_type_filter_and_a_cursor(runtime: Runtime) -> None:
-    org, other = make_org(runtime), make_org(runtime)
+    org = factories.committed_organization(runtime)
+    other = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         contact = factories.contact(session, runtime.settings, org)
         obj = contact_object(session, contact)
@@ -186,7 +181,7 @@ def test_dispatch_goes_to_enabled_subscribed_endpoints_that_existed_then(
     runtime: Runtime,
 ) -> None:
     settings = runtime.settings
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         every = create_endpoint(session, settings, org.id, URL, ["*"])
         opted = create_endpoint(session, settings, org.id, URL, ["contact.opted_out"])
@@ -231,7 +226,7 @@ OK = AttemptResult(True, 204, None, 3, None)
 
 
 def test_eight_failed_attempts_fail_the_delivery_each_recorded(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, event = _one_event(runtime, org.id)
     now = utcnow()
     for attempt in range(1, 9):
@@ -253,7 +248,7 @@ def test_eight_failed_attempts_fail_the_delivery_each_recorded(runtime: Runtime)
 
 
 def test_an_endpoint_failing_for_5_days_is_disabled(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     with transaction(runtime.sessions) as session:
         second = record_event(session, org.id, "contact.opted_in", {"object": "contact"})
@@ -279,7 +274,7 @@ def test_an_endpoint_failing_for_5_days_is_disabled(runtime: Runtime) -> None:
 
 
 def test_a_success_resets_the_failure_clock(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     start = utcnow()
     (claimed,) = claim_due(runtime.sessions, runtime.settings, endpoint.id, start)
@@ -292,7 +287,7 @@ def test_a_success_resets_the_failure_clock(runtime: Runtime) -> None:
 
 
 def test_after_a_failure_the_endpoints_other_events_wait_for_the_retry(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     with transaction(runtime.sessions) as session:
         more = [record_event(session, org.id, "contact.opted_in", {"object": "contact"}).id]
@@ -310,7 +305,7 @@ def test_after_a_failure_the_endpoints_other_events_wait_for_the_retry(runtime: 
 def test_a_claim_left_by_a_killed_worker_is_taken_again_after_the_lease(
     runtime: Runtime,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     now = utcnow()
     assert len(claim_due(runtime.sessions, runtime.settings, endpoint.id, now)) == 1
@@ -322,7 +317,7 @@ def test_a_claim_left_by_a_killed_worker_is_taken_again_after_the_lease(
 
 
 def test_resend_starts_a_new_round_for_each_subscribed_endpoint(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, event = _one_event(runtime, org.id)
     now = utcnow()
     (claimed,) = claim_due(runtime.sessions, runtime.settings, endpoint.id, now)
@@ -332,6 +327,6 @@ def test_resend_starts_a_new_round_for_each_subscribed_endpoint(runtime: Runtime
     with runtime.sessions() as session:
         delivery = session.execute(select(EventDelivery)).scalar_one()
     assert delivery.status == "pending" and delivery.attempts == 0
-    other = make_org(runtime)
+    other = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session, pytest.raises(NotFound):
         resend_event(session, other.id, event.id)
