@@ -35,7 +35,14 @@ from bridge.events import (
 )
 from bridge.events_sender import AttemptResult
 from bridge.messages import Draft, post_channel_message
-from bridge.models import Delivery, Event, EventDelivery, InboundSms, WebhookAttempt
+from bridge.models import (
+    Delivery,
+    Event,
+    EventDelivery,
+    InboundSms,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
 from bridge.organizations import opt_out
 from bridge.runtime import Runtime
 from bridge.webhook_endpoints import DISABLED_REASON, create_endpoint, get_endpoint
@@ -211,7 +218,9 @@ def test_the_retry_schedule_with_jitter_then_failed() -> None:
     assert retry_delay(len(RETRY_SCHEDULE) + 1, rng) is None
 
 
-def _one_event(runtime: Runtime, org_id: str, events: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _one_event(
+    runtime: Runtime, org_id: str, events: list[str] | None = None
+) -> tuple[WebhookEndpoint, Event]:
     with transaction(runtime.sessions) as session:
         endpoint = create_endpoint(session, runtime.settings, org_id, URL, events or ["*"])
     with transaction(runtime.sessions) as session:

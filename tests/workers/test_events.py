@@ -49,7 +49,9 @@ def work_events(connection: redis.Redis) -> None:
     Worker([Queue(queues.EVENTS, connection=connection)], connection=connection).work(burst=True)
 
 
-def endpoint_for(rt: Runtime, org: Organization, url: str, events: list[str] | None = None):  # type: ignore[no-untyped-def]
+def endpoint_for(
+    rt: Runtime, org: Organization, url: str, events: list[str] | None = None
+) -> WebhookEndpoint:
     with transaction(rt.sessions) as session:
         return create_endpoint(session, rt.settings, org.id, url, events or ["*"])
 

@@ -308,7 +308,7 @@ def standin_messages(base_url: str) -> list[dict[str, object]]:
 def test_fan_out_of_1000_at_concurrency_64_sends_each_recipient_exactly_once(
     pg_runtime: Runtime,
     standin_process: str,
-    start_worker,  # type: ignore[no-untyped-def]
+    start_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     # With more send threads than pooled connections, this fan-out used to stop part way and
     # fail the same way on every retry (issue 13: 619 of 1,000 at concurrency 32).
