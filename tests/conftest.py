@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge import models  # noqa: F401
+from bridge import inbound, models  # noqa: F401
 from bridge.db import Base, make_engine, make_session_factory
 from bridge.migrate import upgrade
 from bridge.runtime import Runtime
@@ -21,6 +22,7 @@ from tests.services import (
     drop_postgres_database,
     postgres_admin_url,
 )
+from tests.standin.receiver import Receiver
 
 TEST_HASH_KEY = "test-phone-hash-key-0123456789"
 # Off loopback (PUBLIC_BASE_URL below) the web process needs a webhook secret of its own.
@@ -145,3 +147,18 @@ def session(runtime: Runtime) -> Iterator[Session]:
 def sessions(runtime: Runtime) -> sessionmaker[Session]:
     """The runtime's session factory."""
     return make_session_factory(runtime.engine)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An event receiver of the tests' own, listening on a free port."""
+    with Receiver().start() as r:
+        yield r
+
+
+@pytest.fixture
+def patient_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SMS stored with `defer=True` waits for the worker's jobs (or the batch under test),
+    however slowly the machine stores them: the webhook does not match it itself as it does when
+    the workers lag (that is tested in tests/bridge/test_inbound.py)."""
+    monkeypatch.setattr(inbound, "INLINE_AFTER", timedelta(hours=1))

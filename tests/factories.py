@@ -136,6 +136,22 @@ def thread_channel(
     return thread, channel
 
 
+def two_channels(
+    session: Session,
+    settings: Settings,
+    org: Organization,
+    who: Contact,
+    resources: tuple[str, str],
+) -> tuple[Channel, Channel]:
+    """`who` alone in a thread about the first resource, then with a new contact in a thread about
+    the second (published last): the two threads' channels, the one `who` alone first."""
+    _, alone = thread_channel(session, settings, org, [who], resources[0])
+    _, shared = thread_channel(
+        session, settings, org, [who, contact(session, settings, org)], resources[1]
+    )
+    return alone, shared
+
+
 def contact_reply(
     session: Session, org: Organization, contact_id: str, channel_id: str, text: str, **more: Any
 ) -> Posted:
@@ -221,6 +237,28 @@ def conversation(
         message = post_message(session, settings, actor, thread.id, Draft.of(text)).message
         to = sender_numbers(session, org.id)[0]
     return Conversation(org, people[0], people[1] if len(people) > 1 else None, thread, message, to)
+
+
+@dataclass(frozen=True)
+class ChannelOfTwo:
+    """Jane and Omar in a thread (and its channel) of an organization, and the number they text."""
+
+    org: Organization
+    jane: Contact
+    omar: Contact
+    thread: Thread
+    channel: Channel
+    to: str  # the organization's number
+
+
+def channel_of_two(session: Session, settings: Settings) -> ChannelOfTwo:
+    """Jane Doe and Omar Other in a thread about order-1 of a new organization, committed."""
+    org, _ = organization(session, settings)
+    jane = contact(session, settings, org, "Jane Doe")
+    omar = contact(session, settings, org, "Omar Other")
+    thread, channel = thread_channel(session, settings, org, [jane, omar], "order-1")
+    session.commit()
+    return ChannelOfTwo(org, jane, omar, thread, channel, sender_numbers(session, org.id)[0])
 
 
 def with_twilio(settings: Settings, auth_token: str) -> Settings:

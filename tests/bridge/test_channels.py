@@ -288,9 +288,7 @@ def test_the_number_pool_spreads_a_contacts_channels_over_senders(
     senders: list[str | None] = []
     for other in others:
         channel, _ = get_or_create_channel(session, org.id, [cora.id, other.id])
-        senders.append(
-            session.get(ChannelSubscriber, (channel.id, cora.id)).sender_phone  # type: ignore[union-attr]
-        )
+        senders.append(session.get_one(ChannelSubscriber, (channel.id, cora.id)).sender_phone)
     assert None not in senders
     assert len(set(senders[:3])) == 3
     assert senders[3] in senders[:3]
@@ -306,10 +304,7 @@ def test_one_sender_is_shared_by_every_channel(session: Session, settings: Setti
         for _ in range(3)
     ]
     session.commit()
-    phones = {
-        session.get(ChannelSubscriber, (c.id, cora.id)).sender_phone  # type: ignore[union-attr]
-        for c in channels
-    }
+    phones = {session.get_one(ChannelSubscriber, (c.id, cora.id)).sender_phone for c in channels}
     assert len(phones) == 1
     found, _ = channels_for_phone(session, settings, org.id, cora.phone, 150, None)
     assert {v.channel.id for v in found} == {c.id for c in channels}
@@ -412,7 +407,7 @@ def test_new_channels_sharing_a_contact_at_once_still_get_different_senders(
     t.join(10)
     with runtime.sessions() as s:
         phones = {
-            s.get(ChannelSubscriber, (cid, cora.id)).sender_phone  # type: ignore[union-attr]
+            s.get_one(ChannelSubscriber, (cid, cora.id)).sender_phone
             for cid in [first[0], second.id]
         }
     assert len(phones) == 2

@@ -74,7 +74,7 @@ def test_an_error_code_is_kept_and_21610_opts_the_contact_out(
     session.commit()
     assert outcome.changed and outcome.opted_out
     assert (delivery.status, delivery.error_code, delivery.twilio_sid) == ("failed", 21610, "SM2")
-    phone_hash = session.get(Contact, delivery.subscriber_id).phone_hash  # type: ignore[union-attr]
+    phone_hash = session.get_one(Contact, delivery.subscriber_id).phone_hash
     assert is_opted_out(session, org_id, phone_hash)
 
 
@@ -110,4 +110,4 @@ def test_a_late_sent_cannot_overwrite_a_delivered_that_commits_in_between(
 
     assert not other.is_alive()
     with runtime.sessions() as session:
-        assert session.get(Delivery, delivery_id).status == "delivered"  # type: ignore[union-attr]
+        assert session.get_one(Delivery, delivery_id).status == "delivered"

@@ -34,7 +34,14 @@ from bridge.events import (
 )
 from bridge.events_sender import AttemptResult
 from bridge.messages import Draft, post_channel_message
-from bridge.models import Delivery, Event, EventDelivery, InboundSms, WebhookAttempt
+from bridge.models import (
+    Delivery,
+    Event,
+    EventDelivery,
+    InboundSms,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
 from bridge.organizations import opt_out
 from bridge.runtime import Runtime
 from bridge.webhook_endpoints import DISABLED_REASON, create_endpoint, get_endpoint
@@ -43,14 +50,8 @@ from tests import factories
 URL = "http://127.0.0.1:9/hooks"
 
 
-def make_org(runtime: Runtime):  # type: ignore[no-untyped-def]
-    with transaction(runtime.sessions) as session:
-        org, _ = factories.organization(session, runtime.settings)
-    return org
-
-
 def test_an_event_is_one_row_committed_with_the_change(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         contact = factories.contact(session, runtime.settings, org)
         event = record_event(session, org.id, "contact.opted_out", contact_object(session, contact))
@@ -66,7 +67,7 @@ def test_an_event_is_one_row_committed_with_the_change(runtime: Runtime) -> None
 
 
 def test_a_transaction_rolled_back_writes_no_event(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with pytest.raises(RuntimeError), transaction(runtime.sessions) as session:
         contact = factories.contact(session, runtime.settings, org)
         record_event(session, org.id, "contact.opted_out", contact_object(session, contact))
@@ -76,7 +77,7 @@ def test_a_transaction_rolled_back_writes_no_event(runtime: Runtime) -> None:
 
 
 def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     items = [
         ("delivery.updated", {"object": "delivery", "id": f"dlv_{i}", "to": 'Zoë "Z" 🚚'})
         for i in range(3)
@@ -97,7 +98,7 @@ def test_many_events_in_one_insert_commit_together(runtime: Runtime) -> None:
 
 
 def test_an_event_must_carry_the_object_of_its_type(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with runtime.sessions() as session:
         with pytest.raises(ValueError, match="unknown event type"):
             record_event(session, org.id, "message.deleted", {"object": "message"})
@@ -107,7 +108,7 @@ def test_an_event_must_carry_the_object_of_its_type(runtime: Runtime) -> None:
 
 def test_each_event_type_is_built_from_the_objects_the_api_returns(runtime: Runtime) -> None:
     settings = runtime.settings
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         contact = factories.contact(session, settings, org)
         channel, _ = get_or_create_channel(session, org.id, [contact.id])
@@ -155,7 +156,8 @@ def test_each_event_type_is_built_from_the_objects_the_api_returns(runtime: Runt
 
 
 def test_the_log_is_newest_first_with_a_type_filter_and_a_cursor(runtime: Runtime) -> None:
-    org, other = make_org(runtime), make_org(runtime)
+    org = factories.committed_organization(runtime)
+    other = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         contact = factories.contact(session, runtime.settings, org)
         obj = contact_object(session, contact)
@@ -185,7 +187,7 @@ def test_dispatch_goes_to_enabled_subscribed_endpoints_that_existed_then(
     runtime: Runtime,
 ) -> None:
     settings = runtime.settings
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         every = create_endpoint(session, settings, org.id, URL, ["*"])
         opted = create_endpoint(session, settings, org.id, URL, ["contact.opted_out"])
@@ -215,7 +217,9 @@ def test_the_retry_schedule_with_jitter_then_failed() -> None:
     assert retry_delay(len(RETRY_SCHEDULE) + 1, rng) is None
 
 
-def _one_event(runtime: Runtime, org_id: str, events: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _one_event(
+    runtime: Runtime, org_id: str, events: list[str] | None = None
+) -> tuple[WebhookEndpoint, Event]:
     with transaction(runtime.sessions) as session:
         endpoint = create_endpoint(session, runtime.settings, org_id, URL, events or ["*"])
     with transaction(runtime.sessions) as session:
@@ -230,7 +234,7 @@ OK = AttemptResult(True, 204, None, 3, None)
 
 
 def test_eight_failed_attempts_fail_the_delivery_each_recorded(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, event = _one_event(runtime, org.id)
     now = utcnow()
     for attempt in range(1, 9):
@@ -252,7 +256,7 @@ def test_eight_failed_attempts_fail_the_delivery_each_recorded(runtime: Runtime)
 
 
 def test_an_endpoint_failing_for_5_days_is_disabled(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     with transaction(runtime.sessions) as session:
         second = record_event(session, org.id, "contact.opted_in", {"object": "contact"})
@@ -278,7 +282,7 @@ def test_an_endpoint_failing_for_5_days_is_disabled(runtime: Runtime) -> None:
 
 
 def test_a_success_resets_the_failure_clock(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     start = utcnow()
     (claimed,) = claim_due(runtime.sessions, runtime.settings, endpoint.id, start)
@@ -291,7 +295,7 @@ def test_a_success_resets_the_failure_clock(runtime: Runtime) -> None:
 
 
 def test_after_a_failure_the_endpoints_other_events_wait_for_the_retry(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     with transaction(runtime.sessions) as session:
         more = [record_event(session, org.id, "contact.opted_in", {"object": "contact"}).id]
@@ -309,7 +313,7 @@ def test_after_a_failure_the_endpoints_other_events_wait_for_the_retry(runtime: 
 def test_a_claim_left_by_a_killed_worker_is_taken_again_after_the_lease(
     runtime: Runtime,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     now = utcnow()
     assert len(claim_due(runtime.sessions, runtime.settings, endpoint.id, now)) == 1
@@ -321,7 +325,7 @@ def test_a_claim_left_by_a_killed_worker_is_taken_again_after_the_lease(
 
 
 def test_resend_starts_a_new_round_for_each_subscribed_endpoint(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, event = _one_event(runtime, org.id)
     now = utcnow()
     (claimed,) = claim_due(runtime.sessions, runtime.settings, endpoint.id, now)
@@ -331,6 +335,6 @@ def test_resend_starts_a_new_round_for_each_subscribed_endpoint(runtime: Runtime
     with runtime.sessions() as session:
         delivery = session.execute(select(EventDelivery)).scalar_one()
     assert delivery.status == "pending" and delivery.attempts == 0
-    other = make_org(runtime)
+    other = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session, pytest.raises(NotFound):
         resend_event(session, other.id, event.id)

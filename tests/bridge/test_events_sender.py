@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,12 +29,6 @@ from bridge.webhook_endpoints import new_secret
 from tests.standin.receiver import Receiver
 
 BODY = json.dumps({"object": "event", "id": "evt_1", "type": "message.created", "data": {}})
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver().start() as r:
-        yield r
 
 
 def outgoing(url: str, *secrets: str) -> OutgoingEvent:

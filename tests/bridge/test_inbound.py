@@ -104,28 +104,23 @@ def test_media_urls_follow_num_media(changes: dict[str, str], expected: int) -> 
 def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
     session: Session, settings: Settings
 ) -> None:
-    org, _ = factories.organization(session, settings)
-    jane = factories.contact(session, settings, org, "Jane Doe")
-    omar = factories.contact(session, settings, org, "Omar Other")
-    thread, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    to = sender_numbers(session, org.id)[0]
+    chat = factories.channel_of_two(session, settings)
 
-    outcome = receive(session, settings, payloads.inbound(jane.phone, to, "On my way"))
+    outcome = receive(session, settings, payloads.inbound(chat.jane.phone, chat.to, "On my way"))
 
     assert outcome.outcome == "matched"
     assert outcome.twiml == '<?xml version="1.0" encoding="UTF-8"?><Response />'
     inbound = outcome.inbound
     assert (inbound.status, inbound.channel_id, inbound.organization_id) == (
         "matched",
-        channel.id,
-        org.id,
+        chat.channel.id,
+        chat.org.id,
     )
     message = session.execute(select(Message).where(Message.id == inbound.message_id)).scalar_one()
     assert (message.thread_id, message.channel_id, message.subscriber_id) == (
-        thread.id,
-        channel.id,
-        jane.id,
+        chat.thread.id,
+        chat.channel.id,
+        chat.jane.id,
     )
     assert (message.type, message.text, message.author_type) == ("text", "On my way", "contact")
     assert message.published_at is not None
@@ -133,7 +128,7 @@ def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
     relays = list(
         session.execute(select(Delivery).where(Delivery.message_id == message.id)).scalars()
     )
-    assert [(d.subscriber_id, d.body) for d in relays] == [(omar.id, "Jane Doe: On my way")]
+    assert [(d.subscriber_id, d.body) for d in relays] == [(chat.omar.id, "Jane Doe: On my way")]
     assert outcome.posted[0].published is not None
     assert outcome.posted[0].published.pending == 1
 
@@ -174,10 +169,7 @@ def test_one_number_two_channels_goes_to_the_one_that_last_sent_this_contact_an_
 ) -> None:
     org, _ = factories.organization(session, settings, senders=1)
     jane = factories.contact(session, settings, org)
-    _, first = factories.thread_channel(session, settings, org, [jane], "order-a")
-    _, second = factories.thread_channel(
-        session, settings, org, [jane, factories.contact(session, settings, org)], "order-b"
-    )
+    first, second = factories.two_channels(session, settings, org, jane, ("order-a", "order-b"))
     session.commit()
     to = sender_numbers(session, org.id)[0]
     # Nothing sent yet: the most recently updated channel (order-b published last).
@@ -204,10 +196,7 @@ def test_with_nothing_sent_yet_the_most_recently_updated_channel_answers(
 ) -> None:
     org, _ = factories.organization(session, settings, senders=1)
     jane = factories.contact(session, settings, org)
-    _, first = factories.thread_channel(session, settings, org, [jane], "order-c")
-    _, second = factories.thread_channel(
-        session, settings, org, [jane, factories.contact(session, settings, org)], "order-d"
-    )
+    first, second = factories.two_channels(session, settings, org, jane, ("order-c", "order-d"))
     # Deliveries still pending: none was sent, so only the channels' update times can decide.
     assert {d.status for d in session.execute(select(Delivery)).scalars()} == {"pending"}
     chosen, other = (first, second) if newest == "first" else (second, first)
@@ -227,10 +216,7 @@ def test_two_numbers_of_the_pool_each_name_one_channel(
 ) -> None:
     org, _ = factories.organization(session, settings, senders=2)
     jane = factories.contact(session, settings, org)
-    _, first = factories.thread_channel(session, settings, org, [jane], "order-e")
-    _, second = factories.thread_channel(
-        session, settings, org, [jane, factories.contact(session, settings, org)], "order-f"
-    )
+    first, second = factories.two_channels(session, settings, org, jane, ("order-e", "order-f"))
     session.commit()
     senders = {
         d.channel_id: d.from_phone
@@ -290,10 +276,7 @@ def test_stop_and_start_change_the_opt_out_and_leave_a_meta_message_in_each_chan
 ) -> None:
     org, _ = factories.organization(session, settings)
     jane = factories.contact(session, settings, org, "Jane Doe")
-    _, first = factories.thread_channel(session, settings, org, [jane], "order-h")
-    _, second = factories.thread_channel(
-        session, settings, org, [jane, factories.contact(session, settings, org)], "order-i"
-    )
+    first, second = factories.two_channels(session, settings, org, jane, ("order-h", "order-i"))
     session.commit()
     to = sender_numbers(session, org.id)[0]
 
@@ -547,16 +530,11 @@ def test_help_twiml_parses_whatever_the_stored_texts_hold(
 def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
     session: Session, settings: Settings
 ) -> None:
-    org, _ = factories.organization(session, settings)
-    jane = factories.contact(session, settings, org, "Jane Doe")
-    omar = factories.contact(session, settings, org, "Omar Other")
-    _, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    to = sender_numbers(session, org.id)[0]
+    chat = factories.channel_of_two(session, settings)
     replies = select(func.count()).select_from(Message).where(Message.author_type == "contact")
 
     outcome = record_inbound_sms(
-        session, settings, payloads.inbound(jane.phone, to, "On my way"), defer=True
+        session, settings, payloads.inbound(chat.jane.phone, chat.to, "On my way"), defer=True
     )
     session.commit()
 
@@ -564,7 +542,7 @@ def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
     assert session.scalar(replies) == 0
     [done] = process_received(session, settings, outcome.inbound.id)
     session.commit()
-    assert (done.outcome, done.channel_id) == ("matched", channel.id)
+    assert (done.outcome, done.channel_id) == ("matched", chat.channel.id)
     assert session.scalar(replies) == 1
     assert done.posted[0].published is not None and done.posted[0].published.pending == 1
     assert process_received(session, settings, outcome.inbound.id) == [], "processed once"
@@ -603,15 +581,10 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
     session: Session, settings: Settings
 ) -> None:
     """Whichever job runs first, a contact's SMS reach the channel in the order they arrived."""
-    org, _ = factories.organization(session, settings)
-    jane = factories.contact(session, settings, org, "Jane Doe")
-    omar = factories.contact(session, settings, org, "Omar Other")
-    _, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    to = sender_numbers(session, org.id)[0]
+    chat = factories.channel_of_two(session, settings)
     ids = []
     for text in ["one", "two", "three"]:
-        payload = payloads.inbound(jane.phone, to, text)
+        payload = payloads.inbound(chat.jane.phone, chat.to, text)
         ids.append(record_inbound_sms(session, settings, payload, defer=True).inbound.id)
         session.commit()
 
@@ -622,7 +595,7 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
     assert process_received(session, settings, ids[0]) == []
     texts = session.scalars(
         select(Message.text)
-        .where(Message.channel_id == channel.id, Message.author_type == "contact")
+        .where(Message.channel_id == chat.channel.id, Message.author_type == "contact")
         .order_by(Message.seq)
     ).all()
     assert texts == ["one", "two", "three"]
@@ -633,20 +606,17 @@ def test_deferred_while_the_workers_are_behind_the_webhook_matches_its_sms_itsel
     session: Session, settings: Settings
 ) -> None:
     """An SMS waiting past INLINE_AFTER means the workers are behind: the wait stays bounded."""
-    org, _ = factories.organization(session, settings)
-    jane = factories.contact(session, settings, org, "Jane Doe")
-    omar = factories.contact(session, settings, org, "Omar Other")
-    factories.thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    to = sender_numbers(session, org.id)[0]
-    first = record_inbound_sms(session, settings, payloads.inbound(jane.phone, to, "1"), defer=True)
+    chat = factories.channel_of_two(session, settings)
+    first = record_inbound_sms(
+        session, settings, payloads.inbound(chat.jane.phone, chat.to, "1"), defer=True
+    )
     session.commit()
     assert first.pending
     first.inbound.received_at = utcnow() - INLINE_AFTER - timedelta(seconds=0.1)
     session.commit()
 
     second = record_inbound_sms(
-        session, settings, payloads.inbound(jane.phone, to, "2"), defer=True
+        session, settings, payloads.inbound(chat.jane.phone, chat.to, "2"), defer=True
     )
     session.commit()
 

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bridge import inbound
 from bridge.db import utcnow
 from bridge.inbound import record_inbound_sms
 from bridge.inbound_processing import process_batch
@@ -26,11 +25,8 @@ from bridge.settings import Settings
 from tests import factories
 from tests.fixtures.twilio import payloads
 
-
-@pytest.fixture(autouse=True)
-def patient_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every SMS stored here waits for the batch, however slowly the machine stores them."""
-    monkeypatch.setattr(inbound, "INLINE_AFTER", timedelta(hours=1))
+# Every SMS stored here waits for the jobs under test, however slowly the machine stores it.
+pytestmark = pytest.mark.usefixtures("patient_webhook")
 
 
 def deferred(session: Session, settings: Settings, sms: list[tuple[str, str, str]]) -> list[str]:
@@ -108,7 +104,8 @@ def test_a_batch_stores_each_sms_in_its_channel_relays_it_and_records_its_events
         ("5", pia.id, "", "skipped"),
     }
     assert {tuple(r) for r in relays} == expected, "the lone contact's SMS has no one to go to"
-    assert [o.posted[0].published.pending for o in outcomes if o.posted] == [1, 1, 0, 1]  # type: ignore[union-attr]
+    published = [o.posted[0].published for o in outcomes if o.posted]
+    assert [p.pending if p else None for p in published] == [1, 1, 0, 1]
 
     types = session.scalars(select(Event.type).where(Event.organization_id == org.id)).all()
     assert types.count("inbound.received") == 6
@@ -146,13 +143,10 @@ def test_a_batch_runs_a_few_statements_however_many_sms_it_holds(
 def test_a_keyword_waiting_among_replies_is_acted_on_in_its_place(
     session: Session, settings: Settings
 ) -> None:
-    org, _ = factories.organization(session, settings)
-    jane = factories.contact(session, settings, org, "Jane Doe")
-    omar = factories.contact(session, settings, org, "Omar Other")
-    _, channel = factories.thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    to = sender_numbers(session, org.id)[0]
-    ids = deferred(session, settings, [(jane.phone, to, t) for t in ["before", "x", "after"]])
+    chat = factories.channel_of_two(session, settings)
+    ids = deferred(
+        session, settings, [(chat.jane.phone, chat.to, t) for t in ["before", "x", "after"]]
+    )
     # The webhook acts on a keyword at once; one left waiting (kept from an older version, say)
     # is still acted on, between the SMS before and after it.
     middle = session.scalars(select(InboundSms).where(InboundSms.id == ids[1])).one()
@@ -163,10 +157,10 @@ def test_a_keyword_waiting_among_replies_is_acted_on_in_its_place(
     session.commit()
 
     assert [o.outcome for o in outcomes] == ["matched", "keyword", "matched"]
-    assert is_opted_out(session, org.id, jane.phone_hash)
+    assert is_opted_out(session, chat.org.id, chat.jane.phone_hash)
     in_channel = session.scalars(
         select(Message.type)
-        .where(Message.channel_id == channel.id, Message.subscriber_id == jane.id)
+        .where(Message.channel_id == chat.channel.id, Message.subscriber_id == chat.jane.id)
         .order_by(Message.seq)
     ).all()
     assert in_channel == ["text", "meta", "text"]
@@ -177,15 +171,9 @@ def test_a_batch_chooses_each_channel_by_the_pair_and_by_the_last_sms_sent(
 ) -> None:
     org, _ = factories.organization(session, settings, senders=2)
     jane = factories.contact(session, settings, org)
-    _, first = factories.thread_channel(session, settings, org, [jane], "order-e")
-    _, second = factories.thread_channel(
-        session, settings, org, [jane, factories.contact(session, settings, org)], "order-f"
-    )
+    first, second = factories.two_channels(session, settings, org, jane, ("order-e", "order-f"))
     omar = factories.contact(session, settings, org)
-    _, third = factories.thread_channel(session, settings, org, [omar], "order-g")
-    _, fourth = factories.thread_channel(
-        session, settings, org, [omar, factories.contact(session, settings, org)], "order-h"
-    )
+    third, fourth = factories.two_channels(session, settings, org, omar, ("order-g", "order-h"))
     session.commit()
     numbers = {
         d.channel_id: d.from_phone
@@ -236,16 +224,13 @@ def test_a_batch_of_two_organizations_matches_each_in_its_own(
 def test_a_sender_another_transaction_holds_is_left_and_the_others_go_on(
     runtime: Runtime, session: Session, settings: Settings
 ) -> None:
-    org, _ = factories.organization(session, settings)
-    jane = factories.contact(session, settings, org, "Jane Doe")
-    omar = factories.contact(session, settings, org, "Omar Other")
-    factories.thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    to = sender_numbers(session, org.id)[0]
-    ids = deferred(session, settings, [(jane.phone, to, "1"), (omar.phone, to, "2")])
+    chat = factories.channel_of_two(session, settings)
+    ids = deferred(
+        session, settings, [(chat.jane.phone, chat.to, "1"), (chat.omar.phone, chat.to, "2")]
+    )
 
     with runtime.sessions() as other, other.begin():
-        key = f"inbound:{org.id}:{jane.phone}"
+        key = f"inbound:{chat.org.id}:{chat.jane.phone}"
         other.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
         outcomes, held = process_batch(session, settings, ids)
         session.commit()

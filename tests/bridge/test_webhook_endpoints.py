@@ -23,7 +23,8 @@ from bridge.webhook_endpoints import (
     signing_secrets,
     update_endpoint,
 )
-from tests.bridge.test_events import _one_event, make_org
+from tests import factories
+from tests.bridge.test_events import _one_event
 
 URL = "http://127.0.0.1:9/hooks"
 
@@ -38,14 +39,15 @@ URL = "http://127.0.0.1:9/hooks"
     ],
 )
 def test_event_types_are_checked(runtime: Runtime, events: list[str], param: str) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session, pytest.raises(ValidationError) as bad:
         create_endpoint(session, runtime.settings, org.id, URL, events)
     assert bad.value.param == param
 
 
 def test_at_most_ten_endpoints_per_organization(runtime: Runtime) -> None:
-    org, other = make_org(runtime), make_org(runtime)
+    org = factories.committed_organization(runtime)
+    other = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         for _ in range(MAX_ENDPOINTS):
             create_endpoint(session, runtime.settings, org.id, URL, ["*"])
@@ -70,7 +72,7 @@ def test_production_refuses_http_and_private_addresses(runtime: Runtime) -> None
 
 
 def test_rotation_signs_with_both_secrets_for_24_hours(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         endpoint = create_endpoint(session, runtime.settings, org.id, URL, ["*"])
         old = endpoint.secret
@@ -86,7 +88,7 @@ def test_rotation_signs_with_both_secrets_for_24_hours(runtime: Runtime) -> None
 def test_disabling_cancels_open_deliveries_and_enabling_clears_the_reason(
     runtime: Runtime,
 ) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     with transaction(runtime.sessions) as session:
         update_endpoint(session, runtime.settings, org.id, endpoint.id, {"enabled": False})
@@ -108,7 +110,7 @@ def test_disabling_cancels_open_deliveries_and_enabling_clears_the_reason(
 
 
 def test_deleting_removes_the_endpoint_and_what_it_had(runtime: Runtime) -> None:
-    org = make_org(runtime)
+    org = factories.committed_organization(runtime)
     endpoint, _ = _one_event(runtime, org.id)
     with transaction(runtime.sessions) as session:
         delete_endpoint(session, org.id, endpoint.id)
@@ -119,7 +121,8 @@ def test_deleting_removes_the_endpoint_and_what_it_had(runtime: Runtime) -> None
 
 
 def test_another_organizations_endpoint_is_not_found(runtime: Runtime) -> None:
-    org, other = make_org(runtime), make_org(runtime)
+    org = factories.committed_organization(runtime)
+    other = factories.committed_organization(runtime)
     with transaction(runtime.sessions) as session:
         endpoint = create_endpoint(session, runtime.settings, org.id, URL, ["*"])
     with transaction(runtime.sessions) as session:

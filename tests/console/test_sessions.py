@@ -7,6 +7,7 @@ import hashlib
 import redis
 from flask import Flask
 from sqlalchemy import select, update
+from werkzeug.test import TestResponse
 
 from bridge.db import transaction, utcnow
 from bridge.models import ApiKey, Message
@@ -17,7 +18,7 @@ from webhooks import create_app
 from webhooks.console.sessions import COOKIE_NAME, IDLE, KEY_PREFIX
 
 
-def _cookie(response) -> str:  # type: ignore[no-untyped-def]
+def _cookie(response: TestResponse) -> str:
     headers = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(COOKIE_NAME)]
     assert headers, "no session cookie was set"
     return headers[-1]

@@ -57,11 +57,31 @@ def environment(**values: str) -> dict[str, str]:
     return env
 
 
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (a work horse, the sweeper), read from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """Signal a process and every process below it (RQ's work horse has a group of its own)."""
+    for child in children(pid):
+        kill_tree(child, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
 class Process:
     """One Procfile line run the way a platform runs it (`bash -c`), its output kept in a file."""
 
     def __init__(self, name: str, command: str, env: dict[str, str], logs: Path, cwd: Path = ROOT):
         self.name = name
+        self.env = env
         self.log_path = logs / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import secrets
 import signal
 import subprocess
@@ -33,30 +32,19 @@ from bridge.models import Delivery, InboundSms
 from bridge.organizations import create_organization, find_or_create_contact
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
-from tests.e2e.processes import Process, answers, environment, http, procfile, wait_for
+from tests.e2e.processes import (
+    Process,
+    answers,
+    environment,
+    http,
+    kill_tree,
+    procfile,
+    wait_for,
+)
 from tests.fixtures.twilio import payloads
 from tests.services import OwnPostgres, RedisServer, free_port
 
 ACCOUNT_SID = "AC" + "5e1f" * 8
-
-
-def children(pid: int) -> list[int]:
-    """The processes `pid` started (a work horse, the sweeper), read from /proc."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
-    """Signal a process and every process below it (RQ's work horse has a group of its own)."""
-    for child in children(pid):
-        kill_tree(child, sig)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
 
 
 @dataclass
@@ -196,7 +184,6 @@ class System:
         env = self.env(**overrides)
         name = f"{kind}-{next(self._names)}"
         process = Process(name, procfile()[kind], env, self.logs)
-        process.port = env["PORT"]  # type: ignore[attr-defined]
         self.processes.append(process)
         if wait:
             self.ready(process)
@@ -206,7 +193,7 @@ class System:
         """Wait until these web processes answer /readyz and these workers have registered."""
         for process in processes:
             if process.name.startswith("web"):
-                url = f"http://127.0.0.1:{process.port}/readyz"  # type: ignore[attr-defined]
+                url = f"http://127.0.0.1:{process.env['PORT']}/readyz"
                 wait_for(
                     f"{process.name} to answer",
                     lambda p=process, u=url: p.popen.poll() is not None or answers(u) == 200,

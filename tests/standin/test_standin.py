@@ -49,7 +49,7 @@ def client(standin: TwilioStandIn) -> Iterator[Client]:
     client = Client(ACCOUNT_SID, AUTH_TOKEN, environment={"TWILIO_EDGE": ""})
     client.api.base_url = standin.base_url  # enough for client.messages (see shared/twilio/README)
     yield client
-    client.http_client.session.close()  # type: ignore[attr-defined]
+    client.http_client.session.close()
 
 
 class CallbackReceiver:
@@ -272,7 +272,7 @@ def test_bad_credentials_raise_in_twilio_python(standin: TwilioStandIn) -> None:
     client.api.base_url = standin.base_url
     with pytest.raises(TwilioRestException) as caught:
         client.messages.create(to=ALICE, from_=SENDER, body="x")
-    client.http_client.session.close()  # type: ignore[attr-defined]
+    client.http_client.session.close()
     assert (caught.value.status, caught.value.code) == (401, 20003)
 
 

@@ -101,7 +101,7 @@ def test_the_d_parameter_finds_a_delivery_before_its_sid_was_saved(
     client: FlaskClient, runtime: Runtime, delivery: Delivery
 ) -> None:
     with transaction(runtime.sessions) as session:
-        session.get(Delivery, delivery.id).twilio_sid = None  # type: ignore[union-attr]
+        session.get_one(Delivery, delivery.id).twilio_sid = None
 
     assert post_status(client, "sent", delivery.id, sid="SM" + "6" * 32) == 200
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,12 +19,11 @@ from sqlalchemy import select
 from bridge.models import EventDelivery
 from bridge.runtime import Runtime
 from tests import factories
+from tests.e2e.processes import children, kill_tree
 from tests.standin.receiver import Receiver
 from tests.standin.twilio import TwilioStandIn
-from tests.workers.test_events import attempts, endpoint_for, make_org, move_time, record
+from tests.workers.test_events import attempts, endpoint_for, move_time, record
 from tests.workers.test_processes import (  # noqa: F401  (fixtures)
-    children,
-    kill_tree,
     pg_runtime,
     pg_settings,
     start_worker,
@@ -36,12 +35,6 @@ from workers.sweeper import sweep
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver().start() as r:
-        yield r
-
-
 def test_sigkill_of_the_worker_mid_send_loses_no_event(
     pg_runtime: Runtime,  # noqa: F811
     receiver: Receiver,
@@ -49,7 +42,7 @@ def test_sigkill_of_the_worker_mid_send_loses_no_event(
 ) -> None:
     rt = pg_runtime
     install_enqueue_on_commit(rt)
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint_for(rt, org, receiver.url)
     receiver.hang(0.2)  # slow enough for the kill to land in the middle of the sends
     ids = record(rt, org, 30)

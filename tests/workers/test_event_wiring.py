@@ -37,8 +37,6 @@ from tests.standin.twilio import TwilioStandIn
 from tests.workers.test_events import (  # noqa: F401  (fixtures)
     endpoint_for,
     events_runtime,
-    make_org,
-    receiver,
     work_events,
 )
 from workers import queues
@@ -47,10 +45,10 @@ from workers.jobs import publish_scheduled
 
 def test_every_change_records_its_event_and_each_arrives_once_signed(
     events_runtime: Runtime,  # noqa: F811
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     rt, settings = events_runtime, events_runtime.settings
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     with transaction(rt.sessions) as session:
         channel_id, (_, dora) = factories.channel_of(session, settings, org, factories.phones(2))
@@ -118,7 +116,7 @@ def test_every_change_records_its_event_and_each_arrives_once_signed(
 
 def test_a_change_rolled_back_records_no_event(events_runtime: Runtime) -> None:  # noqa: F811
     rt, settings = events_runtime, events_runtime.settings
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     with transaction(rt.sessions) as session:
         channel_id, _ = factories.channel_of(session, settings, org, factories.phones(1))
     with pytest.raises(RuntimeError), transaction(rt.sessions) as session:
@@ -133,7 +131,7 @@ def test_a_change_rolled_back_records_no_event(events_runtime: Runtime) -> None:
 
 def test_a_fan_out_reports_its_deliveries_in_bulk(
     events_runtime: Runtime,  # noqa: F811
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
     twilio: TwilioStandIn,
     work: factories.Work,
 ) -> None:

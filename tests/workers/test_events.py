@@ -7,7 +7,6 @@ start) into the past in the database, as the clock would have.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -45,24 +44,14 @@ def events_runtime(runtime: Runtime) -> Runtime:
     return runtime
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver().start() as r:
-        yield r
-
-
 def work_events(connection: redis.Redis) -> None:
     """Run what the `events` queue holds now (scheduled retries stay scheduled: time is moved)."""
     Worker([Queue(queues.EVENTS, connection=connection)], connection=connection).work(burst=True)
 
 
-def make_org(rt: Runtime) -> Organization:
-    with transaction(rt.sessions) as session:
-        org, _ = factories.organization(session, rt.settings)
-    return org
-
-
-def endpoint_for(rt: Runtime, org: Organization, url: str, events: list[str] | None = None):  # type: ignore[no-untyped-def]
+def endpoint_for(
+    rt: Runtime, org: Organization, url: str, events: list[str] | None = None
+) -> WebhookEndpoint:
     with transaction(rt.sessions) as session:
         return create_endpoint(session, rt.settings, org.id, url, events or ["*"])
 
@@ -110,7 +99,7 @@ def attempts(rt: Runtime, endpoint_id: str) -> list[WebhookAttempt]:
 
 def test_every_event_type_arrives_once_signed(events_runtime: Runtime, receiver: Receiver) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     ids = [record(rt, org, type=t)[0] for t in EVENT_OBJECTS]
     work_events(rt.redis)
@@ -132,7 +121,7 @@ def test_receiver_down_then_up_gets_everything_after_the_retries(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     receiver.down()
     ids = record(rt, org, 3)
@@ -157,7 +146,7 @@ def test_a_hanging_receiver_is_cut_at_the_timeout(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     receiver.hang(30)
     record(rt, org)
@@ -174,7 +163,7 @@ def test_two_endpoints_one_dead_the_live_one_gets_everything(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     with Receiver().start() as dead:
         dead.hang(10)
         dead_endpoint = endpoint_for(rt, org, dead.url)
@@ -194,7 +183,7 @@ def test_rotation_signs_with_both_secrets_for_24_hours_then_the_new_one(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     old = endpoint.secret
     with transaction(rt.sessions) as session:
@@ -224,7 +213,7 @@ def test_one_dispatch_job_takes_the_events_of_every_commit_before_it(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint_for(rt, org, receiver.url)
     queue = Queue(queues.EVENTS, connection=rt.redis)
     first = record(rt, org, 2) + record(rt, org, 1)  # two commits
@@ -241,7 +230,7 @@ def test_redis_flushed_undelivered_events_are_redriven_by_the_sweeper(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint_for(rt, org, receiver.url)
     ids = record(rt, org, 3)  # dispatch queued...
     rt.redis.flushdb()  # ...and lost
@@ -269,7 +258,8 @@ def test_commits_share_one_dispatch_job_and_events_without_endpoint_go_nowhere(
 ) -> None:
     rt = events_runtime
     events = Queue(queues.EVENTS, connection=rt.redis)
-    quiet, subscribed = make_org(rt), make_org(rt)
+    quiet = factories.committed_organization(rt)
+    subscribed = factories.committed_organization(rt)
     endpoint_for(rt, subscribed, receiver.url)
     for _ in range(3):
         record(rt, quiet, 1)
@@ -288,7 +278,7 @@ def test_commits_share_one_dispatch_job_and_events_without_endpoint_go_nowhere(
 
 def test_a_transaction_rolled_back_writes_and_queues_no_event(events_runtime: Runtime) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     with pytest.raises(RuntimeError), transaction(rt.sessions) as session:
         record_event(session, org.id, "contact.opted_out", {"object": "contact"})
         raise RuntimeError("the change fails")
@@ -303,7 +293,7 @@ def test_an_endpoint_failing_for_5_days_is_disabled(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     receiver.answer(503, "maintenance")
     record(rt, org)
@@ -326,7 +316,7 @@ def test_an_endpoint_has_a_cap_on_drains_in_flight(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     far = time.time() + 600
     rt.redis.zadd(
@@ -344,7 +334,7 @@ def test_a_claim_left_by_a_killed_worker_is_sent_again_after_the_lease(
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint_for(rt, org, receiver.url)
     (event_id,) = record(rt, org)
     work_events(rt.redis)
@@ -363,7 +353,7 @@ def test_a_drain_asked_to_stop_ends_after_the_post_in_progress_and_queues_its_se
     events_runtime: Runtime, receiver: Receiver
 ) -> None:
     rt = events_runtime
-    org = make_org(rt)
+    org = factories.committed_organization(rt)
     endpoint = endpoint_for(rt, org, receiver.url)
     ids = record(rt, org, 30)
     rt.redis.delete(f"rq:queue:{queues.EVENTS}")  # the dispatch is done by hand below

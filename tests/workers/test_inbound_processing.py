@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import pytest
 import redis
 from rq import Queue
 from sqlalchemy import select
 
-from bridge import inbound
 from bridge.inbound import record_inbound_sms
-from bridge.models import Delivery, InboundSms, Message
+from bridge.models import Contact, Delivery, InboundSms, Message
 from bridge.organizations import sender_numbers
 from bridge.runtime import Runtime
 from tests import factories
@@ -22,12 +20,16 @@ from workers import queues
 from workers.enqueue import enqueue_inbound, enqueue_relays
 from workers.inbound import process_waiting
 
+# Every SMS stored here waits for the jobs under test, however slowly the machine stores it.
+pytestmark = pytest.mark.usefixtures("patient_webhook")
 
-@pytest.fixture(autouse=True)
-def patient_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every SMS stored here waits for the jobs under test, however slowly the machine stores them
-    (the webhook matching its SMS itself when the workers lag is tested in tests/bridge)."""
-    monkeypatch.setattr(inbound, "INLINE_AFTER", timedelta(hours=1))
+
+def texting(runtime: Runtime, n: int) -> tuple[list[Contact], str]:
+    """`n` contacts of a new organization in one channel, and the organization's number."""
+    org = factories.committed_organization(runtime)
+    with runtime.sessions() as session, session.begin():
+        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(n))
+        return contacts, sender_numbers(session, org.id)[0]
 
 
 def store(runtime: Runtime, phone: str, to: str, text: str) -> str:
@@ -39,10 +41,7 @@ def store(runtime: Runtime, phone: str, to: str, text: str) -> str:
 def test_one_job_waits_for_many_sms_and_takes_them_all(
     runtime: Runtime, redis_client: redis.Redis
 ) -> None:
-    org = factories.committed_organization(runtime)
-    with runtime.sessions() as session, session.begin():
-        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(2))
-        to = sender_numbers(session, org.id)[0]
+    contacts, to = texting(runtime, 2)
     for n in range(5):
         store(runtime, contacts[0].phone, to, f"note {n}")
         assert enqueue_inbound(redis_client)
@@ -60,10 +59,7 @@ def test_one_job_waits_for_many_sms_and_takes_them_all(
 def test_two_jobs_at_once_store_each_sms_once_and_each_contacts_in_order(
     runtime: Runtime, redis_client: redis.Redis
 ) -> None:
-    org = factories.committed_organization(runtime)
-    with runtime.sessions() as session, session.begin():
-        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(4))
-        to = sender_numbers(session, org.id)[0]
+    contacts, to = texting(runtime, 4)
     for n in range(60):
         store(runtime, contacts[n % 4].phone, to, f"{n % 4}:{n:03d}")
     counts: list[int] = []
@@ -95,10 +91,7 @@ def test_relays_beyond_a_second_of_the_senders_rate_go_to_fan_out_jobs(
 ) -> None:
     """The job that matches SMS must stay free for the next ones: it does not wait out the rate."""
     runtime.settings = runtime.settings.model_copy(update={"send_rate_per_sender": 1.0})
-    org = factories.committed_organization(runtime)
-    with runtime.sessions() as session, session.begin():
-        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(2))
-        to = sender_numbers(session, org.id)[0]
+    contacts, to = texting(runtime, 2)
     for n in range(3):
         store(runtime, contacts[0].phone, to, f"note {n}")
 
@@ -116,10 +109,7 @@ def test_relays_beyond_a_second_of_the_senders_rate_go_to_fan_out_jobs(
 def test_relays_of_sms_the_web_matched_itself_are_sent_by_the_inbound_job(
     runtime: Runtime, redis_client: redis.Redis, twilio: TwilioStandIn
 ) -> None:
-    org = factories.committed_organization(runtime)
-    with runtime.sessions() as session, session.begin():
-        _, contacts = factories.channel_of(session, runtime.settings, org, factories.phones(2))
-        to = sender_numbers(session, org.id)[0]
+    contacts, to = texting(runtime, 2)
     with runtime.sessions() as session, session.begin():
         outcome = record_inbound_sms(  # not deferred: matched at once, as when workers lag
             session, runtime.settings, payloads.inbound(contacts[0].phone, to, "At the gate")

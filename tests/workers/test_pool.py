@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import QueuePool, func, select
 
 from bridge.db import make_engine
 from bridge.models import Delivery
@@ -20,8 +20,9 @@ def test_the_pool_follows_send_concurrency(settings: Settings) -> None:
     for concurrency in (1, 32, 64):
         runtime = Runtime(settings.model_copy(update={"send_concurrency": concurrency}))
         pool = runtime.engine.pool
-        assert pool.size() == concurrency + POOL_SPARE  # type: ignore[attr-defined]
-        assert pool._max_overflow == 0  # type: ignore[attr-defined]
+        assert isinstance(pool, QueuePool)
+        assert pool.size() == concurrency + POOL_SPARE
+        assert pool._max_overflow == 0
         runtime.close()
 
 

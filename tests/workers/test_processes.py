@@ -3,7 +3,6 @@ scheduled publishing, and the queues the Procfile's worker listens to. PostgreSQ
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from bridge.runtime import Runtime
 from bridge.settings import MAX_SEND_CONCURRENCY, POOL_SPARE, Settings, load_settings
 from tests import factories
 from tests.conftest import TEST_HASH_KEY, _empty
+from tests.e2e.processes import children, kill_tree
 from tests.standin.twilio import TwilioStandIn, most_within
 from tests.workers.conftest import ACCOUNT_SID, AUTH_TOKEN
 from workers import queues
@@ -107,24 +107,6 @@ def start_worker(pg_settings: Settings) -> Iterator[Callable[..., subprocess.Pop
     for process in started:
         kill_tree(process.pid, signal.SIGKILL)
         process.wait(10)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def kill_tree(pid: int, sig: signal.Signals) -> None:
-    """Signal a worker and every process it started (its work horse has its own process group)."""
-    for child in children(pid):
-        kill_tree(child, sig)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
 
 
 def main_workers(connection: redis.Redis) -> list[Worker]:
@@ -326,7 +308,7 @@ def standin_messages(base_url: str) -> list[dict[str, object]]:
 def test_fan_out_of_1000_at_concurrency_64_sends_each_recipient_exactly_once(
     pg_runtime: Runtime,
     standin_process: str,
-    start_worker,  # type: ignore[no-untyped-def]
+    start_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     # With more send threads than pooled connections, this fan-out used to stop part way and
     # fail the same way on every retry (issue 13: 619 of 1,000 at concurrency 32).

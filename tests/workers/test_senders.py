@@ -66,7 +66,7 @@ def test_no_sender_and_no_messaging_service_fails_for_good(
     with runtime.sessions() as session, session.begin():
         channel_id, _ = factories.channel_of(session, runtime.settings, org, factories.phones(1))
         # The service is removed later (by hand, in the database): nothing is left to send from.
-        session.get(Organization, org.id).messaging_service_sid = None  # type: ignore[union-attr]
+        session.get_one(Organization, org.id).messaging_service_sid = None
     message_id = factories.post_to_channel(runtime, org, channel_id, "Hello " * 300)  # two parts
     work()
 
