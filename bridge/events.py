@@ -139,13 +139,6 @@ def take_recorded(session: Session) -> list[str]:
     return ids
 
 
-def event_json(event: Event) -> dict[str, Any]:
-    """The event as the API shows it and as endpoints receive it."""
-    from bridge.serialize import Event as EventModel
-
-    return dump(EventModel.read(event))
-
-
 def event_body(event: Event) -> str:
     """The JSON body POSTed to endpoints (what the signature covers): the API's JSON of it."""
     from bridge.serialize import Event as EventModel

@@ -23,8 +23,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import redis
-
 from bridge.db import DATABASE_DOWN, transaction, utcnow
 from bridge.deliveries import record_status_callback
 from bridge.errors import ValidationError
@@ -149,11 +147,6 @@ def _relay(runtime: Runtime, text: list[str]) -> None:
 def redrive_received(runtime: Runtime, now: datetime) -> int:
     """Process, here, the deferred SMS whose job was lost (waiting past the grace); how many."""
     return process_waiting(runtime, before=now - RECEIVED_GRACE)
-
-
-def kept_count(connection: redis.Redis) -> int:
-    """How many webhooks wait in Redis for the database."""
-    return int(connection.llen(KEPT))
 
 
 def drain_kept(runtime: Runtime) -> int:

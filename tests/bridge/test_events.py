@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import timedelta
 
@@ -23,7 +24,7 @@ from bridge.events import (
     EVENT_OBJECTS,
     contact_object,
     delivery_object,
-    event_json,
+    event_body,
     get_event,
     inbound_object,
     list_events,
@@ -58,7 +59,7 @@ def test_an_event_is_one_row_committed_with_the_change(runtime: Runtime) -> None
         assert take_recorded(session) == [event.id]
     with runtime.sessions() as session:
         stored = get_event(session, org.id, event.id)
-        data = event_json(stored)
+        data = json.loads(event_body(stored))
     assert data["object"] == "event" and data["id"].startswith("evt_")
     assert data["type"] == "contact.opted_out"
     assert data["organization_id"] == org.id
@@ -144,7 +145,9 @@ def test_each_event_type_is_built_from_the_objects_the_api_returns(runtime: Runt
         events = {t: record_event(session, org.id, t, o) for t, o in objects.items()}
     assert set(events) == set(EVENT_OBJECTS)
     with runtime.sessions() as session:
-        stored = {t: event_json(get_event(session, org.id, e.id)) for t, e in events.items()}
+        stored = {
+            t: json.loads(event_body(get_event(session, org.id, e.id))) for t, e in events.items()
+        }
     assert stored["message.created"]["data"]["object"]["id"] == message.id
     assert stored["message.created"]["data"]["object"]["channel_id"] == channel.id
     assert stored["delivery.updated"]["data"]["object"]["status"] == "pending"

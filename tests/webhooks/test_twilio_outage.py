@@ -27,7 +27,7 @@ from tests.fixtures.twilio import payloads
 from tests.services import OwnPostgres, free_port
 from webhooks import create_app
 from workers import context
-from workers.inbound import DEAD, KEPT, drain_kept, kept_count
+from workers.inbound import DEAD, KEPT, drain_kept
 from workers.worker import Worker
 
 AUTH_TOKEN = "test-auth-token-outage-31c4"
@@ -104,7 +104,7 @@ def test_database_down_keeps_webhooks_and_the_drain_processes_them_once(
     answers.append(post(down, f"/twilio/status?d={world.delivery_id}", status))
 
     assert [(a.status_code, a.get_data(as_text=True)) for a in answers] == [(200, EMPTY)] * 3
-    assert kept_count(redis_client) == 3
+    assert redis_client.llen(KEPT) == 3
     drains = Queue("maintenance", connection=redis_client).jobs
     assert [j.func_name for j in drains] == ["workers.inbound.drain"]
     assert counts(runtime) == (0, 0)
@@ -121,7 +121,7 @@ def test_database_down_keeps_webhooks_and_the_drain_processes_them_once(
     assert [(j.func_name, j.args) for j in fan_out] == [
         ("workers.jobs.fan_out", (inbound.message_id,))
     ]
-    assert kept_count(redis_client) == 0
+    assert redis_client.llen(KEPT) == 0
     assert drain_kept(runtime) == 0
     assert counts(runtime) == (1, 1)
 
@@ -147,7 +147,7 @@ def test_the_drain_job_queued_when_keeping_runs_in_a_real_worker(
         context.uninstall()
 
     assert counts(runtime) == (1, 1)
-    assert kept_count(redis_client) == 0
+    assert redis_client.llen(KEPT) == 0
 
 
 def test_a_forged_kept_payload_is_set_aside_not_processed(
@@ -171,7 +171,7 @@ def test_a_forged_kept_payload_is_set_aside_not_processed(
     assert drain_kept(runtime) == 2
 
     assert counts(runtime) == (0, 0)
-    assert redis_client.llen(DEAD) == 2 and kept_count(redis_client) == 0
+    assert redis_client.llen(DEAD) == 2 and redis_client.llen(KEPT) == 0
 
 
 def test_database_and_redis_down_is_503(
@@ -245,7 +245,7 @@ def test_postgres_stopped_and_started_again(
         own_postgres.stop()
         kept = post(client, "/twilio/sms", payloads.inbound(world.jane.phone, world.to, "2"))
         assert (kept.status_code, kept.get_data(as_text=True)) == (200, EMPTY)
-        assert kept_count(redis_client) == 1
+        assert redis_client.llen(KEPT) == 1
 
         own_postgres.start()
         assert drain_kept(runtime) == 1
