@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from flask import Flask, Response
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 from rq import Queue
@@ -259,6 +260,55 @@ def channel_of_two(session: Session, settings: Settings) -> ChannelOfTwo:
     thread, channel = thread_channel(session, settings, org, [jane, omar], "order-1")
     session.commit()
     return ChannelOfTwo(org, jane, omar, thread, channel, sender_numbers(session, org.id)[0])
+
+
+class JsonResponse(TestResponse, Response):
+    """A test client's response whose `json` is typed `Any`, so tests index the parsed body.
+
+    werkzeug types `json` as `Any | None`, None when the body is not JSON: here reading `json`
+    off a body that is not JSON fails the test there, naming the body's type.
+    """
+
+    default_mimetype = None  # TestResponse's (Flask's is "text/html"): the app sets the type
+
+    @property
+    def json(self) -> Any:
+        assert self.is_json, f"the body is {self.mimetype!r}, not JSON"
+        return self.get_json()
+
+
+class JsonClient(FlaskClient):
+    """A Flask test client of `app` whose responses are `JsonResponse`."""
+
+    def __init__(self, app: Flask, use_cookies: bool = True) -> None:
+        super().__init__(app, JsonResponse, use_cookies=use_cookies)
+
+    def open(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        response = super().open(*args, **kwargs)
+        assert isinstance(response, JsonResponse)
+        return response
+
+    # werkzeug's get, post, ... call open: typed here for what open returns.
+    def get(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="GET", **kwargs)
+
+    def post(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="POST", **kwargs)
+
+    def put(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="PUT", **kwargs)
+
+    def patch(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="PATCH", **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="DELETE", **kwargs)
+
+    def head(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="HEAD", **kwargs)
+
+    def options(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        return self.open(*args, method="OPTIONS", **kwargs)
 
 
 def with_twilio(settings: Settings, auth_token: str) -> Settings:

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from flask.testing import FlaskClient
 from werkzeug.serving import make_server
-from werkzeug.test import TestResponse
 
 from bridge.db import transaction
 from bridge.runtime import Runtime
 from tests import factories
+from tests.factories import JsonClient, JsonResponse
 from webhooks import create_app
 
 
@@ -42,16 +41,16 @@ def server_url(app: Flask) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    """A test client of the app."""
-    return app.test_client()
+def client(app: Flask) -> JsonClient:
+    """A test client of the app (its responses' `json` typed for the tests to index)."""
+    return JsonClient(app)
 
 
 @dataclass
 class ApiOrg:
     """An organization with an API key, calling the REST API through the test client."""
 
-    client: FlaskClient
+    client: JsonClient
     organization_id: str
     key: str
 
@@ -61,36 +60,36 @@ class ApiOrg:
             headers["X-Subscriber-Id"] = as_user
         return headers
 
-    def get(self, path: str, as_user: str | None = None, **kwargs: Any) -> TestResponse:
+    def get(self, path: str, as_user: str | None = None, **kwargs: Any) -> JsonResponse:
         return self.client.get(path, headers=self.headers(as_user), **kwargs)
 
     def post(
         self, path: str, json: Any = None, as_user: str | None = None, **kw: Any
-    ) -> TestResponse:
+    ) -> JsonResponse:
         return self.client.post(path, json=json, headers=self.headers(as_user), **kw)
 
     def patch(
         self, path: str, json: Any = None, as_user: str | None = None, **kw: Any
-    ) -> TestResponse:
+    ) -> JsonResponse:
         return self.client.patch(path, json=json, headers=self.headers(as_user), **kw)
 
-    def delete(self, path: str, as_user: str | None = None, **kwargs: Any) -> TestResponse:
+    def delete(self, path: str, as_user: str | None = None, **kwargs: Any) -> JsonResponse:
         return self.client.delete(path, headers=self.headers(as_user), **kwargs)
 
 
-def _api_org(client: FlaskClient, runtime: Runtime, name: str) -> ApiOrg:
+def _api_org(client: JsonClient, runtime: Runtime, name: str) -> ApiOrg:
     with transaction(runtime.sessions) as session:
         org, key = factories.organization(session, runtime.settings, name)
     return ApiOrg(client, org.id, key)
 
 
 @pytest.fixture
-def api(client: FlaskClient, runtime: Runtime, redis_client: redis.Redis) -> ApiOrg:
+def api(client: JsonClient, runtime: Runtime, redis_client: redis.Redis) -> ApiOrg:
     """An organization calling the API (Redis flushed, so its rate-limit window starts empty)."""
     return _api_org(client, runtime, "Acme Logistics")
 
 
 @pytest.fixture
-def other_api(client: FlaskClient, runtime: Runtime, redis_client: redis.Redis) -> ApiOrg:
+def other_api(client: JsonClient, runtime: Runtime, redis_client: redis.Redis) -> ApiOrg:
     """A second organization calling the same API."""
     return _api_org(client, runtime, "Other Org")

@@ -9,20 +9,19 @@ from typing import Any
 
 import pytest
 import redis
-from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 
 from bridge.db import transaction
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from tests import factories
+from tests.factories import JsonClient, JsonResponse
 from tests.services import free_port
 from tests.webhooks.conftest import ApiOrg
 from webhooks import create_app
 
 
 def _error(
-    response: TestResponse, status: int, kind: str, param: str | None = None
+    response: JsonResponse, status: int, kind: str, param: str | None = None
 ) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.content_type == "application/json"
@@ -73,7 +72,7 @@ def test_malformed_json_is_400(api: ApiOrg) -> None:
     ],
 )
 def test_a_missing_or_bad_key_is_401(
-    client: FlaskClient, runtime: Runtime, authorization: str | None
+    client: JsonClient, runtime: Runtime, authorization: str | None
 ) -> None:
     headers = {"Authorization": authorization} if authorization is not None else {}
     _error(client.get("/v1/organization", headers=headers), 401, "authentication_error")
@@ -395,7 +394,7 @@ def test_over_the_rate_limit_is_429(
 ) -> None:
     limited = Runtime(settings.model_copy(update={"api_rate_limit": 3}))
     try:
-        client = create_app(runtime=limited).test_client()
+        client = JsonClient(create_app(runtime=limited))
         while True:
             with transaction(limited.sessions) as session:
                 _, key = factories.organization(session, limited.settings)
@@ -419,7 +418,7 @@ def test_with_redis_down_the_api_stays_open_and_posting_still_succeeds(
 ) -> None:
     down = Runtime(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
     try:
-        client = create_app(runtime=down).test_client()
+        client = JsonClient(create_app(runtime=down))
         with transaction(down.sessions) as session:
             _, key = factories.organization(session, down.settings)
         api = ApiOrg(client, "", key)
@@ -436,7 +435,7 @@ def test_with_the_database_away_the_api_answers_503(settings: Settings, runtime:
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
     away = Runtime(settings.model_copy(update={"database_url": url}))
     try:
-        client = create_app(runtime=away).test_client()
+        client = JsonClient(create_app(runtime=away))
         response = client.get("/v1/organization", headers={"Authorization": "Bearer brk_any"})
         _error(response, 503, "service_unavailable")
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from rq import Queue
 from standardwebhooks import Webhook
 
@@ -15,6 +14,7 @@ from bridge.event_sending import claim_due, record_attempt
 from bridge.events import record_event
 from bridge.events_sender import AttemptResult
 from bridge.runtime import Runtime
+from tests.factories import JsonClient
 from tests.webhooks.conftest import ApiOrg
 from workers import queues
 from workers.enqueue import take_waiting_events
@@ -146,7 +146,7 @@ def test_events_attempts_and_resend(api: ApiOrg, runtime: Runtime) -> None:
 
 
 def test_another_organizations_endpoints_and_events_are_404(
-    api: ApiOrg, other_api: ApiOrg, runtime: Runtime, client: FlaskClient
+    api: ApiOrg, other_api: ApiOrg, runtime: Runtime, client: JsonClient
 ) -> None:
     made = create(api)
     event_id = _event_with_attempt(runtime, api.organization_id, made["id"])
@@ -167,7 +167,7 @@ def test_another_organizations_endpoints_and_events_are_404(
     assert client.get("/v1/events").status_code == 401
 
 
-def test_the_openapi_document_describes_the_events_api_with_examples(client: FlaskClient) -> None:
+def test_the_openapi_document_describes_the_events_api_with_examples(client: JsonClient) -> None:
     spec = client.get("/openapi.json").json
     paths = spec["paths"]
     assert set(paths["/v1/webhook_endpoints/{endpoint_id}"]) == {"get", "patch", "delete"}

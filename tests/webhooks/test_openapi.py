@@ -7,14 +7,14 @@ from typing import Any, get_args
 
 import jsonschema
 from flask import Flask
-from flask.testing import FlaskClient
 
+from tests.factories import JsonClient
 from tests.webhooks.conftest import ApiOrg
 from webhooks.errors import ErrorType
 from webhooks.openapi import TAGS
 
 
-def _spec(client: FlaskClient) -> dict[str, Any]:
+def _spec(client: JsonClient) -> dict[str, Any]:
     response = client.get("/openapi.json")
     assert response.status_code == 200
     return response.json
@@ -25,7 +25,7 @@ def _validator(spec: dict[str, Any], component: str) -> jsonschema.Draft202012Va
     return jsonschema.Draft202012Validator(schema)
 
 
-def test_every_api_route_is_described_and_nothing_else(app: Flask, client: FlaskClient) -> None:
+def test_every_api_route_is_described_and_nothing_else(app: Flask, client: JsonClient) -> None:
     spec = _spec(client)
     assert spec["openapi"].startswith("3.1")
     routes = set()
@@ -40,7 +40,7 @@ def test_every_api_route_is_described_and_nothing_else(app: Flask, client: Flask
     assert len(routes) == 36  # 23, the 10 of events out (DESIGN 5.8), the 3 of API keys
 
 
-def test_every_operation_documents_its_parameters_bodies_and_errors(client: FlaskClient) -> None:
+def test_every_operation_documents_its_parameters_bodies_and_errors(client: JsonClient) -> None:
     spec = _spec(client)
     for path, item in spec["paths"].items():
         for method, op in item.items():
@@ -71,7 +71,7 @@ def test_every_operation_documents_its_parameters_bodies_and_errors(client: Flas
     assert limit["schema"]["default"] == 50
 
 
-def test_the_seed_models_are_named_components(client: FlaskClient) -> None:
+def test_the_seed_models_are_named_components(client: JsonClient) -> None:
     schemas = _spec(client)["components"]["schemas"]
     for name in ["Thread", "Message", "Subscriber", "Channel", "Delivery", "InboundSms", "User",
                  "Contact", "Organization", "Error"]:  # fmt: skip
@@ -108,7 +108,7 @@ def test_real_responses_match_their_components(api: ApiOrg) -> None:
     assert not _validator(spec, "Thread").is_valid(broken)
 
 
-def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
+def test_the_document_states_the_servers_rules(client: JsonClient) -> None:
     spec = _spec(client)
     schemas = spec["components"]["schemas"]
     assert spec["servers"] and {t["name"] for t in spec["tags"]} == set(TAGS)
@@ -154,7 +154,7 @@ def test_the_document_states_the_servers_rules(client: FlaskClient) -> None:
     assert "404" in inbound["responses"]
 
 
-def test_every_answer_carries_x_request_id_and_every_body_its_cap(client: FlaskClient) -> None:
+def test_every_answer_carries_x_request_id_and_every_body_its_cap(client: JsonClient) -> None:
     spec = _spec(client)
     for path, item in spec["paths"].items():
         for method, op in item.items():
@@ -167,7 +167,7 @@ def test_every_answer_carries_x_request_id_and_every_body_its_cap(client: FlaskC
     assert "Retry-After" in spec["paths"]["/v1/threads"]["post"]["responses"]["429"]["headers"]
 
 
-def test_links_name_real_operations_and_parameters(client: FlaskClient) -> None:
+def test_links_name_real_operations_and_parameters(client: JsonClient) -> None:
     spec = _spec(client)
     operations = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
     linked = set()

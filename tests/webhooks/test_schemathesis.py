@@ -38,6 +38,7 @@ from bridge.events import contact_object, record_event
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from tests import factories
+from tests.factories import JsonClient
 from tests.webhooks import schemathesis_hooks
 from webhooks import create_app
 
@@ -81,7 +82,7 @@ def fuzzed(settings: Settings, runtime: Runtime, redis_client: Any) -> Iterator[
         org, key = factories.organization(session, unlimited.settings)
         user = factories.user(session, unlimited.settings, org)
         contact = factories.contact(session, unlimited.settings, org)
-    client = app.test_client()
+    client = JsonClient(app)
     headers = {"Authorization": f"Bearer {key}"}
     thread = client.post(
         "/v1/threads", json={"resource_id": "order-1", "subscribers": [contact.id]}, headers=headers
