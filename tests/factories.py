@@ -7,20 +7,20 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from flask import Flask, Response
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 from rq import Queue
-from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy import Connection, Engine, Table, event, select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
-from bridge.db import transaction
+from bridge.db import Base, transaction
 from bridge.inbound_store import Reply, store_replies
 from bridge.messages import Draft, Posted, post_channel_message, post_message
 from bridge.models import Channel, Contact, Delivery, Message, Organization, Thread, User
@@ -45,6 +45,21 @@ Work = Callable[..., None]
 BASE_URL = "https://bridge.example.com"
 
 _numbers = itertools.count(1000)
+
+T = TypeVar("T")
+
+
+def known(value: T | None) -> T:
+    """`value`, asserted not None: typed optional (a nullable column, a lookup), set here."""
+    assert value is not None
+    return value
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class (SQLAlchemy types `__table__` as any FromClause)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 @contextmanager

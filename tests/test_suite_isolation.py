@@ -17,6 +17,8 @@ def test_the_suites_redis_is_a_server_of_its_own(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         assert client.config_get("save") == {"save": ""}
-        assert client.config_get("dir")["dir"].rsplit("/", 1)[-1].startswith("bridge-redis-")
+        directory = client.config_get("dir")["dir"]
+        assert directory is not None
+        assert directory.rsplit("/", 1)[-1].startswith("bridge-redis-")
     finally:
         client.close()

@@ -11,7 +11,7 @@ from bridge.db import transaction
 from bridge.deliveries import apply_status, find_delivery, list_deliveries
 from bridge.errors import NotFound
 from bridge.messages import Draft, post_message
-from bridge.models import Contact, Delivery
+from bridge.models import Contact, Delivery, DeliveryStatus
 from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
 from bridge.settings import Settings
@@ -84,7 +84,7 @@ def test_a_late_sent_cannot_overwrite_a_delivered_that_commits_in_between(
 ) -> None:
     with runtime.sessions() as session:
         delivery, _ = _delivery(session, settings)
-        delivery.status, delivery.twilio_sid = "sending", "SM9"
+        delivery.status, delivery.twilio_sid = DeliveryStatus.SENDING, "SM9"
         delivery_id = delivery.id
         session.commit()
     key = (delivery_id, None) if by == "d" else (None, "SM9")

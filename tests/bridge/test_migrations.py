@@ -274,13 +274,15 @@ def test_the_upgrade_carries_rows_forward(
             ),
             {"t": datetime(2026, 12, 1, tzinfo=UTC).replace(tzinfo=None)},
         )
-        contacts = dict(
+        contacts: dict[str, str] = dict(
             conn.execute(text("SELECT organization_id, phone_hash FROM contacts")).all()
         )
-        indexed = dict(
+        indexed: dict[str, str] = dict(
             conn.execute(text("SELECT organization_id, phone_hash FROM channel_phone_hashes")).all()
         )
-        opted = dict(conn.execute(text("SELECT organization_id, phone_hash FROM opt_outs")).all())
+        opted: dict[str, str] = dict(
+            conn.execute(text("SELECT organization_id, phone_hash FROM opt_outs")).all()
+        )
         events = _event_data(conn)
     for org in ("org_a", "org_b"):
         assert contacts[org] == indexed[org] == phone_hash(org, ANN, KEY)

@@ -281,7 +281,7 @@ def test_a_contacts_email_and_name_are_checked_where_they_were_given(
                 org.id,
                 factories.phone(),
                 param="subscribers[2].phone",
-                **{field: value},
+                **{field: value},  # type: ignore[arg-type]
             )
         assert info.value.param == f"subscribers[2].{field}"
     made, _ = find_or_create_contact(session, settings, org.id, factories.phone(), email="a@b.co")

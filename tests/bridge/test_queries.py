@@ -108,9 +108,11 @@ def test_reading_a_thread_takes_a_fixed_number_of_queries(
     large = _build(runtime, settings, messages=150, subscribers=50)
     counts = []
     for made in (lone, small, large):
-        n, body = _queries(
-            runtime, lambda s, m=made: Thread.of(load_thread_view(s, m.org, m.thread))
-        )
+
+        def read_thread(s: Session, m: Built = made) -> Thread:
+            return Thread.of(load_thread_view(s, m.org, m.thread))
+
+        n, body = _queries(runtime, read_thread)
         counts.append(n)
         assert len(body["subscribers"]) in {1, 3, 50}
         assert len(body["recent_messages"]) in {1, 10, 150}
@@ -125,9 +127,11 @@ def test_reading_a_channel_takes_a_fixed_number_of_queries(
     large = _build(runtime, settings, messages=150, subscribers=50)
     counts = []
     for made in (small, large):
-        n, body = _queries(
-            runtime, lambda s, m=made: Channel.of(load_channel_view(s, m.org, m.channel))
-        )
+
+        def read_channel(s: Session, m: Built = made) -> Channel:
+            return Channel.of(load_channel_view(s, m.org, m.channel))
+
+        n, body = _queries(runtime, read_channel)
         counts.append(n)
         assert len(body["pending_messages"]) == 1
         assert len(body["recent_messages"]) in {9, 149}

@@ -298,7 +298,7 @@ def test_keyword_overrides_win_and_are_checked_too() -> None:
 def test_settings_are_frozen_and_hide_secrets_in_repr() -> None:
     settings = load_settings(PRODUCTION)
     with pytest.raises(ValueError):
-        settings.port = 1  # type: ignore[misc]
+        settings.port = 1
     shown = repr(settings) + str(settings)
     for secret in ["a-real-secret-of-enough-length", "another-real-secret", "t" * 32, "u:p@"]:
         assert secret not in shown

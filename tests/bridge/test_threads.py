@@ -149,7 +149,7 @@ def test_bad_subscribers_name_their_place(session: Session, settings: Settings) 
         )
     assert info.value.param == "subscribers[0].phone"
     with pytest.raises(ValidationError) as info:
-        create_thread(session, settings, actor, "o-4", subscribers="usr_x")  # type: ignore[arg-type]
+        create_thread(session, settings, actor, "o-4", subscribers="usr_x")
     assert info.value.param == "subscribers"
 
 

@@ -349,7 +349,8 @@ def test_the_standins_answers_are_shaped_like_twilios(
                 timeout=5,
             ),
         ]
-        listed = http.get(url, params={"To": CONTACT, "PageSize": 1}, timeout=5)
+        query: dict[str, str | int] = {"To": CONTACT, "PageSize": 1}
+        listed = http.get(url, params=query, timeout=5)
 
     create_schema = response_validator(spec, "post", "201")
     for answer in created:

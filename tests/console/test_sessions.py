@@ -25,7 +25,9 @@ def _cookie(response: TestResponse) -> str:
 
 
 def _stored(redis_client: redis.Redis, sid: str) -> bytes | None:
-    return redis_client.get(KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest())
+    stored = redis_client.get(KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest())
+    assert stored is None or isinstance(stored, bytes)
+    return stored
 
 
 def test_signing_in_exchanges_the_key_for_a_server_side_session(

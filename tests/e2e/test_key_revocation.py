@@ -37,7 +37,11 @@ def two_web_processes(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[str
             processes.append(Process(name, procfile()["web"], web_env, tmp_path))
             bases.append(base)
         for base in bases:
-            wait_for(f"{base} to answer", lambda b=base: answers(b + "/healthz") == 200)
+
+            def healthy(b: str = base) -> bool:
+                return answers(b + "/healthz") == 200
+
+            wait_for(f"{base} to answer", healthy)
         yield env, bases
     finally:
         for process in processes:

@@ -194,17 +194,17 @@ class System:
         for process in processes:
             if process.name.startswith("web"):
                 url = f"http://127.0.0.1:{process.env['PORT']}/readyz"
-                wait_for(
-                    f"{process.name} to answer",
-                    lambda p=process, u=url: p.popen.poll() is not None or answers(u) == 200,
-                    timeout=60,
-                )
+
+                def answering(p: Process = process, u: str = url) -> bool:
+                    return p.popen.poll() is not None or answers(u) == 200
+
+                wait_for(f"{process.name} to answer", answering, timeout=60)
             else:
-                wait_for(
-                    f"{process.name} to register",
-                    lambda p=process: p.popen.poll() is not None or self.worker_count() > 0,
-                    timeout=60,
-                )
+
+                def registered(p: Process = process) -> bool:
+                    return p.popen.poll() is not None or self.worker_count() > 0
+
+                wait_for(f"{process.name} to register", registered, timeout=60)
             assert process.popen.poll() is None, process.output()[-3000:]
 
     def worker_count(self) -> int:

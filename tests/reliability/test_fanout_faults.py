@@ -34,12 +34,11 @@ def test_worker_sigkilled_three_times_during_a_fan_out(system: System, record: R
 
     kills = []
     for fraction in (0.2, 0.45, 0.7):
-        wait_for(
-            f"{fraction:.0%} of the fan-out",
-            lambda f=fraction: sent_count(system, body) >= f * recipients,
-            timeout=120,
-            interval=0.05,
-        )
+
+        def reached(f: float = fraction) -> bool:
+            return sent_count(system, body) >= f * recipients
+
+        wait_for(f"{fraction:.0%} of the fan-out", reached, timeout=120, interval=0.05)
         system.kill(worker)
         kills.append(sent_count(system, body))
         worker = system.start("worker", SEND_RATE_PER_SENDER=rate)

@@ -23,7 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from bridge.actors import Actor
 from bridge.db import transaction
 from bridge.messages import Draft, post_channel_message
-from bridge.models import Delivery, InboundSms, Message
+from bridge.models import Delivery, DeliveryStatus, InboundSms, Message
 from bridge.runtime import Runtime
 from tests.fixtures.twilio import payloads
 from tests.reliability.conftest import Record, size
@@ -118,7 +118,7 @@ def web(system: System) -> Iterator[Target]:
         )
         rows = session.execute(select(Delivery)).scalars().all()
         for n, row in enumerate(rows):
-            row.twilio_sid, row.status = f"SM{n:032x}", "sent"
+            row.twilio_sid, row.status = f"SM{n:032x}", DeliveryStatus.SENT
         deliveries = [(row.id, str(row.twilio_sid)) for row in rows]
     system.texts.add("Gate code 4411")
     yield Target(create_app(runtime=runtime), system, phones, org.senders, deliveries)

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.models import Delivery, Message
+from tests import factories
 from tests.e2e.processes import wait_for
 from tests.fixtures.twilio import payloads
 from tests.reliability.conftest import Record, size
@@ -69,7 +70,7 @@ def test_web_killed_mid_inbound_requests_and_twilio_retries(system: System, reco
     # Twilio retries what was not answered 200; some it answered are retried too (a timeout at
     # Twilio's end). Same MessageSid, same body.
     again = unanswered + random.Random(14).sample(sorted(answered), count // 10)
-    retry_answers = Counter()
+    retry_answers: Counter[int] = Counter()
     for sid in again:
         n = int(sid[2:], 16)
         status, _ = system.inbound(writers[n % 8], org.senders[0], f"note {n} for the van", sid)
@@ -136,12 +137,12 @@ def test_status_callbacks_duplicated_reversed_interleaved_across_two_web_process
     expected: dict[str, tuple[str, int | None]] = {}
     callbacks: list[tuple[str, str, str, int | None]] = []
     for delivery_id, sid in deliveries:
-        statuses, final, code = rng.choice(STORIES)
-        expected[delivery_id] = (final, code)
-        story = statuses + rng.sample(statuses, k=min(2, len(statuses)))  # duplicates
+        steps, last, code = rng.choice(STORIES)
+        expected[delivery_id] = (last, code)
+        story = steps + rng.sample(steps, k=min(2, len(steps)))  # duplicates
         if rng.random() < 0.5:
             story.reverse()
-        callbacks += [(delivery_id, sid, status, code) for status in story]
+        callbacks += [(delivery_id, factories.known(sid), status, code) for status in story]
     rng.shuffle(callbacks)  # interleaved across deliveries
     token = system.secrets["TWILIO_AUTH_TOKEN"]
 

@@ -31,6 +31,7 @@ def phone_numbers(draw: st.DrawFn) -> str:
     """A valid number: a region's example with its last four digits drawn, in a client's format."""
     region = draw(st.sampled_from(REGIONS))
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None, f"libphonenumber has no mobile example for {region}"
     national = str(example.national_number)
     digits = draw(st.integers(min_value=0, max_value=9999))
     number = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{digits:04d}", None)

@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from bridge.db import make_engine, transaction
 from bridge.migrate import upgrade
-from bridge.models import Contact, Delivery, InboundSms, Message
+from bridge.models import Contact, Delivery, DeliveryStatus, InboundSms, Message
 from bridge.runtime import Runtime
 from bridge.settings import Settings, load_settings
 from tests import factories
@@ -58,7 +58,7 @@ def make_world(runtime: Runtime, settings: Settings) -> World:
         first = session.execute(
             select(Delivery).where(Delivery.subscriber_id == made.jane.id)
         ).scalar_one()
-        first.twilio_sid, first.status = "SM" + "4" * 32, "sending"
+        first.twilio_sid, first.status = "SM" + "4" * 32, DeliveryStatus.SENDING
     return World(made.jane, made.to, first.id)
 
 

@@ -313,7 +313,7 @@ def test_a_signed_payload_without_its_key_fields_is_a_4xx_naming_it(
     changes = {missing: None} | (
         {"SmsSid": None, "SmsMessageSid": None} if missing == "MessageSid" else {}
     )
-    payload = payloads.inbound(world.jane.phone, world.to, "hi", **changes)
+    payload = payloads.inbound(world.jane.phone, world.to, "hi", name="inbound_sms", **changes)
 
     answer = post_sms(client, payload)
 

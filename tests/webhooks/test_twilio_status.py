@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from bridge.db import transaction
 from bridge.messages import Draft, post_message
-from bridge.models import Contact, Delivery
+from bridge.models import Contact, Delivery, DeliveryStatus
 from bridge.organizations import is_opted_out, sender_numbers
 from bridge.runtime import Runtime
 from bridge.settings import Settings
@@ -39,7 +39,7 @@ def delivery(runtime: Runtime, settings: Settings) -> Delivery:
         post_message(session, settings, actor, thread.id, Draft.of("Out for delivery"))
         row = session.execute(select(Delivery)).scalar_one()
         row.twilio_sid = SID
-        row.status = "sending"
+        row.status = DeliveryStatus.SENDING
     return row
 
 

@@ -240,7 +240,8 @@ def test_next_attempt_at_is_one_query(runtime: Runtime) -> None:
         assert next_attempt_at(session, message_id) is not None
         later = utcnow() + timedelta(hours=1)
         session.execute(
-            Delivery.__table__.update()
+            factories.table_of(Delivery)
+            .update()
             .where(Delivery.message_id == message_id)
             .values(not_before=later)
         )

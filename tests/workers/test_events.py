@@ -19,7 +19,14 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from bridge.db import transaction, utcnow
 from bridge.event_sending import claim_lease
 from bridge.events import EVENT_OBJECTS, record_event
-from bridge.models import Event, EventDelivery, Organization, WebhookAttempt, WebhookEndpoint
+from bridge.models import (
+    Event,
+    EventDelivery,
+    EventDeliveryStatus,
+    Organization,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
 from bridge.runtime import Runtime
 from bridge.webhook_endpoints import create_endpoint, get_endpoint, rotate_secret
 from tests import factories
@@ -341,7 +348,7 @@ def test_a_claim_left_by_a_killed_worker_is_sent_again_after_the_lease(
     receiver.wait_for(1)
     with transaction(rt.sessions) as session:  # as if a worker had claimed it and died
         delivery = session.execute(select(EventDelivery)).scalar_one()
-        delivery.status, delivery.claimed_at = "sending", utcnow()
+        delivery.status, delivery.claimed_at = EventDeliveryStatus.SENDING, utcnow()
     rt.redis.flushdb()
     move_time(rt, claim_lease(rt.settings).total_seconds() + 1)
     assert sweep(rt)["event_drains"] == 1

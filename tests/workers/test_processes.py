@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import redis
 from rq import Worker
+from rq.worker import BaseWorker
 from sqlalchemy import func, select
 
 from bridge.db import connection_limit
 from bridge.messages import cancel_message
-from bridge.models import Delivery
+from bridge.models import Delivery, DeliveryStatus
 from bridge.runtime import Runtime
 from bridge.settings import MAX_SEND_CONCURRENCY, POOL_SPARE, Settings, load_settings
 from tests import factories
@@ -109,7 +110,7 @@ def start_worker(pg_settings: Settings) -> Iterator[Callable[..., subprocess.Pop
         process.wait(10)
 
 
-def main_workers(connection: redis.Redis) -> list[Worker]:
+def main_workers(connection: redis.Redis) -> list[BaseWorker]:
     """The registered RQ workers on the SMS queues: one per `python -m workers` process."""
     return [w for w in Worker.all(connection=connection) if queues.TEXT in w.queue_names()]
 
@@ -190,8 +191,8 @@ def test_sigterm_mid_fan_out_records_what_went_and_leaves_the_rest_queued(
             ).scalars()
         )
     # Every SMS that went is recorded, none is left claimed, and the rest waits for a worker.
-    assert statuses["sent"] == len(twilio.requests) < 300
-    assert statuses["sent"] + statuses["pending"] == 300
+    assert statuses[DeliveryStatus.SENT] == len(twilio.requests) < 300
+    assert statuses[DeliveryStatus.SENT] + statuses[DeliveryStatus.PENDING] == 300
 
     start_worker()
     wait_until(lambda: len(twilio.requests) >= 300, 60, "the rest to be sent")

@@ -69,7 +69,9 @@ def test_a_slot_queues_one_job_and_a_sooner_one_supersedes_it(redis_client: redi
     enqueue_in_slot(redis_client, "t:slot", 60, "t-fan", JOB, ("m1",), job_timeout=60, at=later)
     scheduled = ScheduledJobRegistry("t-fan", connection=redis_client).get_job_ids()
     assert len(scheduled) == 1
-    late_token = Queue("t-fan", connection=redis_client).fetch_job(scheduled[0]).kwargs["token"]
+    late_job = Queue("t-fan", connection=redis_client).fetch_job(scheduled[0])
+    assert late_job is not None
+    late_token = late_job.kwargs["token"]
     # Now: queued at once, and it holds the slot from here on.
     enqueue_in_slot(redis_client, "t:slot", 60, "t-fan", JOB, ("m1",), job_timeout=60)
     [(args, now_token)] = _queued(redis_client, "t-fan")
