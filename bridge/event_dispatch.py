@@ -20,7 +20,7 @@ from bridge.ids import new_id
 from bridge.models import Event, EventDelivery, EventDeliveryStatus, WebhookEndpoint
 from bridge.webhook_endpoints import subscribes_to
 
-DISPATCH_BATCH = 500  # events the sweeper redrives at a time
+DISPATCH_BATCH = 500  # events dispatched in one transaction (and redriven by one sweep)
 
 
 def dispatch_events(session: Session, event_ids: Sequence[str], now: datetime) -> list[str]:
