@@ -45,4 +45,4 @@ def _install(state: BlueprintSetupState) -> None:
     csrf.init_app(app)
 
 
-from webhooks.console import views  # noqa: E402, F401  (registers the routes on bp)
+from webhooks.console import signing_in, views  # noqa: E402, F401  (register the routes on bp)

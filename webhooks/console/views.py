@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +21,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -31,17 +29,16 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 # The domain functions the console shares with the API, imported here and in bridge.inbox only.
-from bridge import conversations, inbox, keys
-from bridge.actors import Actor
+from bridge import conversations, inbox
 from bridge.db import transaction
 from bridge.errors import BridgeError, Conflict, Forbidden, NotFound, ValidationError
 from bridge.inbound import list_inbound
 from bridge.messages import Draft, cancel_message, post_channel_message, post_message
-from bridge.models import InboundStatus, SubscriberType
-from bridge.organizations import get_user
+from bridge.models import InboundStatus
 from bridge.phones import mask_phone
 from bridge.threads import mark_viewed
-from webhooks.console import bp, csrf
+from webhooks.console import bp
+from webhooks.console.signing_in import signed_in_as
 from webhooks.context import runtime
 from workers.enqueue import enqueue_posted
 
@@ -50,71 +47,9 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1  # a new SMS shows within 3 s: the worker stores it within 1 s, the page polls
 MAX_REPLY = 1600 * 10
 _TOKEN_SLOT = "__csrf_token__"
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # The unmatched list's cursor, as the API's `before` of /v1/inbound: malformed is a 422, a
 # well-formed id that names no SMS of the list a 404 (bridge.pages.page).
 _INBOUND_CURSOR = re.compile(r"in_[A-Za-z0-9]{1,60}")
-_OPEN = {"console.sign_in", "console.static"}  # reachable without signing in
-
-
-@dataclass(frozen=True)
-class SignedIn:
-    """Who the console acts as in this request."""
-
-    key_id: str
-    organization_id: str
-    organization_name: str
-    actor: Actor
-    actor_name: str
-
-
-@bp.before_request
-def _authenticate() -> ResponseReturnValue | None:
-    if request.endpoint == "console.static":
-        return None
-    _refuse_unstorable_input()
-    csrf.protect()
-    g.console = _signed_in()
-    if g.console is None and request.endpoint not in _OPEN:
-        if request.endpoint == "console.live":
-            return Response("signed out", 401, mimetype="text/plain")
-        return redirect(url_for("console.sign_in"))
-    return None
-
-
-def _refuse_unstorable_input() -> None:
-    """No control characters but tab, CR and LF in a field, a query or an id (DESIGN 6)."""
-    for value in (request.view_args or {}).values():
-        if isinstance(value, str) and _CONTROL.search(value):
-            raise NotFound("no such page")
-    fields = [*request.args.values(), *(request.form.values() if request.form else [])]
-    if any(_CONTROL.search(value) for value in fields):
-        raise ValidationError("The form holds a control character that is not allowed.")
-
-
-def _signed_in() -> SignedIn | None:
-    """The session's key and actor, after asking the database that the key is not revoked."""
-    key_id = session.get("key_id")
-    if not isinstance(key_id, str):
-        return None
-    with runtime().sessions() as db:
-        holder = keys.active_key_holder(db, key_id)
-    if holder is None or holder.organization_id != session.get("organization_id"):
-        session.clear()
-        flash("You have been signed out: the API key you signed in with was revoked.", "error")
-        return None
-    if session.get("actor_type") == SubscriberType.USER:
-        actor = Actor.user(holder.organization_id, str(session.get("actor_id")))
-        name = str(session.get("actor_name") or "a user")
-    else:
-        actor = Actor.organization(holder.organization_id)
-        name = holder.organization_name
-    return SignedIn(key_id, holder.organization_id, holder.organization_name, actor, name)
-
-
-def _me() -> SignedIn:
-    signed_in: SignedIn = g.console
-    return signed_in
 
 
 @bp.after_request
@@ -148,79 +83,12 @@ def _context() -> dict[str, Any]:
     return {"me": g.get("console"), "poll_seconds": POLL_SECONDS}
 
 
-# -- signing in and out ---------------------------------------------------------------------------
-
-
-@bp.route("/sign-in", methods=["GET", "POST"])
-def sign_in() -> ResponseReturnValue:
-    if request.method == "GET":
-        if g.console is not None:
-            return redirect(url_for("console.inbox"))
-        return render_template("console/sign_in.html")
-    key = request.form.get("api_key", "").strip()
-    holder = None
-    if key:
-        with transaction(runtime().sessions) as db:
-            holder = keys.sign_in(db, key)
-    if holder is None:
-        message = (
-            "That API key is unknown or has been revoked."
-            if key
-            else "Enter an API key to sign in."
-        )
-        return render_template("console/sign_in.html", error=message), 401 if key else 422
-    session.clear()
-    session.regenerate()  # type: ignore[attr-defined]
-    session.update(
-        key_id=holder.key_id,
-        organization_id=holder.organization_id,
-        actor_type=SubscriberType.API_KEY,
-        actor_id=holder.organization_id,
-        actor_name=holder.organization_name,
-    )
-    return redirect(url_for("console.act_as"), 303)
-
-
-@bp.route("/act-as", methods=["GET", "POST"])
-def act_as() -> ResponseReturnValue:
-    me = _me()
-    error = None
-    if request.method == "POST":
-        choice = request.form.get("actor", "")
-        if choice == me.organization_id:
-            session.update(
-                actor_type=SubscriberType.API_KEY,
-                actor_id=me.organization_id,
-                actor_name=me.organization_name,
-            )
-            return redirect(url_for("console.inbox"), 303)
-        try:
-            with runtime().sessions() as db:
-                user = get_user(db, me.organization_id, choice)
-        except NotFound:
-            error = "Choose the organization or one of its users."
-        else:
-            session.update(actor_type=SubscriberType.USER, actor_id=user.id, actor_name=user.name)
-            return redirect(url_for("console.inbox"), 303)
-    with runtime().sessions() as db:
-        users = conversations.list_users(db, me.organization_id)
-    page = render_template("console/act_as.html", users=users, error=error)
-    return page, 422 if error else 200
-
-
-@bp.post("/sign-out")
-def sign_out() -> ResponseReturnValue:
-    session.clear()
-    flash("You are signed out.", "info")
-    return redirect(url_for("console.sign_in"), 303)
-
-
 # -- reading --------------------------------------------------------------------------------------
 
 
 @bp.get("/", endpoint="inbox")
 def inbox_view() -> ResponseReturnValue:
-    me = _me()
+    me = signed_in_as()
     search = request.args.get("q", "")
     rt = runtime()
     with transaction(rt.sessions) as db:
@@ -233,7 +101,7 @@ def inbox_view() -> ResponseReturnValue:
 def _conversation_page(
     channel_id: str, *, error: str | None = None, draft: str = "", status: int = 200
 ) -> ResponseReturnValue:
-    me = _me()
+    me = signed_in_as()
     with transaction(runtime().sessions) as db:
         conversation = conversations.load_conversation(db, me.organization_id, channel_id)
         if conversation.thread_id is not None:
@@ -259,7 +127,7 @@ def conversation(channel_id: str) -> ResponseReturnValue:
 def live(channel_id: str) -> ResponseReturnValue:
     """The conversation's message list alone, polled by the page; 304 while nothing changed."""
     g.console_passive = True  # polling is not use: the session still expires when left idle
-    me = _me()
+    me = signed_in_as()
     with transaction(runtime().sessions) as db:
         conversation = conversations.load_conversation(db, me.organization_id, channel_id)
     fragment, etag = _live_fragment(conversation)
@@ -281,7 +149,7 @@ def _live_fragment(conversation: conversations.Conversation) -> tuple[str, str]:
 
 @bp.get("/unmatched")
 def unmatched() -> ResponseReturnValue:
-    me = _me()
+    me = signed_in_as()
     before = request.args.get("before") or None
     if before is not None and not _INBOUND_CURSOR.fullmatch(before):
         raise ValidationError("before must be the id of an inbound SMS", "before")
@@ -299,7 +167,7 @@ def unmatched() -> ResponseReturnValue:
 
 @bp.get("/failed")
 def failed() -> ResponseReturnValue:
-    me = _me()
+    me = signed_in_as()
     with transaction(runtime().sessions) as db:
         rows, after = conversations.failed_deliveries(
             db, me.organization_id, request.args.get("after")
@@ -309,7 +177,7 @@ def failed() -> ResponseReturnValue:
 
 @bp.get("/contacts")
 def contacts() -> ResponseReturnValue:
-    me = _me()
+    me = signed_in_as()
     with transaction(runtime().sessions) as db:
         rows, after = conversations.contacts_page(db, me.organization_id, request.args.get("after"))
     return render_template("console/contacts.html", rows=rows, after=after)
@@ -321,7 +189,7 @@ def contacts() -> ResponseReturnValue:
 @bp.post("/channels/<channel_id>/reply")
 def reply(channel_id: str) -> ResponseReturnValue:
     """Post as the signed-in actor to the thread that last published here, or to the channel."""
-    me = _me()
+    me = signed_in_as()
     text = request.form.get("text", "")
     rt = runtime()
     try:
@@ -340,7 +208,7 @@ def reply(channel_id: str) -> ResponseReturnValue:
 
 @bp.post("/messages/<message_id>/cancel")
 def cancel(message_id: str) -> ResponseReturnValue:
-    me = _me()
+    me = signed_in_as()
     with transaction(runtime().sessions) as db:
         message = cancel_message(db, me.actor, message_id)
         channel_id = message.channel_id
