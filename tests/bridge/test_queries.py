@@ -9,12 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.actors import Actor
 from bridge.channel_views import channels_for_phone, load_channel_view
 from bridge.channels import get_or_create_channel
-from bridge.db import utcnow
+from bridge.db import transaction, utcnow
 from bridge.ids import kind_of, new_id
 from bridge.messages import Draft, post_channel_message, post_message
 from bridge.models import Message
@@ -171,3 +172,27 @@ def test_listing_a_phones_channels_takes_a_fixed_number_of_queries(
         assert all(len(c["recent_messages"]) == 1 for c in body["data"])
     assert counts[0] == counts[1]
     assert 5 <= counts[0] <= 12
+
+
+def test_json_columns_read_each_empty_list_as_a_list_of_its_own(runtime: Runtime) -> None:
+    """Empty lists skip the JSON parser (bridge.db.load_json); each row still gets its own."""
+    org = factories.committed_organization(runtime)
+    actor = factories.org_actor(org)
+    with transaction(runtime.sessions) as session:
+        thread, _ = create_thread(session, runtime.settings, actor, "order-json")
+        post_message(session, runtime.settings, actor, thread.id, Draft.of("one"))
+        post_message(
+            session,
+            runtime.settings,
+            actor,
+            thread.id,
+            Draft.of("two", None, ["https://x.test/a.png"]),
+        )
+    with runtime.sessions() as session:
+        first, second = session.scalars(
+            select(Message).where(Message.thread_id == thread.id).order_by(Message.seq)
+        ).all()
+    assert (first.reactions, second.reactions, first.media_urls) == ([], [], [])
+    assert second.media_urls == ["https://x.test/a.png"]
+    first.reactions.append({"emoji": "x"})
+    assert second.reactions == [] and first.media_urls == []
