@@ -12,8 +12,8 @@ functions build those objects from the domain's rows with the models of `bridge.
 
 Who records what (the domain functions that make the change, never the views):
 - `message.created`: `messages.post_message`, `post_channel_message`, `inbound_store.store_replies`
-  (`inbound_store.store_replies` for a worker's batch of replies), the meta messages of
-  `threads` (subscriber added, removed) and of `inbound_keywords` (keywords).
+  (contacts' replies, a worker's batch or a single SMS), the meta messages of `threads`
+  (subscriber added, removed) and of `inbound_keywords` (keywords).
 - `message.updated`: `messages.edit_message`, `cancel_message`, `publishing.publish_due_message`.
 - `delivery.updated`: `claims.claim_deliveries` (sending, skipped), `sending.record_sent`,
   `record_sends`, `record_failure`, `fail_later_parts`, `stale.resolve_stale`,

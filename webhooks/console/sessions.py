@@ -85,11 +85,12 @@ class RedisSessionInterface(SessionInterface):
                     store.delete(_key(session.sid))
                     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH)
                 return
-            sid = session.sid
-            fresh = sid is None or session.rotate
-            if sid is None or session.rotate:
-                if sid is not None:
-                    store.delete(_key(sid))
+            old = session.sid
+            sid = None if session.rotate else old  # a rotated session gets a new id
+            fresh = sid is None
+            if sid is None:
+                if old is not None:
+                    store.delete(_key(old))
                 sid = session.sid = secrets.token_urlsafe(32)
                 session.rotate = False
                 session.modified = True
