@@ -23,8 +23,8 @@ from bridge.inbound_keywords import detect_keyword
 from bridge.inbound_processing import (
     InboundOutcome,
     Route,
-    process_received,
     process_sms,
+    process_with_earlier,
     record_outcome,
 )
 from bridge.models import InboundSms, InboundStatus
@@ -58,9 +58,11 @@ def record_inbound_sms(
 
     A repeat (same MessageSid or idempotency token) changes nothing and gets the first answer, also
     when the copies arrive at the same moment. With `defer` (the webhook), a reply to an
-    organization's number is only stored, `received`, and `pending` says so: matching, storing
-    and relaying it is `process_received`'s, in a worker after the answer (DESIGN 5.5). Keywords
-    and SMS that cannot match act at once, as they must before the answer.
+    organization's number is only stored, `received`, and `pending` says so: a worker matches,
+    stores and relays it after the answer (`process_batch`, DESIGN 5.5). Without `defer` (a
+    drained webhook), or once the workers are behind, it goes the same way here and now
+    (`process_with_earlier`): after every earlier SMS of its sender, under the sender's lock.
+    Keywords and SMS that cannot match act at once, as they must before the answer.
     """
     params = storable_params(params)
     sid = _required_sid(params)
@@ -87,12 +89,10 @@ def record_inbound_sms(
             raise RuntimeError("the inbound SMS conflicted with a row that cannot be found")
         return InboundOutcome(earlier, earlier.response_twiml or twiml(), duplicate=True)
 
-    if defer and route.unmatched is None and detect_keyword(inbound.body) is None:
-        if not _behind(session, inbound.received_at):
+    if route.unmatched is None and detect_keyword(inbound.body) is None:
+        if defer and not _behind(session, inbound.received_at):
             return InboundOutcome(inbound, twiml(), pending=True)
-        inline = _process_inline(session, settings, inbound)
-        if inline is not None:
-            return inline
+        return _process_here(session, settings, inbound)
     # The record is left untouched until processing is over: the flushes inside (messages,
     # deliveries) would otherwise write it once per change.
     outcome = process_sms(session, settings, inbound, route)
@@ -100,21 +100,17 @@ def record_inbound_sms(
     return outcome
 
 
-def _process_inline(
-    session: Session, settings: Settings, inbound: InboundSms
-) -> InboundOutcome | None:
-    """Match a stored SMS in this request, as the workers are behind (DESIGN 5.5).
+def _process_here(session: Session, settings: Settings, inbound: InboundSms) -> InboundOutcome:
+    """Match, store and relay a reply just stored, in this transaction (DESIGN 5.5).
 
-    Any earlier SMS of the sender is processed first, so the wait for a channel stays bounded
-    whatever the rate of arrivals; what they posted is relayed with this one. None when the SMS was
-    not among those processed (another transaction holds its sender).
+    Any earlier SMS of the sender still waiting is processed first, so a contact's SMS keep their
+    order whoever processes them; what those posted is relayed with this one. The sender's lock is
+    waited for, so this SMS (stored, waiting, in this transaction) is always among them.
     """
-    outcomes = process_received(session, settings, inbound.id) or []
-    mine = [o for o in outcomes if o.inbound.id == inbound.id]
+    outcomes = process_with_earlier(session, settings, inbound)
+    [mine] = [o for o in outcomes if o.inbound.id == inbound.id]
     others = [p for o in outcomes if o.inbound.id != inbound.id for p in o.posted]
-    if not mine:
-        return None
-    return replace(mine[0], posted=[*others, *mine[0].posted])
+    return replace(mine, posted=[*others, *mine.posted])
 
 
 def _behind(session: Session, now: datetime) -> bool:

@@ -88,19 +88,26 @@ class Route:
     unmatched: str | None = None
 
 
-def process_received(
-    session: Session, settings: Settings, inbound_id: str, wait: bool = True
-) -> list[InboundOutcome] | None:
+def process_received(session: Session, settings: Settings, inbound_id: str) -> list[InboundOutcome]:
     """Match, store and relay a deferred SMS, after every earlier one of its sender still waiting.
 
     A contact's SMS are processed in the order they were stored (`seq`), whichever job gets there
-    first: on PostgreSQL a lock per (organization, sender) held to the commit serializes them, and
-    each call takes every waiting SMS of that sender up to its own. Returns what was processed
-    (nothing when another job already did it), or None without `wait` when another transaction
-    holds the sender's lock (it is processing that sender's SMS now).
+    first: on PostgreSQL a lock per (organization, sender) held to the commit serializes them (this
+    call waits for it), and each call takes every waiting SMS of that sender up to its own.
+    Returns what was processed (nothing when another job already did it).
     """
-    outcomes, held = process_batch(session, settings, [inbound_id], wait)
-    return None if held else outcomes
+    outcomes, _ = process_batch(session, settings, [inbound_id], wait=True)
+    return outcomes
+
+
+def process_with_earlier(
+    session: Session, settings: Settings, inbound: InboundSms
+) -> list[InboundOutcome]:
+    """`process_received` for an SMS this transaction has just stored (its sender is known)."""
+    assert inbound.organization_id is not None
+    sender = (inbound.organization_id, inbound.from_phone)
+    lock_senders(session, [sender], wait=True)
+    return _process_waiting(session, settings, waiting_of(session, {sender: inbound.seq}))
 
 
 def process_batch(
@@ -309,18 +316,15 @@ def _unmatched(inbound: InboundSms, why: str) -> InboundOutcome:
 def process_sms(
     session: Session, settings: Settings, inbound: InboundSms, route: Route
 ) -> InboundOutcome:
-    """What becomes of one SMS, routed: a keyword acted on, or its message stored in the channel
-    it answers, or unmatched. The record is left for `record_outcome` to write."""
+    """What becomes of an SMS that is no reply to store: a keyword acted on, or unmatched. The
+    record is left for `record_outcome` to write. A reply goes through `process_received` or
+    `process_batch`, which keep a contact's order."""
     if route.unmatched is not None or route.org is None:
         return _unmatched(inbound, route.unmatched or "no organization")
     org = route.org
     digest = phone_hash(org.id, route.from_phone, settings.phone_hash_key)
     keyword = detect_keyword(inbound.body)
-    if keyword is not None:
-        contact, channels = match_contact(session, org.id, digest)
-        answer = act_on_keyword(session, settings, org, digest, contact, channels, keyword)
-        return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD, keyword=keyword[1])
-
-    # One SMS through the batch's own matching and storing: one way to match and store a reply.
-    [outcome] = _match_and_store(session, settings, org, [inbound])
-    return outcome
+    assert keyword is not None, "a reply is processed in its sender's order (process_received)"
+    contact, channels = match_contact(session, org.id, digest)
+    answer = act_on_keyword(session, settings, org, digest, contact, channels, keyword)
+    return InboundOutcome(inbound, answer, status=InboundStatus.KEYWORD, keyword=keyword[1])

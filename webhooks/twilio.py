@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from bridge.db import DATABASE_DOWN, transaction
 from bridge.deliveries import record_status_callback
-from bridge.inbound import process_received, record_inbound_sms
+from bridge.inbound import record_inbound_sms
+from bridge.inbound_processing import process_received
 from bridge.messages import Posted
 from bridge.metrics import INBOUND_SMS, STATUS_CALLBACKS
 from bridge.models import InboundStatus
@@ -148,7 +149,7 @@ def _process_here(inbound_id: str) -> list[Posted]:
     rt = runtime()
     try:
         with transaction(rt.sessions) as session:
-            outcomes = process_received(session, rt.settings, inbound_id) or []
+            outcomes = process_received(session, rt.settings, inbound_id)
     except DATABASE_DOWN:
         log.warning("inbound sms left for the sweeper", extra={"inbound_id": inbound_id})
         return []

@@ -16,10 +16,10 @@ from bridge.inbound import (
     INLINE_AFTER,
     detect_keyword,
     list_inbound,
-    process_received,
     record_inbound_sms,
     waiting_sms,
 )
+from bridge.inbound_processing import process_received
 from bridge.models import (
     Contact,
     Delivery,
@@ -472,7 +472,10 @@ def test_the_inbound_record_is_inserted_once_and_updated_once(
 
     assert outcome.inbound.status in {"matched", "keyword"}
     # No read before (the insert itself tells a repeat), no savepoint, no write halfway through.
-    assert written == ["INSERT", "UPDATE"]
+    # A reply then reads its sender's waiting SMS (its own among them), to keep their order.
+    assert written[0] == "INSERT"
+    assert [s for s in written if s != "SELECT"] == ["INSERT", "UPDATE"]
+    assert written.count("SELECT") == (1 if body == "On my way" else 0)
 
 
 def test_two_organizations_with_one_resource_id_and_one_number_stay_apart(
@@ -626,3 +629,31 @@ def test_deferred_while_the_workers_are_behind_the_webhook_matches_its_sms_itsel
         select(Message.text).where(Message.author_type == "contact").order_by(Message.seq)
     ).all()
     assert texts == ["1", "2"]
+
+
+def test_a_drained_webhook_is_stored_after_the_sms_its_sender_sent_before_it(
+    session: Session, settings: Settings
+) -> None:
+    """Kept in Redis while the database was down, an SMS is drained (not deferred) while an
+    earlier one of its sender still waits for the workers: the earlier one reaches the channel
+    first, and both are relayed (DESIGN 5.5: a contact's SMS in the order received)."""
+    chat = factories.channel_of_two(session, settings)
+    first = record_inbound_sms(
+        session, settings, payloads.inbound(chat.jane.phone, chat.to, "first"), defer=True
+    )
+    session.commit()
+    assert first.pending
+
+    drained = record_inbound_sms(
+        session, settings, payloads.inbound(chat.jane.phone, chat.to, "second")
+    )
+    session.commit()
+
+    assert drained.outcome == "matched" and len(drained.posted) == 2
+    texts = session.scalars(
+        select(Message.text)
+        .where(Message.channel_id == chat.channel.id, Message.author_type == "contact")
+        .order_by(Message.seq)
+    ).all()
+    assert texts == ["first", "second"]
+    assert waiting_sms(session, 10) == []
