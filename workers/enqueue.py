@@ -125,24 +125,17 @@ def enqueue_fan_out(
     `rounds` counts consecutive fan-outs held back by the per-phone order (for their backoff).
     Returns False only if Redis could not take it.
     """
-    try:
-        enqueue_in_slot(
-            connection,
-            FAN_OUT_KEY + message_id,
-            FAN_OUT_KEY_TTL,
-            queue,
-            FAN_OUT,
-            (message_id,),
-            job_timeout=FAN_OUT_TIMEOUT,
-            at=at,
-            kwargs={"queue": queue, "rounds": rounds},
-        )
-    except redis.RedisError:
-        log.warning(
-            "fan-out not enqueued; the sweeper will pick it up", extra={"message_id": message_id}
-        )
-        return False
-    return True
+    return enqueue_in_slot(
+        connection,
+        FAN_OUT_KEY + message_id,
+        FAN_OUT_KEY_TTL,
+        queue,
+        FAN_OUT,
+        (message_id,),
+        job_timeout=FAN_OUT_TIMEOUT,
+        at=at,
+        kwargs={"queue": queue, "rounds": rounds},
+    )
 
 
 def start_fan_out(connection: redis.Redis, message_id: str, token: str | None) -> bool:
@@ -157,21 +150,16 @@ def enqueue_event_drain(
 
     Returns False only if Redis could not take it (the sweeper redrives overdue endpoints).
     """
-    try:
-        enqueue_in_slot(
-            connection,
-            EVENT_DRAIN_KEY + endpoint_id,
-            EVENT_DRAIN_KEY_TTL,
-            queues.EVENTS,
-            DELIVER_EVENTS,
-            (endpoint_id,),
-            job_timeout=EVENT_JOB_TIMEOUT,
-            at=at,
-        )
-    except redis.RedisError:
-        log.warning("event drain not enqueued; the sweeper will pick it up")
-        return False
-    return True
+    return enqueue_in_slot(
+        connection,
+        EVENT_DRAIN_KEY + endpoint_id,
+        EVENT_DRAIN_KEY_TTL,
+        queues.EVENTS,
+        DELIVER_EVENTS,
+        (endpoint_id,),
+        job_timeout=EVENT_JOB_TIMEOUT,
+        at=at,
+    )
 
 
 def start_event_drain(connection: redis.Redis, endpoint_id: str, token: str | None) -> bool:
@@ -228,8 +216,9 @@ def keep_payload(
     enqueue_drain(connection)
 
 
-def enqueue_inbound(connection: redis.Redis) -> bool:
-    """Queue a job to process the SMS the webhook stored, unless one waits already.
+def enqueue_inbound(connection: redis.Redis, relays: Sequence[str] = ()) -> bool:
+    """Queue a job to process the SMS the webhook stored, unless one waits already; `relays`
+    (message ids) join the ones it sends as it ends, in the same round trip.
 
     One job takes every SMS waiting when it runs, so at most one is queued (the mark is cleared as
     it starts). Returns False only if Redis could not take it.
@@ -240,6 +229,7 @@ def enqueue_inbound(connection: redis.Redis) -> bool:
         INBOUND_QUEUED_TTL,
         queues.INBOUND,
         PROCESS_INBOUND,
+        waiting=(RELAYS_WAITING, relays) if relays else None,
         retry=Retry(max=len(_PROCESS_RETRY), interval=_PROCESS_RETRY),
     )
 
@@ -254,13 +244,8 @@ def enqueue_relays(connection: redis.Redis, posted: Sequence[Posted]) -> bool:
     relays = [p for p in posted if relay(p)]
     others = [p for p in posted if not relay(p)]
     done = [enqueue_posted(connection, p) for p in others]
-    if relays:
-        try:
-            connection.rpush(RELAYS_WAITING, *(p.message.id for p in relays))
-        except redis.RedisError:
-            done += [enqueue_posted(connection, p) for p in relays]  # each its own fan-out
-        else:
-            done.append(enqueue_inbound(connection))
+    if relays and not enqueue_inbound(connection, [p.message.id for p in relays]):
+        done += [enqueue_posted(connection, p) for p in relays]  # each its own fan-out
     return all(done)
 
 

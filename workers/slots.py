@@ -56,27 +56,32 @@ def enqueue_in_slot(
     job_timeout: int,
     at: datetime | None = None,
     kwargs: Mapping[str, object] | None = None,
-) -> None:
-    """Queue `job` (or schedule it at `at`) unless one as soon already holds `slot`.
+) -> bool:
+    """Queue `job` (or schedule it at `at`) unless one as soon already holds `slot`; False if
+    Redis failed (the sweeper finds the work).
 
     The job gets the slot's token as its `token` keyword beside `kwargs`, to hand to `start_slot`
     when it runs. The slot lapses `ttl` seconds after the job's time, should the job be lost
-    unseen. RedisError is the caller's.
+    unseen.
     """
     when = time.time() if at is None else at.timestamp()
     token = secrets.token_hex(8)
     lapse = ttl + max(0, int(when - time.time()))
-    taken = connection.register_script(_TAKE_SLOT)(keys=[slot], args=[f"{when:.3f}", token, lapse])
-    if not taken:
-        return  # a job as soon as this one is already queued or scheduled
-    target = Queue(queue, connection=connection)
+    given = {**(kwargs or {}), "token": token}
     options = {"result_ttl": 0, "failure_ttl": 86400, "job_timeout": job_timeout}
-    if at is None or when <= time.time():
-        target.enqueue(job, args=tuple(args), kwargs={**(kwargs or {}), "token": token}, **options)
-    else:
-        target.enqueue_at(
-            at, job, args=tuple(args), kwargs={**(kwargs or {}), "token": token}, **options
-        )
+    try:
+        take = connection.register_script(_TAKE_SLOT)
+        if not take(keys=[slot], args=[f"{when:.3f}", token, lapse]):
+            return True  # a job as soon as this one is already queued or scheduled
+        target = Queue(queue, connection=connection)
+        if at is None or when <= time.time():
+            target.enqueue(job, args=tuple(args), kwargs=given, **options)
+        else:
+            target.enqueue_at(at, job, args=tuple(args), kwargs=given, **options)
+    except redis.RedisError:
+        log.warning("%s not enqueued; the sweeper will pick it up", job, extra={"slot": slot})
+        return False
+    return True
 
 
 def start_slot(connection: redis.Redis, slot: str, token: str | None) -> bool:
