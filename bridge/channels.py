@@ -9,7 +9,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.db import get_owned, insert_or_get
@@ -166,13 +166,34 @@ def channel_subscribers(session: Session, channel_id: str) -> list[ChannelSubscr
     )
 
 
+def last_publisher_threads(session: Session, channel_ids: Iterable[str]) -> dict[str, str]:
+    """For each channel, the id of the thread that last published to it (where inbound SMS are
+    stored); a channel no thread published to is left out. One query for any number."""
+    channel_ids = list(channel_ids)
+    if not channel_ids:
+        return {}
+    ranked = (
+        select(
+            ChannelPublisher.channel_id,
+            ChannelPublisher.thread_id,
+            func.row_number()
+            .over(
+                partition_by=ChannelPublisher.channel_id,
+                order_by=ChannelPublisher.last_seq.desc(),
+            )
+            .label("rank"),
+        )
+        .where(ChannelPublisher.channel_id.in_(channel_ids))
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.channel_id, ranked.c.thread_id).where(ranked.c.rank == 1)
+    )
+    return {channel_id: thread_id for channel_id, thread_id in rows}
+
+
 def last_publisher_thread(session: Session, organization_id: str, channel_id: str) -> Thread | None:
     """The thread that last published to the channel (inbound replies are stored there too)."""
-    thread_id = session.execute(
-        select(ChannelPublisher.thread_id)
-        .where(ChannelPublisher.channel_id == channel_id)
-        .order_by(ChannelPublisher.last_seq.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    thread_id = last_publisher_threads(session, [channel_id]).get(channel_id)
     # A channel's publishers are its organization's threads.
     return session.get(Thread, (organization_id, thread_id)) if thread_id else None

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.channel_views import ChannelView, load_channel_view
-from bridge.channels import get_channel, subscriber_hash
+from bridge.channels import get_channel, last_publisher_threads, subscriber_hash
 from bridge.deliveries import RANK
 from bridge.inbox import (
     FAILED_STATUSES,
@@ -25,7 +25,6 @@ from bridge.inbox import (
     display_name,
     explain_error,
     keyset_page,
-    last_publisher_threads,
 )
 from bridge.models import (
     Channel,

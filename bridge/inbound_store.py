@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from bridge.actors import Actor
+from bridge.channels import last_publisher_threads
 from bridge.db import utcnow
 from bridge.events import delivery_object, message_object, record_events
 from bridge.messages import Posted
@@ -80,7 +81,7 @@ class _Batch:
     org: Organization
     now: datetime
     channels: dict[str, Channel]
-    threads: dict[str, tuple[Thread, str]]  # channel id -> its last publisher and resource id
+    threads: dict[str, Thread]  # channel id -> the thread that last published to it
     contacts: dict[str, list[Recipient]]  # channel id -> its contacts and their pool numbers
     opted_out: set[str]
     messages: list[Message] = field(default_factory=list)
@@ -133,34 +134,26 @@ def _load(session: Session, org: Organization, channel_ids: list[str]) -> _Batch
 
 def _last_publishers(
     session: Session, organization_id: str, channel_ids: list[str]
-) -> dict[str, tuple[Thread, str]]:
-    """The thread that last published to each channel, and its resource id (where it has one)."""
-    ranked = (
-        select(
-            _publishers.c.channel_id,
-            _publishers.c.resource_id,
-            _publishers.c.thread_id,
-            func.row_number()
-            .over(partition_by=_publishers.c.channel_id, order_by=_publishers.c.last_seq.desc())
-            .label("rank"),
+) -> dict[str, Thread]:
+    """The thread that last published to each channel (where it has one)."""
+    thread_ids = last_publisher_threads(session, channel_ids)
+    if not thread_ids:
+        return {}
+    threads = {
+        thread.id: thread
+        for thread in session.scalars(
+            select(Thread).where(
+                Thread.organization_id == organization_id,
+                Thread.id.in_(set(thread_ids.values())),
+            )
         )
-        .where(_publishers.c.channel_id.in_(channel_ids))
-        .subquery()
-    )
-    rows = session.execute(
-        select(Thread, ranked.c.channel_id, ranked.c.resource_id)
-        .join(
-            ranked,
-            and_(Thread.organization_id == organization_id, Thread.id == ranked.c.thread_id),
-        )
-        .where(ranked.c.rank == 1)
-    )
-    return {channel_id: (thread, resource_id) for thread, channel_id, resource_id in rows}
+    }
+    return {c: threads[t] for c, t in thread_ids.items() if t in threads}
 
 
 def _publish(session: Session, batch: _Batch, reply: Reply, seq: int) -> Posted:
     """The reply's message, published (`seq` its order), and its deliveries and events."""
-    thread = batch.threads.get(reply.channel_id, (None, ""))[0]
+    thread = batch.threads.get(reply.channel_id)
     message = Message.new(
         Actor.contact(batch.org.id, reply.contact_id),
         reply.text,
@@ -212,7 +205,7 @@ def _write(session: Session, batch: _Batch) -> None:
         assert message.channel_id is not None and message.publish_seq is not None
         last_seq[message.channel_id] = message.publish_seq
     touched = [
-        {"b_channel_id": channel_id, "b_resource_id": batch.threads[channel_id][1]}
+        {"b_channel_id": channel_id, "b_resource_id": batch.threads[channel_id].resource_id}
         | {"b_at": batch.now, "b_seq": seq}
         for channel_id, seq in last_seq.items()
         if channel_id in batch.threads
@@ -222,7 +215,7 @@ def _write(session: Session, batch: _Batch) -> None:
     connection.execute(
         update(_channels).where(_channels.c.id.in_(list(last_seq))).values(updated_at=batch.now)
     )
-    threads = {thread.id: thread for thread, _ in batch.threads.values()}
+    threads = {thread.id: thread for thread in batch.threads.values()}
     if threads:
         connection.execute(
             update(_threads)

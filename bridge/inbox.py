@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 # Every import from the domain's existing modules is here, in one place (see the module docstring).
 from bridge.actors import Actor
+from bridge.channels import last_publisher_threads
 from bridge.errors import ValidationError
 from bridge.models import (
     Channel,
     ChannelPhoneHash,
-    ChannelPublisher,
     ChannelSubscriber,
     Contact,
     DeliveryStatus,
@@ -327,19 +327,3 @@ def _viewing(
         if thread_id is not None:
             latest[thread_id][author] = at
     return rows, latest
-
-
-def last_publisher_threads(session: Session, channel_ids: Iterable[str]) -> dict[str, str]:
-    """For each channel, the thread that last published to it (where inbound SMS are stored)."""
-    channel_ids = list(channel_ids)
-    if not channel_ids:
-        return {}
-    best: dict[str, tuple[int, str]] = {}
-    for channel_id, thread_id, seq in session.execute(
-        select(
-            ChannelPublisher.channel_id, ChannelPublisher.thread_id, ChannelPublisher.last_seq
-        ).where(ChannelPublisher.channel_id.in_(channel_ids))
-    ):
-        if channel_id not in best or seq > best[channel_id][0]:
-            best[channel_id] = (seq, thread_id)
-    return {channel_id: thread_id for channel_id, (_, thread_id) in best.items()}
