@@ -46,35 +46,7 @@ class Match:
     channel_id: str | None = None  # None: the contact is in no channel
 
 
-def match_contact(
-    session: Session, organization_id: str, digest: str
-) -> tuple[Contact | None, list[Channel]]:
-    """The organization's contact with this phone hash and its channels, latest updated first
-    (at most MAX_CONTACT_CHANNELS of them)."""
-    # One query for both: the contact, outer-joined to the channels its phone hash is in.
-    rows = session.execute(
-        select(Contact, Channel)
-        .outerjoin(
-            ChannelPhoneHash,
-            and_(
-                ChannelPhoneHash.organization_id == Contact.organization_id,
-                ChannelPhoneHash.phone_hash == Contact.phone_hash,
-            ),
-        )
-        .outerjoin(Channel, Channel.id == ChannelPhoneHash.channel_id)
-        .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
-        .order_by(Channel.updated_at.desc(), Channel.id)
-        .limit(MAX_CONTACT_CHANNELS)
-    ).all()
-    if not rows:
-        return None, []
-    return rows[0][0], [channel for _, channel in rows if channel is not None]
-
-
-# Every step of the choice in one Core statement, built once: each of the contact's channels
-# (latest updated first) with the pool number the contact has in it (the pool ties the channel to
-# an SMS sent to that number) and the rank of the last SMS it sent the contact. Three ORM queries
-# made matching 18 times an indexed lookup.
+# A contact outer-joined to the channels its phone hash is in: what matching reads first.
 _contacts = cast(Table, Contact.__table__)
 _hashes = cast(Table, ChannelPhoneHash.__table__)
 _channels = cast(Table, Channel.__table__)
@@ -89,6 +61,28 @@ _CONTACT_CHANNELS = _contacts.outerjoin(
 ).outerjoin(_channels, _channels.c.id == _hashes.c.channel_id)
 
 
+def match_contact(
+    session: Session, organization_id: str, digest: str
+) -> tuple[Contact | None, list[Channel]]:
+    """The organization's contact with this phone hash and its channels, latest updated first
+    (at most MAX_CONTACT_CHANNELS of them)."""
+    # One query for both: the contact, outer-joined to the channels its phone hash is in.
+    rows = session.execute(
+        select(Contact, Channel)
+        .select_from(_CONTACT_CHANNELS)
+        .where(Contact.organization_id == organization_id, Contact.phone_hash == digest)
+        .order_by(Channel.updated_at.desc(), Channel.id)
+        .limit(MAX_CONTACT_CHANNELS)
+    ).all()
+    if not rows:
+        return None, []
+    return rows[0][0], [channel for _, channel in rows if channel is not None]
+
+
+# Every step of the choice in one Core statement, built once: each of the contact's channels
+# (latest updated first) with the pool number the contact has in it (the pool ties the channel to
+# an SMS sent to that number) and the rank of the last SMS it sent the contact. Three ORM queries
+# made matching 18 times an indexed lookup.
 def _choice_columns(contact_id: Any, phone: Any, channel_id: Any) -> list[Any]:
     """The pool number of the contact in the channel, and the rank of its last SMS sent there."""
     sender_phone = select(_members.c.sender_phone).where(

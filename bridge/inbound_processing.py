@@ -66,16 +66,17 @@ class InboundOutcome:
 
     def fields(self) -> dict[str, object]:
         """What processing found, as the record's columns (OUTCOME_FIELDS)."""
-        return {
-            "status": self.status,
-            "keyword": self.keyword,
-            "channel_id": self.channel_id,
-            "message_id": self.message_id,
-            "response_twiml": self.twiml,
-        }
+        return {name: getattr(self, attribute) for name, attribute in OUTCOME_FIELDS.items()}
 
 
-OUTCOME_FIELDS = ("status", "keyword", "channel_id", "message_id", "response_twiml")
+# The record's columns processing writes, and the outcome's attribute each is taken from.
+OUTCOME_FIELDS = {
+    "status": "status",
+    "keyword": "keyword",
+    "channel_id": "channel_id",
+    "message_id": "message_id",
+    "response_twiml": "twiml",
+}
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,11 @@ def _process_together(
     """Match SMS that are no keyword (one lookup of their senders' channels per organization),
     store the matched ones in their channels and write every record, each a few statements."""
     outcomes: list[InboundOutcome] = []
-    by_org: dict[str, list[InboundSms]] = {}
+    by_org: dict[str, tuple[Organization, list[InboundSms]]] = {}
     for inbound, org in run:
-        by_org.setdefault(org.id, []).append(inbound)
-    orgs = {org.id: org for _, org in run}
-    for organization_id, inbounds in by_org.items():
-        outcomes += _match_and_store(session, settings, orgs[organization_id], inbounds)
+        by_org.setdefault(org.id, (org, []))[1].append(inbound)
+    for org, inbounds in by_org.values():
+        outcomes += _match_and_store(session, settings, org, inbounds)
     outcomes.sort(key=lambda outcome: outcome.inbound.seq)
     _finish_together(session, outcomes)
     return outcomes

@@ -75,6 +75,8 @@ def publish_message(
 
     One delivery per (recipient, part): every contact of the channel except the author; opted-out
     contacts get one `skipped` delivery. A meta message gets none. The caller enqueues after commit.
+    Posted and scheduled messages and meta messages come here; contacts' replies are published in
+    batches by `inbound_store.store_replies`.
     """
     now = now or utcnow()
     if message.channel_id is None:
@@ -162,7 +164,8 @@ def _delivery_rows(
         session, channel.organization_id, [c.phone_hash for c, _ in recipients]
     )
     window = settings.quiet_window if lane == Lane.NOTIFICATIONS else None
-    parts = message_parts(message, _author(session, message))
+    # By a user or the organization: a contact's replies are published by inbound_store.
+    parts = message_parts(message, None)
     return delivery_rows(org, message, recipients, opted_out, parts, window, now)
 
 
@@ -219,14 +222,6 @@ def _recipients(session: Session, channel: Channel, message: Message) -> list[Re
         )
     ]
     return fill_missing_senders(session, channel, recipients) if recipients else []
-
-
-def _author(session: Session, message: Message) -> Contact | None:
-    """The contact who wrote the message, or None when a user or the organization did."""
-    if message.author_type != SubscriberType.CONTACT:
-        return None
-    # The inbound path has just loaded this contact: the identity map answers, no query.
-    return session.get(Contact, message.subscriber_id)
 
 
 def message_parts(message: Message, author: Contact | None) -> list[str]:
