@@ -23,7 +23,7 @@ from bridge.channels import get_or_create_channel
 from bridge.db import Base, transaction
 from bridge.inbound_store import Reply, store_replies
 from bridge.messages import Draft, Posted, post_channel_message, post_message
-from bridge.models import Channel, Contact, Delivery, Message, Organization, Thread, User
+from bridge.models import Channel, Contact, Delivery, Organization, Thread, User
 from bridge.organizations import (
     create_organization,
     create_user,
@@ -220,43 +220,6 @@ def post_to_channel(
 
 @dataclass(frozen=True)
 class Conversation:
-    """Jane (and Omar) in a thread of an organization, and the message that made their channel."""
-
-    org: Organization
-    jane: Contact
-    omar: Contact | None
-    thread: Thread
-    message: Message
-    to: str  # the organization's number, which the contacts text
-
-    @property
-    def channel_id(self) -> str:
-        assert self.message.channel_id is not None
-        return self.message.channel_id
-
-
-def conversation(
-    runtime: Runtime,
-    settings: Settings,
-    resource_id: str = "order-1",
-    text: str = "Your order shipped",
-    names: tuple[str, ...] = ("Jane Doe", "Omar Other"),
-) -> Conversation:
-    """An organization with one number, and a thread about `resource_id` with a contact a name."""
-    with transaction(runtime.sessions) as session:
-        org, _ = organization(session, settings)
-        people = [contact(session, settings, org, name) for name in names]
-        actor = org_actor(org)
-        thread, _ = create_thread(
-            session, settings, actor, resource_id, subscribers=[c.id for c in people]
-        )
-        message = post_message(session, settings, actor, thread.id, Draft.of(text)).message
-        to = sender_numbers(session, org.id)[0]
-    return Conversation(org, people[0], people[1] if len(people) > 1 else None, thread, message, to)
-
-
-@dataclass(frozen=True)
-class ChannelOfTwo:
     """Jane and Omar in a thread (and its channel) of an organization, and the number they text."""
 
     org: Organization
@@ -264,17 +227,32 @@ class ChannelOfTwo:
     omar: Contact
     thread: Thread
     channel: Channel
-    to: str  # the organization's number
+    to: str  # the organization's number, which the contacts text
 
 
-def channel_of_two(session: Session, settings: Settings) -> ChannelOfTwo:
-    """Jane Doe and Omar Other in a thread about order-1 of a new organization, committed."""
+def conversation_in(
+    session: Session,
+    settings: Settings,
+    resource_id: str = "order-1",
+    names: tuple[str, str] = ("Jane Doe", "Omar Other"),
+) -> Conversation:
+    """A new organization with one number, and a thread about `resource_id` with two contacts of
+    these names; its first message made their channel. Not committed."""
     org, _ = organization(session, settings)
-    jane = contact(session, settings, org, "Jane Doe")
-    omar = contact(session, settings, org, "Omar Other")
-    thread, channel = thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    return ChannelOfTwo(org, jane, omar, thread, channel, sender_numbers(session, org.id)[0])
+    jane, omar = (contact(session, settings, org, name) for name in names)
+    thread, channel = thread_channel(session, settings, org, [jane, omar], resource_id)
+    return Conversation(org, jane, omar, thread, channel, sender_numbers(session, org.id)[0])
+
+
+def conversation(
+    runtime: Runtime,
+    settings: Settings,
+    resource_id: str = "order-1",
+    names: tuple[str, str] = ("Jane Doe", "Omar Other"),
+) -> Conversation:
+    """`conversation_in`, committed."""
+    with transaction(runtime.sessions) as session:
+        return conversation_in(session, settings, resource_id, names)
 
 
 class JsonResponse(TestResponse, Response):

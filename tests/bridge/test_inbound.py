@@ -104,7 +104,8 @@ def test_media_urls_follow_num_media(changes: dict[str, str], expected: int) -> 
 def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
     session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
 
     outcome = receive(session, settings, payloads.inbound(chat.jane.phone, chat.to, "On my way"))
 
@@ -530,7 +531,8 @@ def test_help_twiml_parses_whatever_the_stored_texts_hold(
 def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
     session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     replies = select(func.count()).select_from(Message).where(Message.author_type == "contact")
 
     outcome = record_inbound_sms(
@@ -581,7 +583,8 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
     session: Session, settings: Settings
 ) -> None:
     """Whichever job runs first, a contact's SMS reach the channel in the order they arrived."""
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     ids = []
     for text in ["one", "two", "three"]:
         payload = payloads.inbound(chat.jane.phone, chat.to, text)
@@ -606,7 +609,8 @@ def test_deferred_while_the_workers_are_behind_the_webhook_matches_its_sms_itsel
     session: Session, settings: Settings
 ) -> None:
     """An SMS waiting past INLINE_AFTER means the workers are behind: the wait stays bounded."""
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     first = record_inbound_sms(
         session, settings, payloads.inbound(chat.jane.phone, chat.to, "1"), defer=True
     )

@@ -143,7 +143,8 @@ def test_a_batch_runs_a_few_statements_however_many_sms_it_holds(
 def test_a_keyword_waiting_among_replies_is_acted_on_in_its_place(
     session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     ids = deferred(
         session, settings, [(chat.jane.phone, chat.to, t) for t in ["before", "x", "after"]]
     )
@@ -224,7 +225,8 @@ def test_a_batch_of_two_organizations_matches_each_in_its_own(
 def test_a_sender_another_transaction_holds_is_left_and_the_others_go_on(
     runtime: Runtime, session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     ids = deferred(
         session, settings, [(chat.jane.phone, chat.to, "1"), (chat.omar.phone, chat.to, "2")]
     )

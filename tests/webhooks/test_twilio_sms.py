@@ -95,7 +95,7 @@ def test_a_reply_is_stored_answered_with_empty_twiml_and_its_relay_enqueued(
     inbound = one(runtime, select(InboundSms))
     assert (inbound.status, inbound.channel_id, inbound.message_sid) == (
         "matched",
-        world.channel_id,
+        world.channel.id,
         payload["MessageSid"],
     )
     assert inbound.params == payload, "every field Twilio sent is kept"
@@ -463,7 +463,7 @@ def test_each_stop_word_opts_out_and_each_start_word_back_in(
             assert (inbound.status, inbound.keyword) == ("keyword", word.strip().upper())
             assert opted_out(runtime, org, jane) is out, word
     pairs = ["contact.opted_out", "contact.opted_in"] * len(STOP_WORDS)
-    assert meta_events(runtime, world.channel_id) == pairs
+    assert meta_events(runtime, world.channel.id) == pairs
     assert count(runtime, Delivery) == 2, "keywords are never relayed or answered by SMS"
 
 
@@ -482,7 +482,7 @@ def test_each_help_word_answers_with_the_help_text(
             "Msg&amp;data rates may apply.</Message></Response>"
         )
         assert last_inbound(runtime).keyword == word.strip().upper()
-    assert meta_events(runtime, world.channel_id) == ["contact.help_requested"] * 4
+    assert meta_events(runtime, world.channel.id) == ["contact.help_requested"] * 4
     assert not opted_out(runtime, world.org, world.jane)
 
 
@@ -496,7 +496,7 @@ def test_a_keyword_inside_a_sentence_is_plain_text(
         inbound = last_inbound(runtime)
         assert (inbound.status, inbound.keyword) == ("matched", None), body
     assert not opted_out(runtime, world.org, world.jane)
-    assert meta_events(runtime, world.channel_id) == []
+    assert meta_events(runtime, world.channel.id) == []
 
 
 @pytest.mark.parametrize(
