@@ -16,7 +16,6 @@ from flask.testing import FlaskClient
 from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from bridge.db import transaction
@@ -30,6 +29,7 @@ from tests import factories
 from tests.conftest import TEST_HASH_KEY
 from tests.factories import Conversation
 from tests.fixtures.twilio import payloads
+from tests.webhooks.conftest import serving
 from webhooks import create_app
 
 AUTH_TOKEN = "test-auth-token-5f0e1d2c3b4a"
@@ -338,21 +338,6 @@ def test_duplicates_in_sequence_store_once_and_answer_alike(
     assert len(bodies) == 1 and "<Message>" in bodies.pop()
     assert count(runtime, InboundSms) == 2
     assert count(runtime, Message) == 1 + 2, "the first post, and one help meta per new inbound"
-
-
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """The app on a real threaded HTTP server on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(  # shutdown() waits one poll: 20 ms, not the default 0.5 s
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 def test_ten_copies_at_once_store_one_sms_and_one_message(
