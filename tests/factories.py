@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -20,7 +22,8 @@ from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
-from bridge.db import Base, transaction
+from bridge.db import Base, transaction, utcnow
+from bridge.ids import kind_of, new_id
 from bridge.inbound_store import Reply, store_replies
 from bridge.messages import Draft, Posted, post_channel_message, post_message
 from bridge.models import Channel, Contact, Delivery, Organization, Thread, User
@@ -150,6 +153,61 @@ def thread_channel(
     channel = session.get(Channel, posted.message.channel_id)
     assert channel is not None
     return thread, channel
+
+
+def crowded_thread(
+    session: Session,
+    settings: Settings,
+    org: Organization,
+    users: int,
+    contacts: int,
+    resource: str,
+) -> tuple[Thread, list[str]]:
+    """A thread about `resource` whose subscribers are the organization, `users` new users and
+    `contacts` new contacts: it, and the users' then the contacts' ids."""
+    ids = [user(session, settings, org, f"User {i}").id for i in range(users)]
+    ids += [contact(session, settings, org, f"Contact {i}").id for i in range(contacts)]
+    thread, _ = create_thread(
+        session, settings, org_actor(org), resource, name="Order", subscribers=ids
+    )
+    return thread, ids
+
+
+def message_rows(
+    organization_id: str,
+    thread_id: str,
+    authors: list[str],
+    count: int,
+    channel_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """`count` text messages of the thread by `authors` in turn, a second apart and the last a
+    second ago, as rows for one `insert(Message)`; published to `channel_id` when given.
+
+    Written straight to the table: for measuring the reading side, not the posting."""
+    now = utcnow()
+    seq = time.time_ns() // 1000
+    rows: list[dict[str, Any]] = []
+    for i in range(count):
+        author = authors[i % len(authors)]
+        created = now - timedelta(seconds=count - i)
+        rows.append(
+            {
+                "id": new_id("msg"),
+                "organization_id": organization_id,
+                "thread_id": thread_id,
+                "channel_id": channel_id,
+                "subscriber_id": author,
+                "author_type": kind_of(author),
+                "text": f"message {i}",
+                "type": "text",
+                "media_urls": [],
+                "reactions": [],
+                "created_at": created,
+                "published_at": created if channel_id else None,
+                "publish_seq": seq + i if channel_id else None,
+            }
+        )
+    return rows
 
 
 def two_channels(
