@@ -16,13 +16,13 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 from rq import Queue
-from sqlalchemy import Connection, Engine, Table, event, select
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
-from bridge.db import Base, transaction, utcnow
+from bridge.db import transaction, utcnow
 from bridge.ids import kind_of, new_id
 from bridge.inbound_store import Reply, store_replies
 from bridge.messages import Draft, Posted, post_channel_message, post_message
@@ -56,13 +56,6 @@ def known(value: T | None) -> T:
     """`value`, asserted not None: typed optional (a nullable column, a lookup), set here."""
     assert value is not None
     return value
-
-
-def table_of(model: type[Base]) -> Table:
-    """The Core table of a mapped class (SQLAlchemy types `__table__` as any FromClause)."""
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 @contextmanager
@@ -136,8 +129,7 @@ def committed_organization(runtime: Runtime) -> Organization:
 def committed_user(runtime: Runtime, organization_id: str, name: str = "Uma User") -> str:
     """The id of a new user of the organization, committed."""
     with transaction(runtime.sessions) as session:
-        org = session.get(Organization, organization_id)
-        assert org is not None
+        org = session.get_one(Organization, organization_id)
         return user(session, runtime.settings, org, name).id
 
 
@@ -150,8 +142,7 @@ def thread_channel(
         session, settings, actor, resource, subscribers=[c.id for c in contacts]
     )
     posted = post_message(session, settings, actor, thread.id, Draft.of(f"About {resource}"))
-    channel = session.get(Channel, posted.message.channel_id)
-    assert channel is not None
+    channel = session.get_one(Channel, posted.message.channel_id)
     return thread, channel
 
 

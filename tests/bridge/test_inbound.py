@@ -449,8 +449,7 @@ def test_lone_surrogates_and_nul_bytes_are_stored_as_replacement_characters(
     outcome = receive(session, settings, payload, token="tok-\ud800")
 
     session.expire_all()
-    inbound = session.get(InboundSms, outcome.inbound.seq)
-    assert inbound is not None
+    inbound = session.get_one(InboundSms, outcome.inbound.seq)
     assert (inbound.status, inbound.body) == ("matched", "\ufffd half an emoji\ufffd")
     assert (inbound.params["ToCity"], inbound.idempotency_token) == ("\ufffd", "tok-\ufffd")
     message = session.execute(select(Message).where(Message.id == inbound.message_id)).scalar_one()

@@ -117,8 +117,8 @@ def test_a_batch_stores_each_sms_in_its_channel_relays_it_and_records_its_events
     for row in [group, solo, thread]:
         session.refresh(row)
     assert group.updated_at == published_at and thread.updated_at == published_at
-    publisher = session.get(ChannelPublisher, (group.id, thread.resource_id))
-    assert publisher is not None and publisher.last_seq == replies[-1].publish_seq
+    publisher = session.get_one(ChannelPublisher, (group.id, thread.resource_id))
+    assert publisher.last_seq == replies[-1].publish_seq
 
 
 def test_a_batch_runs_a_few_statements_however_many_sms_it_holds(
