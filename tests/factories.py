@@ -217,6 +217,15 @@ def two_channels(
     return alone, shared
 
 
+def numbers_by_channel(session: Session, contact_id: str) -> dict[str, str]:
+    """The number each of the contact's channels texts it from: channel id -> its deliveries'
+    from_phone."""
+    return {
+        known(d.channel_id): known(d.from_phone)
+        for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == contact_id))
+    }
+
+
 def contact_reply(
     session: Session, org: Organization, contact_id: str, channel_id: str, text: str, **more: Any
 ) -> Posted:

@@ -219,12 +219,7 @@ def test_two_numbers_of_the_pool_each_name_one_channel(
     jane = factories.contact(session, settings, org)
     first, second = factories.two_channels(session, settings, org, jane, ("order-e", "order-f"))
     session.commit()
-    senders = {
-        d.channel_id: factories.known(d.from_phone)
-        for d in session.execute(
-            select(Delivery).where(Delivery.subscriber_id == jane.id)
-        ).scalars()
-    }
+    senders = factories.numbers_by_channel(session, jane.id)
     assert senders[first.id] != senders[second.id], "the pool gives each channel its own number"
     # Make the other rules point the wrong way: the pair must decide.
     first.updated_at = utcnow() - timedelta(days=1)

@@ -176,10 +176,7 @@ def test_a_batch_chooses_each_channel_by_the_pair_and_by_the_last_sms_sent(
     omar = factories.contact(session, settings, org)
     third, fourth = factories.two_channels(session, settings, org, omar, ("order-g", "order-h"))
     session.commit()
-    numbers = {
-        d.channel_id: factories.known(d.from_phone)
-        for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == jane.id))
-    }
+    numbers = factories.numbers_by_channel(session, jane.id)
     # Omar hears both of his channels from one number (as with a pool run out): the channel that
     # last sent him an SMS answers, though the other was updated later.
     session.execute(

@@ -19,12 +19,10 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from bridge.db import transaction
-from bridge.messages import Draft, post_message
 from bridge.models import Contact, Delivery, InboundSms, Message, Organization
 from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
 from bridge.settings import Settings, SettingsRefused, load_settings
-from bridge.threads import create_thread
 from tests import factories
 from tests.conftest import TEST_HASH_KEY
 from tests.factories import Conversation
@@ -503,24 +501,14 @@ def test_unmatched_senders_are_kept(
 def test_one_contact_in_two_channels_on_two_numbers_of_the_pool(
     client: FlaskClient, runtime: Runtime, settings: Settings, redis_client: redis.Redis
 ) -> None:
-    channels = {}
     with transaction(runtime.sessions) as session:
         org, _ = factories.organization(session, settings, senders=2)
         jane = factories.contact(session, settings, org, "Jane")
-        bob = factories.contact(session, settings, org, "Bob")
-        actor = factories.org_actor(org)
-        for resource, contacts in [("order-a", [jane.id]), ("order-b", [jane.id, bob.id])]:
-            thread, _ = create_thread(session, settings, actor, resource, subscribers=contacts)
-            posted = post_message(session, settings, actor, thread.id, Draft.of("hi"))
-            channels[resource] = posted.message.channel_id
-    numbers = dict(
-        rows(
-            runtime,
-            select(Delivery.channel_id, Delivery.from_phone).where(
-                Delivery.subscriber_id == jane.id
-            ),
-        )
-    )
+        resources = ("order-a", "order-b")
+        made = factories.two_channels(session, settings, org, jane, resources)
+        channels = {resource: channel.id for resource, channel in zip(resources, made, strict=True)}
+    with runtime.sessions() as session:
+        numbers = factories.numbers_by_channel(session, jane.id)
     assert len(set(numbers.values())) == 2, "the pool gives each of Jane's channels a number"
 
     for resource in ["order-a", "order-b", "order-a"]:
