@@ -20,23 +20,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 
 from bench import _stack
 from bench._report import Figure, met
 from bridge.actors import Actor
 from bridge.db import make_engine, transaction, utcnow
-from bridge.ids import new_id
 from bridge.migrate import upgrade
 from bridge.models import Message, SubscriberType, ThreadSubscriber
 from bridge.organizations import create_organization, create_user, find_or_create_contact
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.threads import create_thread
+from tests.factories import message_rows
+from tests.factories import statements as statements_of
 from webhooks import create_app
 
 SIZES = [(10, 3), (150, 50), (1000, 200)]
@@ -82,24 +82,7 @@ def seed(runtime: Runtime, messages: int, subscribers: int) -> tuple[str, str]:
             ],
         )
         authors = [org_id, *user_ids, *contact_ids]
-        session.execute(
-            insert(Message),
-            [
-                {
-                    "id": new_id("msg"),
-                    "organization_id": org_id,
-                    "thread_id": thread.id,
-                    "subscriber_id": authors[i % len(authors)],
-                    "author_type": "user",
-                    "text": f"message {i}",
-                    "type": "text",
-                    "media_urls": [],
-                    "reactions": [],
-                    "created_at": now - timedelta(seconds=messages - i),
-                }
-                for i in range(messages)
-            ],
-        )
+        session.execute(insert(Message), message_rows(org_id, thread.id, authors, messages))
     return made.api_key, thread.id
 
 
@@ -109,16 +92,10 @@ def measure(runtime: Runtime, requests: int, messages: int, subscribers: int) ->
     client = create_app(runtime=runtime).test_client()
     headers = {"Authorization": f"Bearer {key}"}
     path = f"/v1/threads/{thread_id}"
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
     for _ in range(5):  # warm the connection pool and SQLAlchemy's statement cache
         assert client.get(path, headers=headers).status_code == 200
-    event.listen(runtime.engine, "before_cursor_execute", count)
-    response = client.get(path, headers=headers)
-    event.remove(runtime.engine, "before_cursor_execute", count)
+    with statements_of(runtime.engine) as statements:
+        response = client.get(path, headers=headers)
     assert response.status_code == 200
     body = response.json
     assert body is not None

@@ -16,8 +16,6 @@ import cProfile
 import time
 from datetime import timedelta
 
-from sqlalchemy import event
-
 from bench import _stack
 from bridge import inbound
 from bridge.actors import Actor
@@ -30,6 +28,7 @@ from bridge.organizations import create_organization, find_or_create_contact
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.threads import create_thread
+from tests.factories import statements as statements_of
 from tests.fixtures.twilio import payloads
 from tests.services import RedisServer
 from workers import inbound as worker
@@ -64,27 +63,21 @@ def store(runtime: Runtime, contacts: list[Contact], count: int) -> None:
 
 
 def measure(runtime: Runtime, count: int, profile: str | None) -> None:
-    statements = 0
-
-    def count_statement(*_: object) -> None:
-        nonlocal statements
-        statements += 1
-
     worker._relay = lambda *_: None  # type: ignore[assignment]  # sending is not measured here
-    event.listen(runtime.engine, "before_cursor_execute", count_statement)
     profiler = cProfile.Profile() if profile else None
-    cpu, wall = time.process_time(), time.perf_counter()
-    if profiler:
-        profiler.enable()
-    done = worker.process_waiting(runtime)
-    if profiler:
-        profiler.disable()
-        profiler.dump_stats(profile)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    with statements_of(runtime.engine) as statements:
+        cpu, wall = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        done = worker.process_waiting(runtime)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert done == count, f"processed {done} of {count}"
     print(
         f"{count} SMS: CPU {cpu / count * 1000:.2f} ms/SMS, wall {wall / count * 1000:.2f} ms/SMS,"
-        f" {statements / count:.2f} SQL statements/SMS"
+        f" {len(statements) / count:.2f} SQL statements/SMS"
     )
 
 

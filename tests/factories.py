@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -14,16 +16,17 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 from rq import Queue
-from sqlalchemy import Connection, Engine, Table, event, select
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from bridge.actors import Actor
 from bridge.channels import get_or_create_channel
-from bridge.db import Base, transaction
+from bridge.db import transaction, utcnow
+from bridge.ids import kind_of, new_id
 from bridge.inbound_store import Reply, store_replies
 from bridge.messages import Draft, Posted, post_channel_message, post_message
-from bridge.models import Channel, Contact, Delivery, Message, Organization, Thread, User
+from bridge.models import Channel, Contact, Delivery, Organization, Thread, User
 from bridge.organizations import (
     create_organization,
     create_user,
@@ -53,13 +56,6 @@ def known(value: T | None) -> T:
     """`value`, asserted not None: typed optional (a nullable column, a lookup), set here."""
     assert value is not None
     return value
-
-
-def table_of(model: type[Base]) -> Table:
-    """The Core table of a mapped class (SQLAlchemy types `__table__` as any FromClause)."""
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 @contextmanager
@@ -133,8 +129,7 @@ def committed_organization(runtime: Runtime) -> Organization:
 def committed_user(runtime: Runtime, organization_id: str, name: str = "Uma User") -> str:
     """The id of a new user of the organization, committed."""
     with transaction(runtime.sessions) as session:
-        org = session.get(Organization, organization_id)
-        assert org is not None
+        org = session.get_one(Organization, organization_id)
         return user(session, runtime.settings, org, name).id
 
 
@@ -147,9 +142,63 @@ def thread_channel(
         session, settings, actor, resource, subscribers=[c.id for c in contacts]
     )
     posted = post_message(session, settings, actor, thread.id, Draft.of(f"About {resource}"))
-    channel = session.get(Channel, posted.message.channel_id)
-    assert channel is not None
+    channel = session.get_one(Channel, posted.message.channel_id)
     return thread, channel
+
+
+def crowded_thread(
+    session: Session,
+    settings: Settings,
+    org: Organization,
+    users: int,
+    contacts: int,
+    resource: str,
+) -> tuple[Thread, list[str]]:
+    """A thread about `resource` whose subscribers are the organization, `users` new users and
+    `contacts` new contacts: it, and the users' then the contacts' ids."""
+    ids = [user(session, settings, org, f"User {i}").id for i in range(users)]
+    ids += [contact(session, settings, org, f"Contact {i}").id for i in range(contacts)]
+    thread, _ = create_thread(
+        session, settings, org_actor(org), resource, name="Order", subscribers=ids
+    )
+    return thread, ids
+
+
+def message_rows(
+    organization_id: str,
+    thread_id: str,
+    authors: list[str],
+    count: int,
+    channel_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """`count` text messages of the thread by `authors` in turn, a second apart and the last a
+    second ago, as rows for one `insert(Message)`; published to `channel_id` when given.
+
+    Written straight to the table: for measuring the reading side, not the posting."""
+    now = utcnow()
+    seq = time.time_ns() // 1000
+    rows: list[dict[str, Any]] = []
+    for i in range(count):
+        author = authors[i % len(authors)]
+        created = now - timedelta(seconds=count - i)
+        rows.append(
+            {
+                "id": new_id("msg"),
+                "organization_id": organization_id,
+                "thread_id": thread_id,
+                "channel_id": channel_id,
+                "subscriber_id": author,
+                "author_type": kind_of(author),
+                "text": f"message {i}",
+                "type": "text",
+                "media_urls": [],
+                "reactions": [],
+                "created_at": created,
+                "published_at": created if channel_id else None,
+                "publish_seq": seq + i if channel_id else None,
+            }
+        )
+    return rows
 
 
 def two_channels(
@@ -166,6 +215,15 @@ def two_channels(
         session, settings, org, [who, contact(session, settings, org)], resources[1]
     )
     return alone, shared
+
+
+def numbers_by_channel(session: Session, contact_id: str) -> dict[str, str]:
+    """The number each of the contact's channels texts it from: channel id -> its deliveries'
+    from_phone."""
+    return {
+        known(d.channel_id): known(d.from_phone)
+        for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == contact_id))
+    }
 
 
 def contact_reply(
@@ -220,43 +278,6 @@ def post_to_channel(
 
 @dataclass(frozen=True)
 class Conversation:
-    """Jane (and Omar) in a thread of an organization, and the message that made their channel."""
-
-    org: Organization
-    jane: Contact
-    omar: Contact | None
-    thread: Thread
-    message: Message
-    to: str  # the organization's number, which the contacts text
-
-    @property
-    def channel_id(self) -> str:
-        assert self.message.channel_id is not None
-        return self.message.channel_id
-
-
-def conversation(
-    runtime: Runtime,
-    settings: Settings,
-    resource_id: str = "order-1",
-    text: str = "Your order shipped",
-    names: tuple[str, ...] = ("Jane Doe", "Omar Other"),
-) -> Conversation:
-    """An organization with one number, and a thread about `resource_id` with a contact a name."""
-    with transaction(runtime.sessions) as session:
-        org, _ = organization(session, settings)
-        people = [contact(session, settings, org, name) for name in names]
-        actor = org_actor(org)
-        thread, _ = create_thread(
-            session, settings, actor, resource_id, subscribers=[c.id for c in people]
-        )
-        message = post_message(session, settings, actor, thread.id, Draft.of(text)).message
-        to = sender_numbers(session, org.id)[0]
-    return Conversation(org, people[0], people[1] if len(people) > 1 else None, thread, message, to)
-
-
-@dataclass(frozen=True)
-class ChannelOfTwo:
     """Jane and Omar in a thread (and its channel) of an organization, and the number they text."""
 
     org: Organization
@@ -264,17 +285,32 @@ class ChannelOfTwo:
     omar: Contact
     thread: Thread
     channel: Channel
-    to: str  # the organization's number
+    to: str  # the organization's number, which the contacts text
 
 
-def channel_of_two(session: Session, settings: Settings) -> ChannelOfTwo:
-    """Jane Doe and Omar Other in a thread about order-1 of a new organization, committed."""
+def conversation_in(
+    session: Session,
+    settings: Settings,
+    resource_id: str = "order-1",
+    names: tuple[str, str] = ("Jane Doe", "Omar Other"),
+) -> Conversation:
+    """A new organization with one number, and a thread about `resource_id` with two contacts of
+    these names; its first message made their channel. Not committed."""
     org, _ = organization(session, settings)
-    jane = contact(session, settings, org, "Jane Doe")
-    omar = contact(session, settings, org, "Omar Other")
-    thread, channel = thread_channel(session, settings, org, [jane, omar], "order-1")
-    session.commit()
-    return ChannelOfTwo(org, jane, omar, thread, channel, sender_numbers(session, org.id)[0])
+    jane, omar = (contact(session, settings, org, name) for name in names)
+    thread, channel = thread_channel(session, settings, org, [jane, omar], resource_id)
+    return Conversation(org, jane, omar, thread, channel, sender_numbers(session, org.id)[0])
+
+
+def conversation(
+    runtime: Runtime,
+    settings: Settings,
+    resource_id: str = "order-1",
+    names: tuple[str, str] = ("Jane Doe", "Omar Other"),
+) -> Conversation:
+    """`conversation_in`, committed."""
+    with transaction(runtime.sessions) as session:
+        return conversation_in(session, settings, resource_id, names)
 
 
 class JsonResponse(TestResponse, Response):
@@ -284,7 +320,9 @@ class JsonResponse(TestResponse, Response):
     off a body that is not JSON fails the test there, naming the body's type.
     """
 
-    default_mimetype = None  # TestResponse's (Flask's is "text/html"): the app sets the type
+    # TestResponse's (Flask's is "text/html"): the app sets the type. mypy needs it said here,
+    # the two bases' definitions being incompatible.
+    default_mimetype = None
 
     @property
     def json(self) -> Any:
@@ -318,12 +356,6 @@ class JsonClient(FlaskClient):
 
     def delete(self, *args: Any, **kwargs: Any) -> JsonResponse:
         return self.open(*args, method="DELETE", **kwargs)
-
-    def head(self, *args: Any, **kwargs: Any) -> JsonResponse:
-        return self.open(*args, method="HEAD", **kwargs)
-
-    def options(self, *args: Any, **kwargs: Any) -> JsonResponse:
-        return self.open(*args, method="OPTIONS", **kwargs)
 
 
 def with_twilio(settings: Settings, auth_token: str) -> Settings:

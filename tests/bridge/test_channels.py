@@ -187,8 +187,7 @@ def test_publisher_ids_oldest_first(session: Session, settings: Settings) -> Non
     channel_id = channel_ids.pop()
     assert channel_id is not None
     assert _channel(session, org, channel_id)["publisher_ids"] == ["zeta-2", "alpha-1"]
-    channel = session.get(Channel, channel_id)
-    assert channel is not None
+    channel = session.get_one(Channel, channel_id)
     latest = last_publisher_thread(session, channel.organization_id, channel.id)
     assert latest is not None and latest.resource_id == "zeta-2"
 

@@ -104,7 +104,8 @@ def test_media_urls_follow_num_media(changes: dict[str, str], expected: int) -> 
 def test_a_reply_is_stored_in_the_channel_and_the_thread_and_relayed(
     session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
 
     outcome = receive(session, settings, payloads.inbound(chat.jane.phone, chat.to, "On my way"))
 
@@ -218,12 +219,7 @@ def test_two_numbers_of_the_pool_each_name_one_channel(
     jane = factories.contact(session, settings, org)
     first, second = factories.two_channels(session, settings, org, jane, ("order-e", "order-f"))
     session.commit()
-    senders = {
-        d.channel_id: factories.known(d.from_phone)
-        for d in session.execute(
-            select(Delivery).where(Delivery.subscriber_id == jane.id)
-        ).scalars()
-    }
+    senders = factories.numbers_by_channel(session, jane.id)
     assert senders[first.id] != senders[second.id], "the pool gives each channel its own number"
     # Make the other rules point the wrong way: the pair must decide.
     first.updated_at = utcnow() - timedelta(days=1)
@@ -448,8 +444,7 @@ def test_lone_surrogates_and_nul_bytes_are_stored_as_replacement_characters(
     outcome = receive(session, settings, payload, token="tok-\ud800")
 
     session.expire_all()
-    inbound = session.get(InboundSms, outcome.inbound.seq)
-    assert inbound is not None
+    inbound = session.get_one(InboundSms, outcome.inbound.seq)
     assert (inbound.status, inbound.body) == ("matched", "\ufffd half an emoji\ufffd")
     assert (inbound.params["ToCity"], inbound.idempotency_token) == ("\ufffd", "tok-\ufffd")
     message = session.execute(select(Message).where(Message.id == inbound.message_id)).scalar_one()
@@ -533,7 +528,8 @@ def test_help_twiml_parses_whatever_the_stored_texts_hold(
 def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
     session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     replies = select(func.count()).select_from(Message).where(Message.author_type == "contact")
 
     outcome = record_inbound_sms(
@@ -584,7 +580,8 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
     session: Session, settings: Settings
 ) -> None:
     """Whichever job runs first, a contact's SMS reach the channel in the order they arrived."""
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     ids = []
     for text in ["one", "two", "three"]:
         payload = payloads.inbound(chat.jane.phone, chat.to, text)
@@ -609,7 +606,8 @@ def test_deferred_while_the_workers_are_behind_the_webhook_matches_its_sms_itsel
     session: Session, settings: Settings
 ) -> None:
     """An SMS waiting past INLINE_AFTER means the workers are behind: the wait stays bounded."""
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     first = record_inbound_sms(
         session, settings, payloads.inbound(chat.jane.phone, chat.to, "1"), defer=True
     )

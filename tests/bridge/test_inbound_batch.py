@@ -117,8 +117,8 @@ def test_a_batch_stores_each_sms_in_its_channel_relays_it_and_records_its_events
     for row in [group, solo, thread]:
         session.refresh(row)
     assert group.updated_at == published_at and thread.updated_at == published_at
-    publisher = session.get(ChannelPublisher, (group.id, thread.resource_id))
-    assert publisher is not None and publisher.last_seq == replies[-1].publish_seq
+    publisher = session.get_one(ChannelPublisher, (group.id, thread.resource_id))
+    assert publisher.last_seq == replies[-1].publish_seq
 
 
 def test_a_batch_runs_a_few_statements_however_many_sms_it_holds(
@@ -143,7 +143,8 @@ def test_a_batch_runs_a_few_statements_however_many_sms_it_holds(
 def test_a_keyword_waiting_among_replies_is_acted_on_in_its_place(
     session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     ids = deferred(
         session, settings, [(chat.jane.phone, chat.to, t) for t in ["before", "x", "after"]]
     )
@@ -175,10 +176,7 @@ def test_a_batch_chooses_each_channel_by_the_pair_and_by_the_last_sms_sent(
     omar = factories.contact(session, settings, org)
     third, fourth = factories.two_channels(session, settings, org, omar, ("order-g", "order-h"))
     session.commit()
-    numbers = {
-        d.channel_id: factories.known(d.from_phone)
-        for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == jane.id))
-    }
+    numbers = factories.numbers_by_channel(session, jane.id)
     # Omar hears both of his channels from one number (as with a pool run out): the channel that
     # last sent him an SMS answers, though the other was updated later.
     session.execute(
@@ -224,7 +222,8 @@ def test_a_batch_of_two_organizations_matches_each_in_its_own(
 def test_a_sender_another_transaction_holds_is_left_and_the_others_go_on(
     runtime: Runtime, session: Session, settings: Settings
 ) -> None:
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     ids = deferred(
         session, settings, [(chat.jane.phone, chat.to, "1"), (chat.omar.phone, chat.to, "2")]
     )

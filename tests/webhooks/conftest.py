@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +28,29 @@ def app(runtime: Runtime) -> Iterator[Flask]:
     yield app
 
 
-@pytest.fixture
-def server_url(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP by werkzeug on a free port, one thread per request."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+@contextmanager
+def serving(app: Flask, threaded: bool = True) -> Iterator[str]:
+    """The app served over real HTTP by werkzeug on a free loopback port: its base URL.
+
+    `threaded`: one thread per request; otherwise the requests are answered one at a time.
+    """
+    server = make_server("127.0.0.1", 0, app, threaded=threaded)
     thread = threading.Thread(  # shutdown() waits one poll: 20 ms, not the default 0.5 s
         target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
     )
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def server_url(app: Flask) -> Iterator[str]:
+    """The app served over real HTTP by werkzeug on a free port, one thread per request."""
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture

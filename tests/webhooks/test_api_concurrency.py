@@ -74,7 +74,7 @@ def test_a_new_user_posting_twice_at_once_is_subscribed_once(
     server_url: str, api: ApiOrg, runtime: Runtime
 ) -> None:
     with transaction(runtime.sessions) as session:
-        org = factories.known(session.get(factories.Organization, api.organization_id))
+        org = session.get_one(factories.Organization, api.organization_id)
         users = [factories.user(session, runtime.settings, org, f"Racer {i}").id for i in range(5)]
     assert _post(f"{server_url}/v1/threads", api.key, {"resource_id": "busy"})[0] == 201
     for user_id in users:

@@ -40,7 +40,7 @@ def test_another_organizations_ids_are_404_everywhere(
     api: ApiOrg, other_api: ApiOrg, runtime: Runtime
 ) -> None:
     with transaction(runtime.sessions) as session:
-        org = factories.known(session.get(factories.Organization, api.organization_id))
+        org = session.get_one(factories.Organization, api.organization_id)
         user = factories.user(session, runtime.settings, org, "Uma Secret")
         contact = factories.contact(session, runtime.settings, org, "Cora Secret")
         ids = {"user_id": user.id, "contact_id": contact.id, "subscriber_id": contact.id}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from flask import Flask
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
 from bridge.db import make_engine, utcnow
@@ -57,7 +57,7 @@ def test_org_create_keeps_a_messaging_service_sid(app: Flask, session: Session) 
     sid = "MG" + "ab" * 16
     result = run(app, "org", "create", "Acme", "--messaging-service-sid", sid)
     assert result.exit_code == 0, result.output
-    org = factories.known(session.get(Organization, json.loads(result.stdout)["id"]))
+    org = session.get_one(Organization, json.loads(result.stdout)["id"])
     assert org.messaging_service_sid == sid
 
 
@@ -129,7 +129,7 @@ def test_org_create_key_and_revoke_key(app: Flask, session: Session, settings: S
     assert set(printed) == {"id", "api_key"}
     found = authenticate(session, printed["api_key"])
     assert found is not None and found.id == org.id
-    assert factories.known(session.get(ApiKey, printed["id"])).label == "deploy 2"
+    assert session.get_one(ApiKey, printed["id"]).label == "deploy 2"
     default = session.scalars(select(ApiKey.id).where(ApiKey.label == "default")).one()
     session.commit()  # SQLite: an open transaction would hold the write lock the command needs
 
@@ -191,10 +191,10 @@ def test_sweep_publishes_what_is_due_and_prints_its_counts(
     )
     session.commit()
     session.execute(
-        factories.table_of(Message)
-        .update()
+        update(Message)
         .where(Message.id == posted.message.id)
         .values(publish_to_channel_at=utcnow() - timedelta(minutes=1))
+        .execution_options(synchronize_session=False)
     )
     session.commit()
 

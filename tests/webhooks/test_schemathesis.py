@@ -9,10 +9,8 @@ examples, both take seconds.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -32,7 +30,6 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.result import Err, Ok
 from schemathesis.engine import Status, events
 from schemathesis.engine import from_schema as engine_for
-from werkzeug.serving import make_server
 
 from bridge.db import transaction
 from bridge.events import contact_object, record_event
@@ -41,6 +38,7 @@ from bridge.settings import Settings
 from tests import factories
 from tests.factories import JsonClient
 from tests.webhooks import schemathesis_hooks
+from tests.webhooks.conftest import serving
 from webhooks import create_app
 
 POSITIVE_CHECKS = [
@@ -166,22 +164,6 @@ ALL_CHECKS = {
 }  # fmt: skip
 
 
-@contextmanager
-def _serving(app: Flask) -> Iterator[str]:
-    # Over real HTTP, as `st run` talks to a server: schemathesis's engine passes socket options
-    # (max_redirects) that its in-process WSGI transport does not take.
-    server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(  # shutdown() waits one poll: 20 ms, not the default 0.5 s
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
-
-
 def _run_all_checks(
     base_url: str, headers: dict[str, str], examples: int = 20, steps: int = 20
 ) -> dict[str, Any]:
@@ -230,7 +212,9 @@ def _run_all_checks(
 @pytest.mark.slow
 def test_every_check_and_every_phase_find_nothing(fuzzed: tuple[Flask, dict]) -> None:
     app, seed = fuzzed
-    with _serving(app) as base_url:
+    # Over real HTTP, as `st run` talks to a server: schemathesis's engine passes socket options
+    # (max_redirects) that its in-process WSGI transport does not take.
+    with serving(app, threaded=False) as base_url:
         found = _run_all_checks(base_url, seed["headers"])
     assert found["errors"] == []
     assert found["failures"] == [], "\n\n".join(found["failures"])

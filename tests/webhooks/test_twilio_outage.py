@@ -53,7 +53,7 @@ class World:
 
 def make_world(runtime: Runtime, settings: Settings) -> World:
     """Jane and Omar in one channel; Jane's delivery has a Twilio SID."""
-    made = factories.conversation(runtime, settings, "order-7", "Shipped", ("Jane", "Omar"))
+    made = factories.conversation(runtime, settings, "order-7", ("Jane", "Omar"))
     with transaction(runtime.sessions) as session:
         first = session.execute(
             select(Delivery).where(Delivery.subscriber_id == made.jane.id)

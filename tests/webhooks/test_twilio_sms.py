@@ -16,20 +16,18 @@ from flask.testing import FlaskClient
 from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from bridge.db import transaction
-from bridge.messages import Draft, post_message
 from bridge.models import Contact, Delivery, InboundSms, Message, Organization
 from bridge.organizations import is_opted_out
 from bridge.runtime import Runtime
 from bridge.settings import Settings, SettingsRefused, load_settings
-from bridge.threads import create_thread
 from tests import factories
 from tests.conftest import TEST_HASH_KEY
 from tests.factories import Conversation
 from tests.fixtures.twilio import payloads
+from tests.webhooks.conftest import serving
 from webhooks import create_app
 
 AUTH_TOKEN = "test-auth-token-5f0e1d2c3b4a"
@@ -95,7 +93,7 @@ def test_a_reply_is_stored_answered_with_empty_twiml_and_its_relay_enqueued(
     inbound = one(runtime, select(InboundSms))
     assert (inbound.status, inbound.channel_id, inbound.message_sid) == (
         "matched",
-        world.channel_id,
+        world.channel.id,
         payload["MessageSid"],
     )
     assert inbound.params == payload, "every field Twilio sent is kept"
@@ -340,21 +338,6 @@ def test_duplicates_in_sequence_store_once_and_answer_alike(
     assert count(runtime, Message) == 1 + 2, "the first post, and one help meta per new inbound"
 
 
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """The app on a real threaded HTTP server on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(  # shutdown() waits one poll: 20 ms, not the default 0.5 s
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
-
-
 def test_ten_copies_at_once_store_one_sms_and_one_message(
     app: Flask, runtime: Runtime, world: Conversation, redis_client: redis.Redis
 ) -> None:
@@ -463,7 +446,7 @@ def test_each_stop_word_opts_out_and_each_start_word_back_in(
             assert (inbound.status, inbound.keyword) == ("keyword", word.strip().upper())
             assert opted_out(runtime, org, jane) is out, word
     pairs = ["contact.opted_out", "contact.opted_in"] * len(STOP_WORDS)
-    assert meta_events(runtime, world.channel_id) == pairs
+    assert meta_events(runtime, world.channel.id) == pairs
     assert count(runtime, Delivery) == 2, "keywords are never relayed or answered by SMS"
 
 
@@ -482,7 +465,7 @@ def test_each_help_word_answers_with_the_help_text(
             "Msg&amp;data rates may apply.</Message></Response>"
         )
         assert last_inbound(runtime).keyword == word.strip().upper()
-    assert meta_events(runtime, world.channel_id) == ["contact.help_requested"] * 4
+    assert meta_events(runtime, world.channel.id) == ["contact.help_requested"] * 4
     assert not opted_out(runtime, world.org, world.jane)
 
 
@@ -496,7 +479,7 @@ def test_a_keyword_inside_a_sentence_is_plain_text(
         inbound = last_inbound(runtime)
         assert (inbound.status, inbound.keyword) == ("matched", None), body
     assert not opted_out(runtime, world.org, world.jane)
-    assert meta_events(runtime, world.channel_id) == []
+    assert meta_events(runtime, world.channel.id) == []
 
 
 @pytest.mark.parametrize(
@@ -518,24 +501,14 @@ def test_unmatched_senders_are_kept(
 def test_one_contact_in_two_channels_on_two_numbers_of_the_pool(
     client: FlaskClient, runtime: Runtime, settings: Settings, redis_client: redis.Redis
 ) -> None:
-    channels = {}
     with transaction(runtime.sessions) as session:
         org, _ = factories.organization(session, settings, senders=2)
         jane = factories.contact(session, settings, org, "Jane")
-        bob = factories.contact(session, settings, org, "Bob")
-        actor = factories.org_actor(org)
-        for resource, contacts in [("order-a", [jane.id]), ("order-b", [jane.id, bob.id])]:
-            thread, _ = create_thread(session, settings, actor, resource, subscribers=contacts)
-            posted = post_message(session, settings, actor, thread.id, Draft.of("hi"))
-            channels[resource] = posted.message.channel_id
-    numbers = dict(
-        rows(
-            runtime,
-            select(Delivery.channel_id, Delivery.from_phone).where(
-                Delivery.subscriber_id == jane.id
-            ),
-        )
-    )
+        resources = ("order-a", "order-b")
+        made = factories.two_channels(session, settings, org, jane, resources)
+        channels = {resource: channel.id for resource, channel in zip(resources, made, strict=True)}
+    with runtime.sessions() as session:
+        numbers = factories.numbers_by_channel(session, jane.id)
     assert len(set(numbers.values())) == 2, "the pool gives each of Jane's channels a number"
 
     for resource in ["order-a", "order-b", "order-a"]:

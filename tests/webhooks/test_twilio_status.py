@@ -51,8 +51,7 @@ def post_status(client: FlaskClient, status: str, delivery_id: str | None, sid: 
 
 def current(runtime: Runtime, delivery_id: str) -> Delivery:
     with runtime.sessions() as session:
-        row = session.get(Delivery, delivery_id)
-        assert row is not None
+        row = session.get_one(Delivery, delivery_id)
         return row
 
 
@@ -119,23 +118,20 @@ def test_21610_opts_the_contact_out(
     row = current(runtime, delivery.id)
     assert (row.status, row.error_code) == ("failed", 21610)
     with runtime.sessions() as session:
-        contact = session.get(Contact, row.subscriber_id)
-        assert contact is not None
+        contact = session.get_one(Contact, row.subscriber_id)
         assert is_opted_out(session, row.organization_id, contact.phone_hash)
 
 
 def _opted_out(runtime: Runtime, delivery: Delivery) -> bool:
     with runtime.sessions() as session:
-        contact = session.get(Contact, delivery.subscriber_id)
-        assert contact is not None
+        contact = session.get_one(Contact, delivery.subscriber_id)
         return is_opted_out(session, delivery.organization_id, contact.phone_hash)
 
 
 def _start(runtime: Runtime, settings: Settings, client: FlaskClient, delivery: Delivery) -> None:
     # The contact texts START to the organization's number, through the real webhook.
     with runtime.sessions() as session:
-        contact = session.get(Contact, delivery.subscriber_id)
-        assert contact is not None
+        contact = session.get_one(Contact, delivery.subscriber_id)
         [to] = sender_numbers(session, delivery.organization_id)
     payload = payloads.inbound(contact.phone, to, "START")
     assert factories.post_signed(client, AUTH_TOKEN, "/twilio/sms", payload).status_code == 200

@@ -70,8 +70,7 @@ def test_every_change_records_its_event_and_each_arrives_once_signed(
         record_sent(
             session, first.id, SendResult(sid="SM" + "a" * 32, status="queued", num_segments=1)
         )
-        row = session.get(Delivery, first.id)
-        assert row is not None
+        row = session.get_one(Delivery, first.id)
         apply_status(session, row, "delivered")
     with transaction(rt.sessions) as session:  # delivery.updated (failed) + contact.opted_out
         record_failure(session, settings, second.id, PermanentSendError("no", UNSUBSCRIBED_CODE))
@@ -83,9 +82,7 @@ def test_every_change_records_its_event_and_each_arrives_once_signed(
     with transaction(rt.sessions) as session:
         stored = get_message(session, org.id, message.id)
         message_json = factories.as_json(load_message(session, stored))
-        delivery_json = factories.as_json(
-            DeliveryModel.of(factories.known(session.get(Delivery, first.id)))
-        )
+        delivery_json = factories.as_json(DeliveryModel.of(session.get_one(Delivery, first.id)))
         recorded = Counter(session.execute(select(Event.type)).scalars())
 
     assert set(recorded) == set(EVENT_OBJECTS)

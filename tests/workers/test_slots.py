@@ -8,17 +8,30 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from rq import Queue
+from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+from tests import factories
 from tests.services import RedisServer
 from workers.slots import enqueue_in_slot, enqueue_once, start_slot, take_all
 
 JOB = "workers.jobs.fan_out"
 
 
-def _queued(connection: redis.Redis, queue: str) -> list[tuple[tuple[object, ...], object]]:
-    jobs = Queue(queue, connection=connection).get_jobs()
-    return [(tuple(job.args), job.kwargs.get("token")) for job in jobs]
+def _jobs(connection: redis.Redis, queue: str, scheduled: bool = False) -> list[Job]:
+    """The queue's jobs waiting to run, or (`scheduled`) those scheduled for later."""
+    target = Queue(queue, connection=connection)
+    if not scheduled:
+        return target.get_jobs()
+    ids = ScheduledJobRegistry(queue, connection=connection).get_job_ids()
+    return [factories.known(target.fetch_job(job_id)) for job_id in ids]
+
+
+def _holder(connection: redis.Redis, slot: str) -> str:
+    """The token of the job that holds `slot` (its value is "<when>:<token>")."""
+    held = connection.get(slot)
+    assert isinstance(held, bytes)
+    return held.decode().partition(":")[2]
 
 
 def test_a_mark_keeps_a_second_job_out_and_the_job_takes_all_the_waiting_work(
@@ -65,19 +78,22 @@ def test_a_job_that_could_not_be_queued_clears_its_mark_so_the_next_call_tries(
 def test_a_slot_queues_one_job_and_a_sooner_one_supersedes_it(redis_client: redis.Redis) -> None:
     later = datetime.now(UTC) + timedelta(minutes=5)
     enqueue_in_slot(redis_client, "t:slot", 60, "t-fan", JOB, ("m1",), job_timeout=60, at=later)
-    # As late or later: nothing more is queued.
-    enqueue_in_slot(redis_client, "t:slot", 60, "t-fan", JOB, ("m1",), job_timeout=60, at=later)
-    scheduled = ScheduledJobRegistry("t-fan", connection=redis_client).get_job_ids()
-    assert len(scheduled) == 1
-    late_job = Queue("t-fan", connection=redis_client).fetch_job(scheduled[0])
-    assert late_job is not None
+    [late_job] = _jobs(redis_client, "t-fan", scheduled=True)
     late_token = late_job.kwargs["token"]
+    assert _holder(redis_client, "t:slot") == late_token
+    # As late or later: nothing more is queued, and the first job keeps the slot.
+    for at in (later, later + timedelta(minutes=1)):
+        enqueue_in_slot(redis_client, "t:slot", 60, "t-fan", JOB, ("m1",), job_timeout=60, at=at)
+    assert [j.id for j in _jobs(redis_client, "t-fan", scheduled=True)] == [late_job.id]
+    assert _jobs(redis_client, "t-fan") == []
+    assert _holder(redis_client, "t:slot") == late_token
     # Now: queued at once, and it holds the slot from here on.
     enqueue_in_slot(redis_client, "t:slot", 60, "t-fan", JOB, ("m1",), job_timeout=60)
-    [(args, now_token)] = _queued(redis_client, "t-fan")
-    assert args == ("m1",) and now_token != late_token
+    [now_job] = _jobs(redis_client, "t-fan")
+    now_token = now_job.kwargs["token"]
+    assert tuple(now_job.args) == ("m1",) and _holder(redis_client, "t:slot") == now_token
     assert not start_slot(redis_client, "t:slot", late_token)  # superseded: it does nothing
-    assert start_slot(redis_client, "t:slot", str(now_token))  # the holder frees the slot
+    assert start_slot(redis_client, "t:slot", now_token)  # the holder frees the slot
     assert redis_client.exists("t:slot") == 0
 
 
@@ -86,6 +102,6 @@ def test_a_job_due_already_is_queued_at_once_not_scheduled(redis_client: redis.R
     enqueue_in_slot(
         redis_client, "t:slot", 60, "t-fan", JOB, ("m2",), job_timeout=60, at=past, kwargs={"x": 1}
     )
-    jobs = Queue("t-fan", connection=redis_client).get_jobs()
+    jobs = _jobs(redis_client, "t-fan")
     assert [(tuple(j.args), j.kwargs["x"]) for j in jobs] == [(("m2",), 1)]
     assert ScheduledJobRegistry("t-fan", connection=redis_client).count == 0

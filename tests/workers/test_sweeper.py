@@ -322,7 +322,7 @@ def test_an_inbound_sms_whose_matching_job_redis_lost_is_processed_by_the_sweepe
 
     assert counts["inbound_redriven"] == 1
     with runtime.sessions() as session:
-        inbound = session.get(InboundSms, outcome.inbound.seq)
-        assert inbound is not None and inbound.status == "matched"
+        inbound = session.get_one(InboundSms, outcome.inbound.seq)
+        assert inbound.status == "matched"
         message = session.scalars(select(Message).where(Message.id == inbound.message_id)).one()
         assert (message.text, message.subscriber_id) == ("Still waiting", world.jane.id)
