@@ -539,7 +539,7 @@ def test_deferred_a_reply_is_only_stored_and_a_worker_matches_it_later(
 
     assert outcome.pending and outcome.outcome == "received" and outcome.posted == []
     assert session.scalar(replies) == 0
-    [done] = factories.known(process_received(session, settings, outcome.inbound.id))
+    [done] = process_received(session, settings, outcome.inbound.id)
     session.commit()
     assert (done.outcome, done.channel_id) == ("matched", chat.channel.id)
     assert session.scalar(replies) == 1
@@ -589,7 +589,7 @@ def test_deferred_sms_of_one_contact_are_stored_in_the_order_received(
         session.commit()
 
     # The last one's job first: it takes the two before it, in their order.
-    done = factories.known(process_received(session, settings, ids[2]))
+    done = process_received(session, settings, ids[2])
     session.commit()
     assert [o.inbound.body for o in done] == ["one", "two", "three"]
     assert process_received(session, settings, ids[0]) == []
@@ -635,7 +635,8 @@ def test_a_drained_webhook_is_stored_after_the_sms_its_sender_sent_before_it(
     """Kept in Redis while the database was down, an SMS is drained (not deferred) while an
     earlier one of its sender still waits for the workers: the earlier one reaches the channel
     first, and both are relayed (DESIGN 5.5: a contact's SMS in the order received)."""
-    chat = factories.channel_of_two(session, settings)
+    chat = factories.conversation_in(session, settings)
+    session.commit()
     first = record_inbound_sms(
         session, settings, payloads.inbound(chat.jane.phone, chat.to, "first"), defer=True
     )
